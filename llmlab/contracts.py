@@ -1,0 +1,95 @@
+"""Records shared by the CLI, the grader, Ray jobs and (later) the services and the operator.
+
+Light on purpose: pydantic only, never torch, so that a grader client or a service can import it cheaply.
+Every record carries ``schema_version`` so that stored results can be read back after the schema grows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import platform as _platform
+import sys
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = 1
+
+LabId = str  # "m01".."m20"
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CheckResult(_Record):
+    """One graded check of one submission."""
+
+    name: str
+    points: float  # points earned
+    max_points: float
+    passed: bool
+    message: str = ""
+    duration_s: float = 0.0
+
+
+class Environment(_Record):
+    python: str = Field(default_factory=lambda: sys.version.split()[0])
+    platform: str = Field(default_factory=_platform.platform)
+    llmlab: str = ""
+    torch: str | None = None
+    host: str = Field(default_factory=_platform.node)
+
+
+class Limits(_Record):
+    """Resource limits the submission ran under."""
+
+    call_timeout_s: float  # one call into the submission
+    total_timeout_s: float  # the whole grading
+    memory_mb: int  # address-space limit of the submission's process
+
+
+class GradeResult(_Record):
+    """The defined result record of one grading: printed by `llmlab grade --json`, returned by Ray jobs,
+    stored in the gradebook."""
+
+    schema_version: int = SCHEMA_VERSION
+    lab: LabId
+    learner: str = "anonymous"
+    submission_sha256: str
+    seed: int  # drew every random check input; re-grading with it reproduces the inputs
+    checks: list[CheckResult]
+    score: float
+    max_score: float
+    status: Literal["graded", "error"] = "graded"
+    error: str | None = None  # why grading as a whole could not judge the submission (e.g. it won't import)
+    limits: Limits
+    started_at: dt.datetime
+    duration_s: float
+    environment: Environment
+
+    @property
+    def fraction(self) -> float:
+        return self.score / self.max_score if self.max_score else 0.0
+
+
+class LabInfo(_Record):
+    id: LabId
+    number: int
+    title: str
+    topics: list[str]
+    component: Literal["quiz", "lab", "replication", "capstone"]
+    built: bool
+
+
+class JobRecord(_Record):
+    """A lab grading submitted as a Ray job, as `llmlab jobs` shows it."""
+
+    job_id: str
+    lab: LabId | None = None
+    learner: str | None = None
+    status: str
+    address: str
+    submitted_at: dt.datetime | None = None
+    message: str | None = None
+    result: GradeResult | None = None

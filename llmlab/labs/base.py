@@ -1,0 +1,203 @@
+"""The lab contract: spec, reference, deliverable, checks with points, seeded bugs.
+
+A lab module builds one :class:`Lab` and registers its checks and bugs on it::
+
+    LAB = Lab("m01", reference="llmlab.linalg", spec=["batched_svd", ...], limits=...)
+
+    @LAB.check(points=2)
+    def svd_reconstructs(ctx: CheckContext):
+        A = ctx.randn(4, 7, 3)                    # hidden input, drawn in the grader
+        U, S, Vh = ctx.call("batched_svd", A)     # runs in the sandbox
+        ctx.close(U @ torch.diag_embed(S) @ Vh, A, atol=1e-6, what="U S Vh")
+
+    LAB.bug("svd_unsorted", batched_svd=_svd_unsorted)
+
+Checks run in the grader; only ``ctx.call``/``ctx.run`` cross into the submission's process, carrying
+arguments and bringing back values (tensors, numbers, lists/dicts of them).
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import textwrap
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+
+class CheckFailed(AssertionError):
+    """A check's verdict: the submission is wrong, with a message for the learner."""
+
+
+@dataclass(frozen=True)
+class LabLimits:
+    call_timeout_s: float = 30.0
+    total_timeout_s: float = 300.0
+    memory_mb: int = 2048
+
+
+@dataclass
+class Check:
+    name: str
+    points: float
+    fn: Callable[[CheckContext], None]
+
+    @property
+    def description(self) -> str:
+        return inspect.getdoc(self.fn) or ""
+
+
+class CheckContext:
+    """What a check sees: a seeded generator for hidden inputs and a line into the submission."""
+
+    def __init__(self, seed: int, caller: Callable[[str, tuple, dict], Any]):
+        self.seed = seed
+        self.rng = np.random.default_rng(seed)
+        self.gen = torch.Generator().manual_seed(seed)
+        self._caller = caller
+
+    # --- calling the submission --------------------------------------------------------------------
+    def call(self, name: str, *args, **kwargs) -> Any:
+        """Call ``submission.<name>(*args, **kwargs)`` in the sandbox and return its value."""
+        return self._caller("llmlab.labs.base:probe_call", (name, *args), kwargs)
+
+    def run(self, probe: Callable, *args, **kwargs) -> Any:
+        """Run a module-level ``probe(submission, *args, **kwargs)`` in the sandbox (for classes and
+        procedures, e.g. stepping a learner's optimizer)."""
+        return self._caller(f"{probe.__module__}:{probe.__qualname__}", args, kwargs)
+
+    # --- hidden inputs ------------------------------------------------------------------------------
+    def randn(self, *shape: int, dtype=torch.float64) -> torch.Tensor:
+        return torch.randn(*shape, generator=self.gen, dtype=dtype)
+
+    def randint(self, low: int, high: int) -> int:
+        """An int in [low, high)."""
+        return int(self.rng.integers(low, high))
+
+    def choice(self, options: list):
+        return options[int(self.rng.integers(len(options)))]
+
+    # --- verdicts -----------------------------------------------------------------------------------
+    @staticmethod
+    def expect(condition: bool, message: str) -> None:
+        if not condition:
+            raise CheckFailed(message)
+
+    @staticmethod
+    def close(actual, expected, *, atol: float, rtol: float = 0.0, what: str = "value") -> None:
+        """Fail unless ``actual`` matches ``expected`` in shape and within ``atol + rtol*|expected|``."""
+        a = torch.as_tensor(actual) if not isinstance(actual, torch.Tensor) else actual
+        e = torch.as_tensor(expected) if not isinstance(expected, torch.Tensor) else expected
+        if tuple(a.shape) != tuple(e.shape):
+            raise CheckFailed(f"{what}: shape {tuple(a.shape)}, expected {tuple(e.shape)}")
+        a, e = a.detach().to(torch.float64), e.detach().to(torch.float64)
+        if not torch.isfinite(a).all() and not torch.equal(torch.isfinite(a), torch.isfinite(e)):
+            raise CheckFailed(f"{what}: contains NaN or inf")
+        err = (a - e).abs() - rtol * e.abs()
+        worst = float(err.max()) if err.numel() else 0.0
+        if worst > atol:
+            raise CheckFailed(f"{what}: off by up to {float((a - e).abs().max()):.3g} (tolerance {atol:g}"
+                              + (f" + {rtol:g}*|expected|" if rtol else "") + ")")
+
+
+def probe_call(submission, name: str, *args, **kwargs):
+    """Sandbox side of :meth:`CheckContext.call`."""
+    fn = getattr(submission, name, None)
+    if fn is None:
+        raise AttributeError(f"the submission does not define {name!r}")
+    return to_wire(fn(*args, **kwargs))
+
+
+def to_wire(value):
+    """Turn a submission's value into what the grader accepts back: tensors, numbers, str, lists, dicts."""
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(value))
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, torch.Tensor):
+        return value.detach().clone()
+    if isinstance(value, tuple | list):
+        return [to_wire(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): to_wire(v) for k, v in value.items()}
+    return value
+
+
+@dataclass
+class Lab:
+    """One lab's contract. ``reference`` is the library module implementing the ``spec`` names."""
+
+    id: str
+    module: str  # the lab module's __name__ (the sandbox imports it for the probes)
+    reference: str
+    spec: list[str]
+    limits: LabLimits = field(default_factory=LabLimits)
+    checks: list[Check] = field(default_factory=list)
+    bugs: dict[str, dict[str, str]] = field(default_factory=dict)
+    preload: tuple[str, ...] = ()  # modules the sandbox imports before capping memory
+
+    def check(self, points: float, name: str | None = None):
+        def register(fn):
+            self.checks.append(Check(name or fn.__name__, points, fn))
+            return fn
+
+        return register
+
+    def bug(self, name: str, **overrides: Callable) -> None:
+        """A seeded bug: the reference with some spec names replaced by deliberately wrong versions.
+        Overrides must be module-level objects, so the generated submission can import them."""
+        unknown = set(overrides) - set(self.spec)
+        if unknown:
+            raise ValueError(f"bug {name!r} overrides names outside the spec: {sorted(unknown)}")
+        self.bugs[name] = {k: f"{v.__module__}:{v.__qualname__}" for k, v in overrides.items()}
+
+    @property
+    def max_score(self) -> float:
+        return float(sum(c.points for c in self.checks))
+
+    def reference_module(self):
+        return importlib.import_module(self.reference)
+
+    def submission_source(self, bug: str | None = None) -> str:
+        """Python source of a submission that is the reference, or the reference with a seeded bug."""
+        lines = [f'"""{"Seeded bug " + bug if bug else "Reference"} submission for lab {self.id}."""',
+                 f"from {self.reference} import {', '.join(self.spec)}  # noqa: F401"]
+        for target, qual in (self.bugs[bug] if bug else {}).items():
+            mod, _, attr = qual.partition(":")
+            lines.append(f"from {mod} import {attr} as {target}  # noqa: F401")
+        return "\n".join(lines) + "\n"
+
+    def write_submission(self, path: Path, bug: str | None = None) -> Path:
+        path.write_text(self.submission_source(bug))
+        return path
+
+    def spec_text(self) -> str:
+        """The contract a learner implements: signatures and docstrings of the spec names."""
+        ref = self.reference_module()
+        parts = []
+        for name in self.spec:
+            obj = getattr(ref, name)
+            doc = textwrap.indent(inspect.getdoc(obj) or "", "    ")
+            if inspect.isclass(obj):
+                sig = f"class {name}({', '.join(b.__name__ for b in obj.__bases__)}):"
+                init = inspect.signature(obj.__init__)
+                parts.append(f"{sig}\n{doc}\n\n    def __init__{init}: ...")
+            else:
+                parts.append(f"def {name}{inspect.signature(obj)}:\n{doc}")
+        return "\n\n".join(parts)
+
+    def starter_source(self) -> str:
+        """A skeleton submission: every spec name, raising NotImplementedError."""
+        body = self.spec_text().replace(": ...", ":\n        raise NotImplementedError")
+        out = []
+        for block in body.split("\n\n"):
+            out.append(block + ("\n    raise NotImplementedError" if block.startswith("def ") else ""))
+        header = (f'"""Lab {self.id} submission. Fill in every function; grade with '
+                  f'`llmlab grade {self.id} THIS_FILE`."""\nfrom __future__ import annotations\n\n'
+                  "import math  # noqa: F401\n\nimport torch  # noqa: F401\nfrom torch import Tensor  # noqa: F401\n")
+        return header + "\n\n" + "\n\n\n".join(out) + "\n"
