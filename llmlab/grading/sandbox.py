@@ -132,7 +132,7 @@ def _describe(exc: BaseException) -> dict:
     elif isinstance(exc, SystemExit):
         message = f"the submission called sys.exit({exc.code!r})"
     else:
-        message = f"{type(exc).__name__}: {exc}"
+        message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     # the innermost frames that belong to the submission, for the learner
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if "llmlab" not in f.filename]
     where = f" (at {os.path.basename(frames[-1].filename)}:{frames[-1].lineno})" if frames else ""

@@ -176,28 +176,49 @@ class Lab:
         path.write_text(self.submission_source(bug))
         return path
 
-    def spec_text(self) -> str:
-        """The contract a learner implements: signatures and docstrings of the spec names."""
+    def spec_text(self, stub: bool = False) -> str:
+        """The contract a learner implements: signatures and docstrings of the spec names. With ``stub``,
+        each body raises NotImplementedError (the starter file)."""
         ref = self.reference_module()
+        body = "    raise NotImplementedError" if stub else "    ..."
         parts = []
         for name in self.spec:
             obj = getattr(ref, name)
-            doc = textwrap.indent(inspect.getdoc(obj) or "", "    ")
             if inspect.isclass(obj):
-                sig = f"class {name}({', '.join(b.__name__ for b in obj.__bases__)}):"
-                init = inspect.signature(obj.__init__)
-                parts.append(f"{sig}\n{doc}\n\n    def __init__{init}: ...")
+                bases = ", ".join(f"{b.__module__}.{b.__qualname__}" if b.__module__ != "builtins" else b.__name__
+                                  for b in obj.__bases__)
+                lines = [f"class {name}({bases}):", _doc(obj, "    ")]
+                for meth in ("__init__", *sorted(m for m in vars(obj) if not m.startswith("_")
+                                                 and callable(vars(obj)[m]))):
+                    fn = getattr(obj, meth)
+                    lines += [f"    def {meth}{_signature(fn)}:", _doc(fn, "        "), "    " + body]
+                parts.append("\n".join(x for x in lines if x))
             else:
-                parts.append(f"def {name}{inspect.signature(obj)}:\n{doc}")
-        return "\n\n".join(parts)
+                parts.append("\n".join(x for x in (f"def {name}{_signature(obj)}:", _doc(obj, "    "), body) if x))
+        return "\n\n\n".join(parts)
 
     def starter_source(self) -> str:
-        """A skeleton submission: every spec name, raising NotImplementedError."""
-        body = self.spec_text().replace(": ...", ":\n        raise NotImplementedError")
-        out = []
-        for block in body.split("\n\n"):
-            out.append(block + ("\n    raise NotImplementedError" if block.startswith("def ") else ""))
-        header = (f'"""Lab {self.id} submission. Fill in every function; grade with '
-                  f'`llmlab grade {self.id} THIS_FILE`."""\nfrom __future__ import annotations\n\n'
-                  "import math  # noqa: F401\n\nimport torch  # noqa: F401\nfrom torch import Tensor  # noqa: F401\n")
-        return header + "\n\n" + "\n\n\n".join(out) + "\n"
+        """A skeleton submission: every spec name with its docstring, raising NotImplementedError."""
+        return (f'"""Lab {self.id} submission: implement every function below, then run\n'
+                f'`llmlab grade {self.id} THIS_FILE`."""\n\nfrom __future__ import annotations\n\n'
+                "import math  # noqa: F401\n\nimport torch  # noqa: F401\nfrom torch import Tensor  # noqa: F401\n\n\n"
+                + self.spec_text(stub=True) + "\n")
+
+
+class _Annotation(str):
+    def __repr__(self) -> str:  # show postponed annotations as written, without quotes
+        return str(self)
+
+
+def _signature(fn) -> str:
+    sig = inspect.signature(fn)
+    params = [p.replace(annotation=_Annotation(p.annotation)) if isinstance(p.annotation, str) else p
+              for p in sig.parameters.values()]
+    ret = sig.return_annotation
+    return str(sig.replace(parameters=params,
+                           return_annotation=_Annotation(ret) if isinstance(ret, str) else ret))
+
+
+def _doc(obj, indent: str) -> str:
+    doc = inspect.getdoc(obj)
+    return textwrap.indent(f'"""{doc}"""', indent) if doc else ""

@@ -1,0 +1,2 @@
+"""Lab work as Ray jobs: a local Ray head on demand (``local``), submission and inspection through Ray's
+Job Submission API (``client``), and the job entrypoints (``grade_job``, ``deliverable_job``)."""

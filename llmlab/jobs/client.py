@@ -1,0 +1,130 @@
+"""Submit lab gradings as Ray jobs and read their results, through Ray's Job Submission API.
+
+Works against any Ray cluster: the local head (default) or ``--address http://HOST:8265`` such as a KubeRay
+head service. The submission travels as the job's ``runtime_env.working_dir``; lab and learner go in the
+job's metadata; the result comes back as the record described in :mod:`llmlab.jobs.record`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from llmlab.contracts import GradeResult, JobRecord
+from llmlab.jobs import local, record
+
+TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
+
+
+class JobError(RuntimeError):
+    pass
+
+
+def _client(address: str):
+    from ray.job_submission import JobSubmissionClient
+
+    try:
+        return JobSubmissionClient(address)
+    except Exception as e:  # connection refused, bad URL, version mismatch
+        raise JobError(f"cannot reach the Ray job server at {address}: {e}") from None
+
+
+def _stage(submission: Path, into: Path) -> str:
+    """Copy the submission under ``into/submission/`` and return its path relative to ``into``."""
+    target = into / "submission"
+    if submission.is_dir():
+        shutil.copytree(submission, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".git"))
+        return "submission"
+    target.mkdir(parents=True)
+    shutil.copy2(submission, target / submission.name)
+    return f"submission/{submission.name}"
+
+
+def submit_grading(lab: str, submission: Path, *, address: str | None = None, learner: str = "anonymous",
+                   seed: int | None = None) -> tuple[str, str]:
+    """Submit the grading of ``submission`` for ``lab``; returns (job id, address)."""
+    from llmlab.labs import get_lab
+
+    get_lab(lab)  # fail here, not in the job, for an unknown or unbuilt lab
+    submission = Path(submission).resolve()
+    if not submission.exists():
+        raise FileNotFoundError(f"no such submission: {submission}")
+    address = local.ensure(address)
+    job_id = f"llmlab-{lab}-{uuid.uuid4().hex[:12]}"
+    with tempfile.TemporaryDirectory(prefix="llmlab-stage-") as d:
+        rel = _stage(submission, Path(d))
+        args = ["python", "-m", "llmlab.jobs.grade_job", lab, rel, "--learner", learner]
+        if seed is not None:
+            args += ["--seed", str(seed)]
+        _client(address).submit_job(
+            entrypoint=" ".join(args), submission_id=job_id, runtime_env={"working_dir": d},
+            metadata={"llmlab.kind": "grade", "llmlab.lab": lab, "llmlab.learner": learner,
+                      "llmlab.submission": submission.name},
+        )
+    return job_id, address
+
+
+def wait(job_id: str, address: str, timeout: float = 1800, on_status=None) -> str:
+    client = _client(address)
+    deadline, last = time.monotonic() + timeout, None
+    while True:
+        status = str(client.get_job_status(job_id).value)
+        if status != last and on_status:
+            on_status(status)
+        last = status
+        if status in TERMINAL:
+            return status
+        if time.monotonic() > deadline:
+            raise JobError(f"job {job_id} still {status} after {timeout:g}s")
+        time.sleep(0.5)
+
+
+def result(job_id: str, address: str) -> GradeResult:
+    """The grading result of a finished job, from its result record."""
+    client = _client(address)
+    info = client.get_job_info(job_id)
+    try:
+        return record.decode(client.get_job_logs(job_id), GradeResult)
+    except record.RecordError as e:
+        raise JobError(f"job {job_id} ({info.status}) returned no grading result: {e}. "
+                       f"{info.message or ''} See `llmlab job {job_id} --logs`.") from None
+
+
+def _to_record(info, address: str, with_result: bool, client=None) -> JobRecord:
+    meta = info.metadata or {}
+    rec = JobRecord(job_id=info.submission_id or info.job_id or "?", lab=meta.get("llmlab.lab"),
+                    learner=meta.get("llmlab.learner"), status=str(info.status.value), address=address,
+                    submitted_at=dt.datetime.fromtimestamp(info.start_time / 1000, dt.UTC) if info.start_time else None,
+                    message=info.message)
+    if with_result and rec.status == "SUCCEEDED":
+        try:
+            rec.result = record.decode(client.get_job_logs(rec.job_id), GradeResult)
+        except record.RecordError:
+            pass
+    return rec
+
+
+def list_jobs(address: str | None = None) -> list[JobRecord]:
+    address = address or local.default_address()
+    client = _client(address)
+    jobs = [j for j in client.list_jobs() if (j.metadata or {}).get("llmlab.kind")]
+    jobs.sort(key=lambda j: j.start_time or 0, reverse=True)
+    return [_to_record(j, address, False) for j in jobs]
+
+
+def get_job(job_id: str, address: str | None = None) -> JobRecord:
+    address = address or local.default_address()
+    client = _client(address)
+    try:
+        info = client.get_job_info(job_id)
+    except Exception:
+        raise JobError(f"no job {job_id!r} on {address}") from None
+    return _to_record(info, address, True, client)
+
+
+def logs(job_id: str, address: str | None = None) -> str:
+    return _client(address or local.default_address()).get_job_logs(job_id)
