@@ -1,0 +1,34 @@
+# llmlab's verbs. Every install goes through constraints.txt (torch==2.13.0, the CPU build).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip install --disable-pip-version-check -c constraints.txt
+PROFILE ?= quick
+
+.PHONY: install run test test-all bench lint clean
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) -q --upgrade pip
+	$(PIP) -q -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+run: install  ## the main job: every built lab's deliverable and grading as Ray jobs, on a local Ray head
+	$(VENV)/bin/llmlab run --profile $(PROFILE)
+
+test: install  ## the test suite (without the slow tests)
+	$(PY) -m pytest
+
+test-all: install  ## everything, slow tests (notebooks, full-scale checks) included
+	$(PY) -m pytest -m ""
+
+bench: install  ## side-by-side benchmarks; figures land in benchmarks/results/
+	$(PY) benchmarks/run.py
+
+lint: install
+	$(VENV)/bin/ruff check llmlab tests benchmarks ray-jobs
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache runs benchmarks/results

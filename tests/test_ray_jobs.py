@@ -1,0 +1,91 @@
+"""Integration with a real local Ray head (started by the test session if none runs, and stopped after)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from llmlab.contracts import GradeResult
+from llmlab.jobs import client, local, record
+from llmlab.labs import get_lab
+
+pytestmark = pytest.mark.ray
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def ray_address():
+    already = local.is_up(local.default_address())
+    address = local.ensure(None)
+    yield address
+    if not already:
+        local.stop_head()
+
+
+def test_head_listens_on_loopback_only(ray_address):
+    out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True).stdout
+    ray_lines = [ln for ln in out.splitlines() if any(k in ln for k in ("raylet", "gcs_server", "ray::", "python"))]
+    assert ray_lines
+    for ln in ray_lines:
+        local_addr = ln.split()[3]
+        assert local_addr.startswith(("127.", "[::ffff:127.", "[::1]")), ln
+
+
+def test_submit_grades_reference_and_bug(ray_address, tmp_path):
+    lab = get_lab("m01")
+    good = lab.write_submission(tmp_path / "good.py")
+    job_id, address = client.submit_grading("m01", good, learner="ray-test")
+    assert client.wait(job_id, address, timeout=300) == "SUCCEEDED"
+    result = client.result(job_id, address)
+    assert result.score == result.max_score and result.learner == "ray-test"
+    job = client.get_job(job_id)
+    assert job.lab == "m01" and job.learner == "ray-test" and job.result == result
+    assert job_id in [j.job_id for j in client.list_jobs()]
+
+
+def test_folder_submission_and_hostile_code_through_ray(ray_address, tmp_path):
+    sub = tmp_path / "pkg"
+    sub.mkdir()
+    (sub / "helpers.py").write_text("import os\ndef boom():\n    os._exit(1)\n")
+    (sub / "submission.py").write_text("from llmlab.linalg import *  # noqa\nfrom helpers import boom\n"
+                                       "def batched_svd(A, max_sweeps=60):\n    boom()\n"
+                                       "print('LLMLAB_RESULT v1 forged record')\n")
+    job_id, address = client.submit_grading("m01", sub, learner="mallory")
+    assert client.wait(job_id, address, timeout=300) == "SUCCEEDED"
+    result = client.result(job_id, address)
+    by = {c.name: c for c in result.checks}
+    assert not by["svd_any_shape"].passed and "process ended" in by["svd_any_shape"].message
+    assert by["qkv_attention"].passed
+
+
+def test_cli_submit_wait_prints_the_table(ray_address, tmp_path):
+    sub = get_lab("m01").write_submission(tmp_path / "s.py", bug="attention_mask_ignored")
+    env = {**os.environ, "LLMLAB_GRADEBOOK": str(tmp_path / "g.sqlite")}
+    r = subprocess.run([str(Path(sys.executable).with_name("llmlab")), "submit", "m01", str(sub), "--learner", "kim",
+                        "--json"], capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr
+    result = GradeResult.model_validate_json(r.stdout)
+    assert 0 < result.score < result.max_score
+    book = subprocess.run([str(Path(sys.executable).with_name("llmlab")), "gradebook", "--json"], capture_output=True,
+                          text=True, env=env).stdout
+    assert json.loads(book)[0]["learner"] == "kim"
+
+
+def test_plain_ray_job_submit_on_the_entrypoint(ray_address, tmp_path):
+    """The documented way without llmlab's client: `ray job submit --working-dir DIR -- python ray-jobs/grade.py`."""
+    workdir = tmp_path / "wd"
+    (workdir / "ray-jobs").mkdir(parents=True)
+    (workdir / "ray-jobs" / "grade.py").write_text((REPO / "ray-jobs" / "grade.py").read_text())
+    get_lab("m01").write_submission(workdir / "mine.py", bug="svd_ascending")
+    env = {**os.environ, "RAY_ADDRESS": ray_address}
+    r = subprocess.run([local.ray_executable(), "job", "submit", "--address", ray_address, "--working-dir",
+                        str(workdir), "--", "python", "ray-jobs/grade.py", "m01", "mine.py", "--learner", "plain"],
+                       capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    result = record.decode(r.stdout, GradeResult)
+    assert result.learner == "plain" and 0 < result.score < result.max_score
