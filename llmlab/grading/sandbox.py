@@ -25,6 +25,7 @@ import sys
 import traceback
 
 from llmlab.grading import protocol
+from llmlab.labs.base import to_wire
 
 OUTPUT_LIMIT_BYTES = 8 * 2**20
 
@@ -187,8 +188,7 @@ def main() -> None:
             return
         probe, args, kwargs = request
         try:
-            value = _resolve(probe)(module, *args, **kwargs)
-            reply = {"ok": True, "value": value}
+            reply = {"ok": True, "value": to_wire(_resolve(probe)(module, *args, **kwargs))}
         except BaseException as e:  # noqa: BLE001
             reply = _describe(e)
         try:

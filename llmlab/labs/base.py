@@ -91,8 +91,8 @@ class CheckContext:
     @staticmethod
     def close(actual, expected, *, atol: float, rtol: float = 0.0, what: str = "value") -> None:
         """Fail unless ``actual`` matches ``expected`` in shape and within ``atol + rtol*|expected|``."""
-        a = torch.as_tensor(actual) if not isinstance(actual, torch.Tensor) else actual
-        e = torch.as_tensor(expected) if not isinstance(expected, torch.Tensor) else expected
+        a = actual if isinstance(actual, torch.Tensor) else torch.as_tensor(actual, dtype=torch.float64)
+        e = expected if isinstance(expected, torch.Tensor) else torch.as_tensor(expected, dtype=torch.float64)
         if tuple(a.shape) != tuple(e.shape):
             raise CheckFailed(f"{what}: shape {tuple(a.shape)}, expected {tuple(e.shape)}")
         a, e = a.detach().to(torch.float64), e.detach().to(torch.float64)
@@ -110,7 +110,7 @@ def probe_call(submission, name: str, *args, **kwargs):
     fn = getattr(submission, name, None)
     if fn is None:
         raise AttributeError(f"the submission does not define {name!r}")
-    return to_wire(fn(*args, **kwargs))
+    return fn(*args, **kwargs)
 
 
 def to_wire(value):
