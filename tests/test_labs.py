@@ -25,8 +25,7 @@ def test_lab_contract_is_complete(lab_id):
     lab = get_lab(lab_id)
     assert len(lab.bugs) >= 3, "every lab seeds at least 3 bugs"
     assert lab.checks and all(c.points > 0 and c.description for c in lab.checks)
-    ref = lab.reference_module()
-    assert all(callable(getattr(ref, name)) for name in lab.spec)
+    assert all(callable(lab.reference_object(name)) for name in lab.names)
     compile(lab.starter_source(), "starter.py", "exec")
 
 

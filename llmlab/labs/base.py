@@ -130,7 +130,8 @@ def to_wire(value):
 
 @dataclass
 class Lab:
-    """One lab's contract. ``reference`` is the library module implementing the ``spec`` names."""
+    """One lab's contract. ``reference`` is the library module implementing the ``spec`` names; a spec
+    entry written ``"module:name"`` comes from another library module."""
 
     id: str
     module: str  # the lab module's __name__ (the sandbox imports it for the probes)
@@ -151,7 +152,7 @@ class Lab:
     def bug(self, name: str, **overrides: Callable) -> None:
         """A seeded bug: the reference with some spec names replaced by deliberately wrong versions.
         Overrides must be module-level objects, so the generated submission can import them."""
-        unknown = set(overrides) - set(self.spec)
+        unknown = set(overrides) - set(self.names)
         if unknown:
             raise ValueError(f"bug {name!r} overrides names outside the spec: {sorted(unknown)}")
         self.bugs[name] = {k: f"{v.__module__}:{v.__qualname__}" for k, v in overrides.items()}
@@ -160,13 +161,25 @@ class Lab:
     def max_score(self) -> float:
         return float(sum(c.points for c in self.checks))
 
-    def reference_module(self):
-        return importlib.import_module(self.reference)
+    @property
+    def names(self) -> list[str]:
+        return [entry.rpartition(":")[2] for entry in self.spec]
+
+    def _origins(self) -> list[tuple[str, str]]:
+        """(module, name) of every spec entry."""
+        return [(entry.partition(":")[0] if ":" in entry else self.reference, entry.rpartition(":")[2])
+                for entry in self.spec]
+
+    def reference_object(self, name: str):
+        module = dict((n, m) for m, n in self._origins())[name]
+        return getattr(importlib.import_module(module), name)
 
     def submission_source(self, bug: str | None = None) -> str:
         """Python source of a submission that is the reference, or the reference with a seeded bug."""
-        lines = [f'"""{"Seeded bug " + bug if bug else "Reference"} submission for lab {self.id}."""',
-                 f"from {self.reference} import {', '.join(self.spec)}  # noqa: F401"]
+        lines = [f'"""{"Seeded bug " + bug if bug else "Reference"} submission for lab {self.id}."""']
+        for module in dict.fromkeys(m for m, _ in self._origins()):
+            names = [n for m, n in self._origins() if m == module]
+            lines.append(f"from {module} import {', '.join(names)}  # noqa: F401")
         for target, qual in (self.bugs[bug] if bug else {}).items():
             mod, _, attr = qual.partition(":")
             lines.append(f"from {mod} import {attr} as {target}  # noqa: F401")
@@ -179,11 +192,10 @@ class Lab:
     def spec_text(self, stub: bool = False) -> str:
         """The contract a learner implements: signatures and docstrings of the spec names. With ``stub``,
         each body raises NotImplementedError (the starter file)."""
-        ref = self.reference_module()
         body = "    raise NotImplementedError" if stub else "    ..."
         parts = []
-        for name in self.spec:
-            obj = getattr(ref, name)
+        for name in self.names:
+            obj = self.reference_object(name)
             if inspect.isclass(obj):
                 bases = ", ".join(f"{b.__module__}.{b.__qualname__}" if b.__module__ != "builtins" else b.__name__
                                   for b in obj.__bases__)

@@ -1,0 +1,1 @@
+"""Evaluation: perplexity now; MMLU, bias and toxicity with the evaluation lab."""
