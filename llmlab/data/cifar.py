@@ -10,7 +10,8 @@ FILES = {"test": "cifar-tiny/cifar10_test.npz", "train": "cifar-tiny/cifar10_tra
 
 
 def load(split: str = "train", path=None) -> tuple[np.ndarray, np.ndarray]:
-    """Images (N, 32, 32, 3) uint8 and labels (N,) for ``split`` ("train": 5,000, "test": 10,000)."""
+    """Images (N, 32, 32, 3) uint8 and labels (N,) for ``split`` ("train": 5,000, "test": 10,000).
+    The rows are sorted by class: take random subsets, never the first rows."""
     if split not in FILES and path is None:
         raise ValueError(f"split must be one of {sorted(FILES)}")
     with np.load(resolve(FILES.get(split, ""), path), allow_pickle=False) as f:

@@ -179,7 +179,8 @@ def _gray_images(n: int) -> torch.Tensor:
     from llmlab.data import cifar
 
     x, _ = cifar.load("test")
-    return torch.from_numpy(x[:n].mean(-1) / 255.0).to(torch.float64)  # (n, 32, 32)
+    pick = np.random.default_rng(0).permutation(len(x))[:n]  # rows are sorted by class
+    return torch.from_numpy(x[pick].mean(-1) / 255.0).to(torch.float64)  # (n, 32, 32)
 
 
 def run(profile: str, out: Path) -> tuple[dict, str]:
