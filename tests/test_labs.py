@@ -32,8 +32,10 @@ def test_lab_contract_is_complete(lab_id):
 @pytest.mark.parametrize("lab_id", LABS)
 def test_reference_earns_full_marks(lab_id):
     lab = get_lab(lab_id)
-    result = grade_source(lab, lab.submission_source())
-    assert result.score == result.max_score, [(c.name, c.message) for c in result.checks if not c.passed]
+    for _ in range(2):  # fresh random inputs each time
+        result = grade_source(lab, lab.submission_source())
+        assert result.score == result.max_score, (result.seed, [(c.name, c.message) for c in result.checks
+                                                                if not c.passed])
 
 
 @pytest.mark.parametrize("lab_id, bug", BUGS, ids=[f"{lab}-{bug}" for lab, bug in BUGS])
@@ -52,3 +54,16 @@ def test_quick_deliverable(lab_id, tmp_path):
     assert on_disk["lab"] == lab_id and on_disk["schema_version"] == 1 and on_disk["metrics"]
     assert record["plots"] and all((tmp_path / p).stat().st_size > 1000 for p in record["plots"])
     assert (tmp_path / "report.md").read_text().startswith(f"# {lab_id}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("lab_id", LABS)
+def test_checks_are_stable_across_seeds(lab_id):
+    """Over many seeds: the reference never loses a point and every seeded bug always loses some."""
+    lab = get_lab(lab_id)
+    for seed in range(10):
+        result = grade_source(lab, lab.submission_source(), seed=seed)
+        assert result.score == result.max_score, (seed, [(c.name, c.message) for c in result.checks if not c.passed])
+    for bug in lab.bugs:
+        for seed in range(5):
+            assert grade_source(lab, lab.submission_source(bug), seed=seed).score < lab.max_score, (bug, seed)

@@ -56,7 +56,7 @@ def truth_realizable(kind: str, pts: np.ndarray, y: np.ndarray) -> bool:
 
 def _pool(ctx: CheckContext, kind: str) -> np.ndarray:
     if kind in ("threshold", "interval"):
-        return np.sort(ctx.rng.choice(100, size=ctx.randint(4, 7), replace=False)).astype(float)
+        return np.sort(ctx.rng.choice(100, size=ctx.randint(6, 8), replace=False)).astype(float)
     grid = np.array([[x, y] for x in range(4) for y in range(4)], dtype=float)
     return ctx.rng.permutation(grid)[:8] + ctx.rng.normal(scale=0.01, size=(8, 2))  # general position
 
