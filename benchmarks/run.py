@@ -1,0 +1,35 @@
+"""`make bench`: every benchmark side by side with its baseline, in one run; results in
+benchmarks/results/results.json."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import platform
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import autodiff_ffn  # noqa: E402
+import submit_latency  # noqa: E402
+
+
+def main() -> None:
+    out = Path(__file__).parent / "results"
+    out.mkdir(exist_ok=True)
+    results = {"when": dt.datetime.now(dt.UTC).isoformat(), "machine": platform.platform(),
+               "benchmarks": [autodiff_ffn.main(), submit_latency.main()]}
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    ffn, lat = results["benchmarks"]
+    print("autodiff: llmlab Tensor vs torch autograd, FFN forward+backward (float64, CPU)")
+    for r in ffn["rows"]:
+        print(f"  {r['shape']:<28} llmlab {r['llmlab_s'] * 1e3:8.1f} ms  torch {r['torch_s'] * 1e3:8.1f} ms  "
+              f"ratio {r['ratio']:.2f}x")
+    print("grading m01: `llmlab submit` (warm Ray head) vs `llmlab grade`, medians of 5")
+    print(f"  grade {lat['grade_median_s']:.2f}s  submit {lat['submit_median_s']:.2f}s  ratio {lat['ratio']:.2f}x")
+    print(f"wrote {out / 'results.json'}")
+
+
+if __name__ == "__main__":
+    main()
