@@ -33,11 +33,11 @@ def main(repeat: int = 15) -> dict:
         arrays = [rng.normal(size=(B, T, C)), rng.normal(size=(C, 4 * C)) / np.sqrt(C), rng.normal(size=4 * C),
                   rng.normal(size=(4 * C, C)) / np.sqrt(4 * C), rng.normal(size=C)]
 
-        def ours():
+        def ours(arrays=arrays):
             ts = [autodiff.Tensor(a) for a in arrays]
             autodiff.ffn_block(*ts).sum().backward()
 
-        def theirs():
+        def theirs(arrays=arrays):
             ts = [torch.from_numpy(a).requires_grad_() for a in arrays]
             (F.gelu(ts[0] @ ts[1] + ts[2]) @ ts[3] + ts[4]).sum().backward()
 

@@ -170,12 +170,12 @@ def submit_cmd(lab_id: Annotated[str, typer.Argument(metavar="ID")],
                record: Annotated[bool, typer.Option(help="store the result in the gradebook")] = True):
     """Submit a grading as a Ray job (Ray's Job Submission API)."""
     from llmlab.jobs import client
+    from llmlab.labs import LabNotBuilt, UnknownLab
 
-    _lab(lab_id)
     try:
         with out.status("submitting"):
             job_id, address = client.submit_grading(lab_id, path, address=address, learner=learner, seed=seed)
-    except FileNotFoundError as e:
+    except (FileNotFoundError, UnknownLab, LabNotBuilt) as e:
         raise Fail(str(e), 2) from None
     except (client.JobError, RuntimeError) as e:
         raise Fail(str(e)) from None

@@ -59,3 +59,11 @@ def test_grade_starter_json_and_gradebook(tmp_path):
     assert book[0]["labs"][0]["lab"] == "m01" and book[0]["components"]["quiz"]["status"] == "pending"
     table = llmlab("grade", "m01", str(starter), "--no-record", env_db=db).stdout
     assert "score 0/" in table and "fail" in table
+
+
+def test_light_modules_do_not_import_torch():
+    """The light install (contracts, CLI, gradebook, grader client) must not need torch."""
+    code = ("import sys, llmlab.cli, llmlab.contracts, llmlab.gradebook, llmlab.jobs.client, llmlab.labs;"
+            "llmlab.labs.catalogue(); assert 'torch' not in sys.modules, 'torch was imported'")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr

@@ -67,3 +67,17 @@ def test_checks_are_stable_across_seeds(lab_id):
     for bug in lab.bugs:
         for seed in range(5):
             assert grade_source(lab, lab.submission_source(bug), seed=seed).score < lab.max_score, (bug, seed)
+
+
+def test_deliverables_reach_their_stated_results(tmp_path):
+    """The quick deliverables' headline numbers, as the issue states them."""
+    m01 = run_deliverable("m01", "quick", tmp_path / "m01")["metrics"]
+    assert m01["svd_max_rel_error"] <= 1e-6 and len(m01["svd_rel_error_per_matrix"]) == m01["matrices"]
+    assert m01["eckart_young_max_gap"] < 1e-10 and m01["attention_max_abs_error_vs_sdpa"] < 1e-6
+    m04 = run_deliverable("m04", "quick", tmp_path / "m04")["metrics"]
+    assert m04["gd_rate_max_gap_to_theory"] < 1e-9 and m04["pl_bound_holds"]
+    assert all(acc > 0.2 for acc in m04["cifar_test_accuracy"].values())  # chance is 0.1
+    m05 = run_deliverable("m05", "quick", tmp_path / "m05")["metrics"]
+    assert m05["max_gap_in_standard_errors"] < 3  # bias^2 + variance + noise = MSE within Monte Carlo error
+    assert m05["vc"]["halfplane"]["d"] == 3 and m05["vc"]["rectangle"]["d"] == 4
+    assert 0.6 * 100 <= m05["double_descent"]["peak_at"] <= 1.5 * 100  # near the interpolation threshold n

@@ -89,3 +89,18 @@ def test_plain_ray_job_submit_on_the_entrypoint(ray_address, tmp_path):
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     result = record.decode(r.stdout, GradeResult)
     assert result.learner == "plain" and 0 < result.score < result.max_score
+
+
+def test_main_job_writes_the_index_and_gradebook(ray_address, tmp_path, monkeypatch):
+    """`llmlab run` (make run's job) on one lab: deliverable and grading as Ray jobs, index, gradebook."""
+    from llmlab.course import run_course
+    from llmlab.gradebook import Gradebook
+
+    monkeypatch.setenv("LLMLAB_GRADEBOOK", str(tmp_path / "g.sqlite"))
+    index = run_course(profile="quick", address=ray_address, labs=["m01"], out_dir=tmp_path / "run")
+    page = index.read_text()
+    assert "m01/eckart_young_cifar.png" in page and (tmp_path / "run" / "m01" / "eckart_young_cifar.png").exists()
+    assert "14/14" in (tmp_path / "run" / "index.md").read_text()
+    assert json.loads((tmp_path / "run" / "m01" / "metrics.json").read_text())["lab"] == "m01"
+    summary = Gradebook().summary("reference")
+    assert summary.labs[0].lab == "m01" and summary.labs[0].best == summary.labs[0].max_score

@@ -8,6 +8,7 @@ job's metadata; the result comes back as the record described in :mod:`llmlab.jo
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import shutil
 import tempfile
 import time
@@ -27,6 +28,7 @@ class JobError(RuntimeError):
 def _client(address: str):
     from ray.job_submission import JobSubmissionClient
 
+    logging.getLogger("ray").setLevel(logging.WARNING)  # not "Uploading package ..." on every submit
     try:
         return JobSubmissionClient(address)
     except Exception as e:  # connection refused, bad URL, version mismatch
@@ -47,9 +49,11 @@ def _stage(submission: Path, into: Path) -> str:
 def submit_grading(lab: str, submission: Path, *, address: str | None = None, learner: str = "anonymous",
                    seed: int | None = None) -> tuple[str, str]:
     """Submit the grading of ``submission`` for ``lab``; returns (job id, address)."""
-    from llmlab.labs import get_lab
+    from llmlab.labs import LabNotBuilt, is_built, module_name
 
-    get_lab(lab)  # fail here, not in the job, for an unknown or unbuilt lab
+    module_name(lab)  # UnknownLab here, not in the job (and without importing torch on the client)
+    if not is_built(lab):
+        raise LabNotBuilt(f"lab {lab} is not built yet")
     submission = Path(submission).resolve()
     if not submission.exists():
         raise FileNotFoundError(f"no such submission: {submission}")

@@ -214,7 +214,7 @@ def _rosenbrock(make, lr: float, steps: int) -> list[float]:
     losses = []
     for _ in range(steps):
         loss = (1 - xy[0]) ** 2 + 100 * (xy[1] - xy[0] ** 2) ** 2
-        losses.append(float(loss))
+        losses.append(loss.item())
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -257,7 +257,7 @@ def _train_cnn(make, lr: float, data, steps: int, batch: int = 64) -> dict:
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
         times.append(time.perf_counter() - t0)
     with torch.no_grad():
         acc = float((model(xt).argmax(-1) == yt).float().mean())
