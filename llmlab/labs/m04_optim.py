@@ -273,7 +273,7 @@ def _pl_demo(steps: int) -> tuple[list[float], list[float]]:
     gaps = []
     for _ in range(steps):
         f = x**2 + 3 * torch.sin(x) ** 2
-        gaps.append(float(f))
+        gaps.append(f.item())
         opt.zero_grad()
         f.sum().backward()
         opt.step()
