@@ -249,7 +249,8 @@ def gradebook_cmd(learner: Annotated[str | None, typer.Option(help="one learner 
         comp = Table("component", "weight", "score", "graded")
         for k, v in s.components.items():
             comp.add_row(COMPONENT_NAMES[k], f"{100 * WEIGHTS[k]:.0f}%",
-                         "[dim]pending[/]" if v is None else f"{100 * v:.1f}%", f"{s.counts[k][0]}/{s.counts[k][1]}")
+                         "[dim]pending[/]" if v is None else f"{100 * v:.1f}%",
+                         f"{s.counts[k][0]}/{s.counts[k][1]}" if s.counts[k][1] else "no items yet")
         out.print(comp)
         if s.overall is not None:
             out.print(f"overall so far: [bold]{100 * s.overall:.1f}%[/] over the graded components "

@@ -8,6 +8,7 @@ import json
 import pytest
 
 from llmlab.grading import grade_source
+from llmlab.jobs.deliverable_job import DeliverableRecord
 from llmlab.labs import built_labs, catalogue, get_lab, run_deliverable
 
 LABS = built_labs()
@@ -50,6 +51,7 @@ def test_seeded_bug_is_caught(lab_id, bug):
 @pytest.mark.parametrize("lab_id", LABS)
 def test_quick_deliverable(lab_id, tmp_path):
     record = run_deliverable(lab_id, "quick", tmp_path)
+    DeliverableRecord(lab=lab_id, profile="quick", out_dir=str(tmp_path), metrics=record).model_dump_json()
     on_disk = json.loads((tmp_path / "metrics.json").read_text())
     assert on_disk["lab"] == lab_id and on_disk["schema_version"] == 1 and on_disk["metrics"]
     assert record["plots"] and all((tmp_path / p).stat().st_size > 1000 for p in record["plots"])

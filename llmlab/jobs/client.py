@@ -28,7 +28,8 @@ class JobError(RuntimeError):
 def _client(address: str):
     from ray.job_submission import JobSubmissionClient
 
-    logging.getLogger("ray").setLevel(logging.WARNING)  # not "Uploading package ..." on every submit
+    # not "Uploading package ..." on every submit
+    logging.getLogger("ray.dashboard.modules.dashboard_sdk").setLevel(logging.WARNING)
     try:
         return JobSubmissionClient(address)
     except Exception as e:  # connection refused, bad URL, version mismatch
