@@ -111,7 +111,10 @@ class _PaperLion(torch.optim.Optimizer):
 def lion_published_update(ctx: CheckContext):
     """Lion follows the published update (sign of the interpolated momentum, decoupled weight decay, momentum
     updated after the step) within 1e-6 over 100 steps."""
-    for kwargs in (dict(lr=1e-3), dict(lr=3e-3, betas=(0.95, 0.98), weight_decay=0.5)):
+    # a large step oscillates around the minimum, and a short momentum memory (b2 = 0.5) makes the update's
+    # sign depend on whether the momentum is read before or after its update
+    for kwargs in (dict(lr=1e-3), dict(lr=3e-3, betas=(0.95, 0.98), weight_decay=0.5),
+                   dict(lr=0.05, betas=(0.9, 0.5))):
         _compare(ctx, "Lion", kwargs, lambda p, kw=kwargs: _PaperLion(p, **kw))
 
 

@@ -61,18 +61,30 @@ def _pool(ctx: CheckContext, kind: str) -> np.ndarray:
     return ctx.rng.permutation(grid)[:8] + ctx.rng.normal(scale=0.01, size=(8, 2))  # general position
 
 
+def _hard_cases(kind: str, pool: np.ndarray, ctx: CheckContext) -> list[tuple[np.ndarray, tuple[int, ...]]]:
+    """Labellings at the edge of each class, whatever the random draw: a gap for intervals, a negative above
+    a positive for thresholds, a negative inside the positives' box for rectangles, XOR for half-planes.
+    Returned as (points, labels)."""
+    if kind in ("threshold", "interval"):
+        p = np.sort(pool)[:3]
+        return [(p, (1, 0, 1)), (p[:2], (1, 0)), (p, (0, 1, 1))]
+    jitter = lambda a: a + ctx.rng.normal(scale=0.01, size=a.shape)
+    square = jitter(np.array([[0.0, 0.0], [2.0, 2.0], [0.0, 2.0], [2.0, 0.0], [1.0, 1.0]]))
+    return [(square[:4], (1, 1, 0, 0)), (square, (1, 1, 1, 1, 0)), (square[[0, 1, 4]], (1, 1, 0))]
+
+
 @LAB.check(points=3)
 def realizability(ctx: CheckContext):
     """realizable agrees with a brute-force (or max-margin LP) truth on random labellings of random points,
     for thresholds, intervals, half-planes and rectangles; shatters agrees on random point sets."""
     for kind in theory.KINDS:
         pool = _pool(ctx, kind)
-        for _ in range(12):
-            idx = ctx.rng.choice(len(pool), size=ctx.randint(2, 6), replace=False)
-            labels = tuple(int(v) for v in ctx.rng.integers(0, 2, size=len(idx)))
-            want = truth_realizable(kind, pool[idx], np.array(labels))
-            got = ctx.call("realizable", kind, pool[idx], labels)
-            ctx.expect(bool(got) == want, f"realizable({kind!r}, {np.round(pool[idx], 2).tolist()}, {labels}) "
+        cases = [(pool[idx], tuple(int(v) for v in ctx.rng.integers(0, 2, size=len(idx))))
+                 for idx in (ctx.rng.choice(len(pool), size=ctx.randint(2, 6), replace=False) for _ in range(12))]
+        for pts, labels in cases + _hard_cases(kind, pool, ctx):
+            want = truth_realizable(kind, pts, np.array(labels))
+            got = ctx.call("realizable", kind, pts, labels)
+            ctx.expect(bool(got) == want, f"realizable({kind!r}, {np.round(pts, 2).tolist()}, {labels}) "
                                           f"is {want}, got {got}")
         idx = ctx.rng.choice(len(pool), size=TRUE_VC[kind], replace=False)
         want = all(truth_realizable(kind, pool[idx], np.array(lab))
