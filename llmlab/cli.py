@@ -167,10 +167,17 @@ def submit_cmd(lab_id: Annotated[str, typer.Argument(metavar="ID")],
                seed: Annotated[int | None, typer.Option()] = None,
                wait: Annotated[bool, typer.Option("--wait/--no-wait", help="wait for the result")] = True,
                as_json: Annotated[bool, typer.Option("--json")] = False,
-               record: Annotated[bool, typer.Option(help="store the result in the gradebook")] = True):
-    """Submit a grading as a Ray job (Ray's Job Submission API)."""
+               record: Annotated[bool, typer.Option(help="store the result in the gradebook")] = True,
+               server: Annotated[str | None, typer.Option(help="a grading service URL instead of Ray directly",
+                                                          envvar="LLMLAB_SERVER")] = None,
+               token: Annotated[str | None, typer.Option(help="your token for --server",
+                                                         envvar="LLMLAB_TOKEN")] = None):
+    """Submit a grading as a Ray job (Ray's Job Submission API), or to a grading service (--server)."""
     from llmlab.jobs import client
     from llmlab.labs import LabNotBuilt, UnknownLab
+
+    if server:
+        return _submit_to_service(lab_id, path, server, token, wait, as_json)
 
     try:
         with out.status("submitting"):
@@ -189,6 +196,55 @@ def submit_cmd(lab_id: Annotated[str, typer.Argument(metavar="ID")],
     result = client.result(job_id, address)
     _record(result, f"ray:{job_id}", record)
     print_result(result, as_json)
+
+
+def _submit_to_service(lab_id: str, path: Path, server: str, token: str | None, wait: bool, as_json: bool):
+    import io
+    import time
+    import uuid
+    import zipfile
+
+    import httpx
+
+    from llmlab.contracts import GradeResult
+
+    if not token:
+        raise Fail("--server needs --token (or LLMLAB_TOKEN)", 2)
+    if not path.exists():
+        raise Fail(f"no such submission: {path}", 2)
+    if path.is_dir():
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+            for f in sorted(p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+                z.write(f, f.relative_to(path))
+        name, data = f"{path.name}.zip", buf.getvalue()
+    else:
+        name, data = path.name, path.read_bytes()
+    headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": uuid.uuid4().hex}
+    with httpx.Client(base_url=server.rstrip("/"), headers=headers, timeout=60) as http:
+        for attempt in range(5):  # retries are safe: the idempotency key makes them one submission
+            try:
+                r = http.post("/v1/submissions", data={"lab": lab_id}, files={"file": (name, data)})
+                break
+            except httpx.TransportError as e:
+                if attempt == 4:
+                    raise Fail(f"cannot reach {server}: {e}") from None
+                time.sleep(2**attempt)
+        if r.status_code != 202:
+            raise Fail(f"the service refused the submission ({r.status_code}): {r.json().get('detail', r.text)}",
+                       2 if r.status_code < 500 else 1)
+        sub = r.json()
+        if not wait:
+            out.print(sub["id"] if as_json else f"submitted {sub['id']} to {server}")
+            return
+        with out.status(f"submission {sub['id']}") as status:
+            while sub["state"] in ("queued", "running"):
+                time.sleep(1)
+                sub = http.get(f"/v1/submissions/{sub['id']}").json()
+                status.update(f"submission {sub['id']}: {sub['state']}")
+    if sub["state"] != "graded":
+        raise Fail(f"submission {sub['id']} {sub['state']}: {sub.get('error')}")
+    print_result(GradeResult.model_validate(sub["result"]), as_json)
 
 
 @app.command("jobs")
@@ -269,6 +325,67 @@ def run_cmd(profile: Annotated[str, typer.Option(help="quick or full")] = "quick
                        out_dir=out_dir, console=out)
     out.print(f"\nindex: {index}")
     gradebook_cmd(learner="reference", db=None, as_json=False)
+
+
+serve_app = typer.Typer(help="Run llmlab's services.", no_args_is_help=True)
+app.add_typer(serve_app, name="serve")
+learners_app = typer.Typer(help="Learners and tokens of the grading service.", no_args_is_help=True)
+app.add_typer(learners_app, name="learners")
+DbOpt = Annotated[str | None, typer.Option("--db", help="database URL (default: the grading service's)")]
+
+
+@serve_app.command("grader")
+def serve_grader(host: Annotated[str, typer.Option()] = "127.0.0.1", port: Annotated[int, typer.Option()] = 8000,
+                 db: DbOpt = None, ray_address: AddressOpt = None):
+    """The grading service (submissions API, gradebook, /metrics), grading as Ray jobs."""
+    import uvicorn
+
+    from services.grader.app import create_app
+    from services.grader.settings import GraderSettings
+
+    overrides = {k: v for k, v in (("database_url", db), ("ray_address", ray_address)) if v}
+    uvicorn.run(create_app(GraderSettings(**overrides)), host=host, port=port, log_level="warning")
+
+
+def _store(db: str | None):
+    from llmlab.submissions import Store
+    from services.grader.settings import GraderSettings
+
+    settings = GraderSettings(**({"database_url": db} if db else {}))
+    return Store(settings.resolved_database_url(), settings.files_dir)
+
+
+@learners_app.command("add")
+def learners_add(name: str, instructor: Annotated[bool, typer.Option("--instructor")] = False, db: DbOpt = None):
+    """Create a learner (or the first instructor) and print their token (shown once)."""
+    try:
+        token = _store(db).add_learner(name, "instructor" if instructor else "learner")
+    except ValueError as e:
+        raise Fail(str(e), 2) from None
+    out.print(token, markup=False, highlight=False)
+
+
+@learners_app.command("token")
+def learners_token(name: str, db: DbOpt = None):
+    """Issue another token for a learner."""
+    try:
+        out.print(_store(db).issue_token(name), markup=False, highlight=False)
+    except ValueError as e:
+        raise Fail(str(e), 2) from None
+
+
+@learners_app.command("revoke")
+def learners_revoke(name: str, db: DbOpt = None):
+    """Revoke every token of a learner."""
+    out.print(f"revoked {_store(db).revoke_tokens(name)} token(s) of {name}")
+
+
+@learners_app.command("list")
+def learners_list(db: DbOpt = None):
+    table = Table("name", "role", "since")
+    for person in _store(db).learners():
+        table.add_row(person.name, person.role, person.created_at.strftime("%Y-%m-%d"))
+    out.print(table)
 
 
 def main() -> None:

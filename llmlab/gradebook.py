@@ -96,19 +96,23 @@ class Gradebook:
             return [r[0] for r in db.execute("SELECT DISTINCT learner FROM results ORDER BY learner")]
 
     def summary(self, learner: str) -> Summary:
-        from llmlab.labs import BY_ID, SYLLABUS
-
         with self._db() as db:
             rows = db.execute("SELECT lab, MAX(score), max_score, COUNT(*) FROM results WHERE learner = ? "
                               "GROUP BY lab ORDER BY lab", (learner,)).fetchall()
-        grades = [LabGrade(lab, best, mx, n) for lab, best, mx, n in rows]
-        by_component: dict[str, list[float]] = {k: [] for k in WEIGHTS}
-        for g in grades:
-            by_component[BY_ID[g.lab].component if g.lab in BY_ID else "lab"].append(g.fraction)
-        # a component's score is the mean best fraction over its graded items; none graded -> pending
-        components = {k: (sum(f) / len(f) if f else None) for k, f in by_component.items()}
-        counts = {k: (len(by_component[k]), sum(1 for s in SYLLABUS if s.component == k)) for k in WEIGHTS}
-        covered = sum(WEIGHTS[k] for k, v in components.items() if v is not None)
-        overall = (sum(WEIGHTS[k] * v for k, v in components.items() if v is not None) / covered
-                   if covered else None)
-        return Summary(learner, grades, components, overall, covered, counts)
+        return summarize(learner, [LabGrade(lab, best, mx, n) for lab, best, mx, n in rows])
+
+
+def summarize(learner: str, grades: list[LabGrade]) -> Summary:
+    """Combine a learner's best grade per lab with the course weights (shared with the grading service)."""
+    from llmlab.labs import BY_ID, SYLLABUS
+
+    by_component: dict[str, list[float]] = {k: [] for k in WEIGHTS}
+    for g in grades:
+        by_component[BY_ID[g.lab].component if g.lab in BY_ID else "lab"].append(g.fraction)
+    # a component's score is the mean best fraction over its graded items; none graded -> pending
+    components = {k: (sum(f) / len(f) if f else None) for k, f in by_component.items()}
+    counts = {k: (len(by_component[k]), sum(1 for s in SYLLABUS if s.component == k)) for k in WEIGHTS}
+    covered = sum(WEIGHTS[k] for k, v in components.items() if v is not None)
+    overall = (sum(WEIGHTS[k] * v for k, v in components.items() if v is not None) / covered
+               if covered else None)
+    return Summary(learner, grades, components, overall, covered, counts)

@@ -18,15 +18,6 @@ pytestmark = pytest.mark.ray
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def ray_address():
-    already = local.is_up(local.default_address())
-    address = local.ensure(None)
-    yield address
-    if not already:
-        local.stop_head()
-
-
 def test_head_listens_on_loopback_only(ray_address):
     out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True).stdout
     ray_lines = [ln for ln in out.splitlines() if any(k in ln for k in ("raylet", "gcs_server", "ray::", "python"))]

@@ -8,6 +8,7 @@ job's metadata; the result comes back as the record described in :mod:`llmlab.jo
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import shutil
 import tempfile
@@ -25,6 +26,11 @@ class JobError(RuntimeError):
     pass
 
 
+class JobExists(JobError):
+    """A job with this submission id was submitted before (submission ids are unique per cluster)."""
+
+
+@functools.lru_cache(maxsize=16)
 def _client(address: str):
     from ray.job_submission import JobSubmissionClient
 
@@ -48,8 +54,9 @@ def _stage(submission: Path, into: Path) -> str:
 
 
 def submit_grading(lab: str, submission: Path, *, address: str | None = None, learner: str = "anonymous",
-                   seed: int | None = None) -> tuple[str, str]:
-    """Submit the grading of ``submission`` for ``lab``; returns (job id, address)."""
+                   seed: int | None = None, job_id: str | None = None) -> tuple[str, str]:
+    """Submit the grading of ``submission`` for ``lab``; returns (job id, address). A given ``job_id`` makes
+    the submission idempotent: submitting it again raises JobExists."""
     from llmlab.labs import LabNotBuilt, is_built, module_name
 
     module_name(lab)  # UnknownLab here, not in the job (and without importing torch on the client)
@@ -59,18 +66,38 @@ def submit_grading(lab: str, submission: Path, *, address: str | None = None, le
     if not submission.exists():
         raise FileNotFoundError(f"no such submission: {submission}")
     address = local.ensure(address)
-    job_id = f"llmlab-{lab}-{uuid.uuid4().hex[:12]}"
+    ray = _client(address)
+    if job_id and _exists(ray, job_id):
+        raise JobExists(f"job {job_id} was already submitted")
+    job_id = job_id or f"llmlab-{lab}-{uuid.uuid4().hex[:12]}"
     with tempfile.TemporaryDirectory(prefix="llmlab-stage-") as d:
         rel = _stage(submission, Path(d))
         args = ["python", "-m", "llmlab.jobs.grade_job", lab, rel, "--learner", learner]
         if seed is not None:
             args += ["--seed", str(seed)]
-        _client(address).submit_job(
-            entrypoint=" ".join(args), submission_id=job_id, runtime_env={"working_dir": d},
-            metadata={"llmlab.kind": "grade", "llmlab.lab": lab, "llmlab.learner": learner,
-                      "llmlab.submission": submission.name},
-        )
+        try:
+            ray.submit_job(
+                entrypoint=" ".join(args), submission_id=job_id, runtime_env={"working_dir": d},
+                metadata={"llmlab.kind": "grade", "llmlab.lab": lab, "llmlab.learner": learner,
+                          "llmlab.submission": submission.name},
+            )
+        except RuntimeError as e:
+            if "already exists" in str(e):  # lost a race with another submitter of the same id
+                raise JobExists(f"job {job_id} was already submitted") from None
+            raise
     return job_id, address
+
+
+def _exists(ray, job_id: str) -> bool:
+    try:
+        ray.get_job_info(job_id)
+        return True
+    except RuntimeError:  # the job API answers 404 for an unknown id
+        return False
+
+
+def status(job_id: str, address: str) -> str:
+    return str(_client(address).get_job_status(job_id).value)
 
 
 def wait(job_id: str, address: str, timeout: float = 1800, on_status=None) -> str:

@@ -1,0 +1,35 @@
+"""Prometheus metric names and the metrics themselves, in one place: services export them, dashboards and
+alert rules query the same names (see ``dashboards/``). Units in names; label values bounded (lab ids,
+fixed outcome and reason sets)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+# buckets that contain the grading SLO thresholds (see loadtests/slos.yaml when it lands)
+GRADING_BUCKETS = (1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600)
+HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+
+SUBMISSIONS_TOTAL = "llmlab_submissions_total"
+GRADING_DURATION = "llmlab_grading_duration_seconds"
+QUEUE_DEPTH = "llmlab_grading_queue_depth"
+RAY_JOB_FAILURES = "llmlab_ray_job_failures_total"
+HTTP_DURATION = "llmlab_http_request_duration_seconds"
+
+OUTCOMES = ("accepted", "graded", "failed", "rejected")
+FAILURE_REASONS = ("submit_error", "job_failed", "no_result", "job_stopped")
+
+
+class GraderMetrics:
+    """The grading service's metrics, registered on ``registry`` (one per app, so tests don't collide)."""
+
+    def __init__(self, registry):
+        self.submissions = Counter(SUBMISSIONS_TOTAL, "Submissions by lab and outcome", ["lab", "outcome"],
+                                   registry=registry)
+        self.grading_duration = Histogram(GRADING_DURATION, "Time from accepted submission to grade",
+                                          ["lab"], buckets=GRADING_BUCKETS, registry=registry)
+        self.queue_depth = Gauge(QUEUE_DEPTH, "Submissions accepted and not yet graded", registry=registry)
+        self.ray_job_failures = Counter(RAY_JOB_FAILURES, "Grading Ray jobs that failed, by reason", ["reason"],
+                                        registry=registry)
+        self.http_duration = Histogram(HTTP_DURATION, "HTTP request latency", ["method", "route", "status"],
+                                       buckets=HTTP_BUCKETS, registry=registry)

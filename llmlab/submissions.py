@@ -1,0 +1,375 @@
+"""Submissions for the grading service: learners with hashed tokens, durable uploads, grading through a
+backend (Ray jobs, or a LabSubmission resource on Kubernetes), and reconciliation that loses nothing.
+
+Durability: an upload is written and fsynced, then its row is committed, and only then is it acknowledged.
+Grading state moves queued -> running -> graded | failed. Every step is repeatable, so after a crash or
+``kill -9`` the reconciler just looks at each unfinished submission again: a queued one is (re)dispatched
+under a job id derived from the submission id (a second dispatch finds the first), a running one is polled.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import logging
+import os
+import secrets
+import shutil
+import uuid
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Protocol
+
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    func,
+    select,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+
+from llmlab.contracts import GradeResult
+
+log = logging.getLogger(__name__)
+
+Role = Literal["learner", "instructor"]
+UNFINISHED = ("queued", "running")
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def hash_token(token: str) -> str:
+    # tokens are 256-bit random strings, so a plain digest is safe (no password-style stretching needed)
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Learner(Base):
+    __tablename__ = "learners"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    role: Mapped[str] = mapped_column(String(20), default="learner")
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class Token(Base):
+    __tablename__ = "tokens"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    learner_id: Mapped[int] = mapped_column(ForeignKey("learners.id"))
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class Submission(Base):
+    __tablename__ = "submissions"
+    __table_args__ = (UniqueConstraint("learner_id", "idempotency_key"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    learner_id: Mapped[int] = mapped_column(ForeignKey("learners.id"), index=True)
+    lab: Mapped[str] = mapped_column(String(8))
+    filename: Mapped[str] = mapped_column(String(255))
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16), default="queued", index=True)
+    job_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    max_score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    result_json: Mapped[str | None] = mapped_column(Text, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now, index=True)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class SubmissionRejected(ValueError):
+    """A request the service refuses, with the HTTP status it maps to."""
+
+    def __init__(self, message: str, status: int = 400, retry_after: int | None = None):
+        super().__init__(message)
+        self.status, self.retry_after = status, retry_after
+
+
+@dataclass
+class Poll:
+    state: Literal["running", "succeeded", "failed"]
+    result: GradeResult | None = None
+    message: str = ""
+    reason: str = ""  # failure reason (bounded set, see llmlab.metrics.FAILURE_REASONS)
+
+
+class Backend(Protocol):
+    """Where grading runs. ``dispatch`` must be idempotent for a given ``job_id``."""
+
+    def dispatch(self, job_id: str, lab: str, path: Path, learner: str) -> None: ...
+
+    def poll(self, job_id: str) -> Poll: ...
+
+
+class RayBackend:
+    """Grading as Ray jobs through the Job Submission API (a local head or any ``address``)."""
+
+    def __init__(self, address: str | None = None):
+        self.address = address
+
+    def _address(self) -> str:
+        from llmlab.jobs import local
+
+        self.address = local.ensure(self.address)
+        return self.address
+
+    def dispatch(self, job_id: str, lab: str, path: Path, learner: str) -> None:
+        from llmlab.jobs import client
+
+        try:
+            client.submit_grading(lab, path, address=self._address(), learner=learner, job_id=job_id)
+        except client.JobExists:
+            pass  # dispatched before a crash: the job is there already
+
+    def poll(self, job_id: str) -> Poll:
+        from llmlab.jobs import client
+
+        status = client.status(job_id, self._address())
+        if status not in client.TERMINAL:
+            return Poll("running")
+        if status != "SUCCEEDED":
+            return Poll("failed", message=f"the grading job ended {status}",
+                        reason="job_stopped" if status == "STOPPED" else "job_failed")
+        try:
+            return Poll("succeeded", client.result(job_id, self._address()))
+        except client.JobError as e:
+            return Poll("failed", message=str(e), reason="no_result")
+
+
+class Store:
+    """Learners, tokens and submissions in SQL (SQLite by default, PostgreSQL by URL), files on disk."""
+
+    def __init__(self, url: str, files_dir: Path):
+        self.engine = create_engine(url, connect_args={"timeout": 30} if url.startswith("sqlite") else {})
+        Base.metadata.create_all(self.engine)
+        self.session = sessionmaker(self.engine, expire_on_commit=False)
+        self.files_dir = Path(files_dir)
+        self.files_dir.mkdir(parents=True, exist_ok=True)
+
+    # --- people ---------------------------------------------------------------------------------------
+    def add_learner(self, name: str, role: Role = "learner") -> str:
+        """Create a learner (or instructor) and return a new token: shown once, stored hashed."""
+        if role not in ("learner", "instructor"):
+            raise ValueError("role must be 'learner' or 'instructor'")
+        with self.session.begin() as s:
+            if s.scalar(select(Learner).where(Learner.name == name)):
+                raise ValueError(f"learner {name!r} exists; use issue_token for a new token")
+            s.add(Learner(name=name, role=role))
+        return self.issue_token(name)
+
+    def issue_token(self, name: str) -> str:
+        token = "llm_" + secrets.token_urlsafe(32)
+        with self.session.begin() as s:
+            learner = s.scalar(select(Learner).where(Learner.name == name))
+            if learner is None:
+                raise ValueError(f"no learner {name!r}")
+            s.add(Token(learner_id=learner.id, token_sha256=hash_token(token)))
+        return token
+
+    def revoke_tokens(self, name: str) -> int:
+        with self.session.begin() as s:
+            learner = s.scalar(select(Learner).where(Learner.name == name))
+            tokens = s.scalars(select(Token).where(Token.learner_id == learner.id, Token.revoked.is_(False))).all()
+            for t in tokens:
+                t.revoked = True
+            return len(tokens)
+
+    def authenticate(self, token: str) -> Learner | None:
+        with self.session() as s:
+            return s.scalar(select(Learner).join(Token).where(Token.token_sha256 == hash_token(token),
+                                                               Token.revoked.is_(False)))
+
+    def learners(self) -> list[Learner]:
+        with self.session() as s:
+            return list(s.scalars(select(Learner).order_by(Learner.name)))
+
+    # --- submissions --------------------------------------------------------------------------------
+    def get(self, submission_id: str) -> Submission | None:
+        with self.session() as s:
+            return s.get(Submission, submission_id)
+
+    def list(self, learner_id: int | None = None, limit: int = 100) -> list[Submission]:
+        with self.session() as s:
+            q = select(Submission).order_by(Submission.created_at.desc()).limit(limit)
+            if learner_id is not None:
+                q = q.where(Submission.learner_id == learner_id)
+            return list(s.scalars(q))
+
+    def unfinished(self) -> list[Submission]:
+        with self.session() as s:
+            return list(s.scalars(select(Submission).where(Submission.state.in_(UNFINISHED))))
+
+    def recent_count(self, learner_id: int, seconds: int) -> int:
+        since = _now() - dt.timedelta(seconds=seconds)
+        with self.session() as s:
+            return s.scalar(select(func.count()).select_from(Submission).where(
+                Submission.learner_id == learner_id, Submission.created_at >= since)) or 0
+
+    def by_idempotency_key(self, learner_id: int, key: str) -> Submission | None:
+        with self.session() as s:
+            return s.scalar(select(Submission).where(Submission.learner_id == learner_id,
+                                                     Submission.idempotency_key == key))
+
+    def update(self, submission_id: str, **fields) -> Submission:
+        with self.session.begin() as s:
+            sub = s.get(Submission, submission_id)
+            for k, v in fields.items():
+                setattr(sub, k, v)
+            return sub
+
+    def learner_name(self, learner_id: int) -> str:
+        with self.session() as s:
+            return s.get(Learner, learner_id).name
+
+    def path(self, submission_id: str) -> Path:
+        return self.files_dir / submission_id / "submission"
+
+
+def _fsync_write(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def unpack(filename: str, data: bytes, into: Path, max_files: int = 200, max_bytes: int = 20 * 2**20) -> None:
+    """Place an upload in ``into``: a .py file as is, a .zip extracted with no path escaping it."""
+    into.mkdir(parents=True)
+    if filename.endswith(".py"):
+        _fsync_write(into / "submission.py", data)
+        return
+    if not filename.endswith(".zip"):
+        raise SubmissionRejected("upload a .py file or a .zip of a folder", 415)
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except zipfile.BadZipFile:
+        raise SubmissionRejected("the .zip is not a valid zip archive") from None
+    members = [m for m in archive.infolist() if not m.is_dir()]
+    if len(members) > max_files or sum(m.file_size for m in members) > max_bytes:
+        raise SubmissionRejected(f"the .zip holds more than {max_files} files or {max_bytes} bytes", 413)
+    names = [m.filename for m in members]
+    prefix = os.path.commonpath(names) if len(names) > 1 else os.path.dirname(names[0]) if names else ""
+    if prefix and any(n == prefix for n in names):
+        prefix = os.path.dirname(prefix)
+    for m in members:
+        rel = os.path.relpath(m.filename, prefix) if prefix else m.filename
+        target = (into / rel).resolve()
+        if not str(target).startswith(str(into.resolve()) + os.sep) or os.path.isabs(m.filename):
+            raise SubmissionRejected(f"the .zip has an unsafe path: {m.filename!r}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _fsync_write(target, archive.read(m))
+    if not ((into / "submission.py").exists() or (into / "__init__.py").exists()):
+        raise SubmissionRejected("the .zip needs submission.py (or __init__.py) at its top level")
+
+
+class GradingService:
+    """The submissions API's logic; the FastAPI app is a thin shell over it."""
+
+    def __init__(self, store: Store, backend: Backend, metrics=None, max_upload_bytes: int = 2 * 2**20,
+                 rate_limit_per_minute: int = 10):
+        self.store, self.backend, self.metrics = store, backend, metrics
+        self.max_upload_bytes, self.rate_limit_per_minute = max_upload_bytes, rate_limit_per_minute
+
+    def submit(self, learner: Learner, lab: str, filename: str, data: bytes,
+               idempotency_key: str | None = None) -> tuple[Submission, bool]:
+        """Store an upload durably and queue it. Returns (submission, created); a repeated idempotency key
+        returns the first submission and created=False."""
+        from llmlab.labs import UnknownLab, is_built, module_name
+
+        if idempotency_key:
+            earlier = self.store.by_idempotency_key(learner.id, idempotency_key)
+            if earlier:
+                return earlier, False
+        try:
+            module_name(lab)
+        except UnknownLab as e:
+            raise self._reject(lab, str(e), 404) from None
+        if not is_built(lab):
+            raise self._reject(lab, f"lab {lab} is not built yet", 404)
+        if len(data) > self.max_upload_bytes:
+            raise self._reject(lab, f"upload of {len(data)} bytes is over the {self.max_upload_bytes} byte limit",
+                               413)
+        if self.store.recent_count(learner.id, 60) >= self.rate_limit_per_minute:
+            raise self._reject(lab, f"rate limit: at most {self.rate_limit_per_minute} submissions a minute", 429,
+                               retry_after=60)
+        sid = uuid.uuid4().hex
+        try:
+            unpack(filename, data, self.store.path(sid))
+            _fsync_write(self.store.files_dir / sid / "upload", data)
+        except SubmissionRejected as e:
+            shutil.rmtree(self.store.files_dir / sid, ignore_errors=True)
+            raise self._reject(lab, str(e), e.status) from None
+        sub = Submission(id=sid, learner_id=learner.id, lab=lab, filename=filename[:255],
+                         sha256=hashlib.sha256(data).hexdigest(), size=len(data), state="queued",
+                         idempotency_key=idempotency_key)
+        with self.store.session.begin() as s:
+            s.add(sub)
+        if self.metrics:
+            self.metrics.submissions.labels(lab, "accepted").inc()
+        return sub, True
+
+    def _reject(self, lab: str, message: str, status: int, retry_after: int | None = None) -> SubmissionRejected:
+        if self.metrics:
+            from llmlab.labs import BY_ID
+
+            self.metrics.submissions.labels(lab if lab in BY_ID else "unknown", "rejected").inc()
+        return SubmissionRejected(message, status, retry_after)
+
+    def reconcile(self) -> int:
+        """Move every unfinished submission forward once; returns how many are still unfinished."""
+        pending = self.store.unfinished()
+        for sub in pending:
+            try:
+                self._advance(sub)
+            except Exception as e:  # the backend is down: try again on the next pass
+                log.warning("reconcile %s: %s", sub.id, e)
+        unfinished = len(self.store.unfinished())
+        if self.metrics:
+            self.metrics.queue_depth.set(unfinished)
+        return unfinished
+
+    def _advance(self, sub: Submission) -> None:
+        job_id = sub.job_id or f"llmlab-grade-{sub.id}"
+        if sub.state == "queued":
+            try:
+                self.backend.dispatch(job_id, sub.lab, self.store.path(sub.id), self.store.learner_name(sub.learner_id))
+            except Exception as e:
+                if self.metrics:
+                    self.metrics.ray_job_failures.labels("submit_error").inc()
+                raise RuntimeError(f"dispatch failed: {e}") from e
+            self.store.update(sub.id, state="running", job_id=job_id)
+            return
+        poll = self.backend.poll(job_id)
+        if poll.state == "running":
+            return
+        now = _now()
+        if poll.state == "succeeded":
+            r = poll.result
+            self.store.update(sub.id, state="graded", score=r.score, max_score=r.max_score,
+                              result_json=r.model_dump_json(), finished_at=now)
+        else:
+            self.store.update(sub.id, state="failed", error=poll.message, finished_at=now)
+            if self.metrics:
+                self.metrics.ray_job_failures.labels(poll.reason or "job_failed").inc()
+        if self.metrics:
+            self.metrics.submissions.labels(sub.lab, "graded" if poll.state == "succeeded" else "failed").inc()
+            created = sub.created_at if sub.created_at.tzinfo else sub.created_at.replace(tzinfo=dt.UTC)
+            self.metrics.grading_duration.labels(sub.lab).observe((now - created).total_seconds())

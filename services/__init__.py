@@ -1,0 +1,1 @@
+"""llmlab's deployable HTTP services: thin FastAPI shells over the llmlab library."""

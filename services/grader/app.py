@@ -1,0 +1,190 @@
+"""The grading service: submissions API, gradebook, learners and tokens, /health and /metrics.
+
+Thin: requests are parsed and authorised here; storage, limits, grading and reconciliation live in
+``llmlab.submissions``. Run it with ``llmlab serve grader`` or ``uvicorn services.grader.app:app --factory``.
+"""
+
+# no "from __future__ import annotations": FastAPI resolves the closures' dependency annotations at runtime
+
+import json
+import logging
+import threading
+import time
+from contextlib import asynccontextmanager
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, File, Form, Header, HTTPException, Request, UploadFile
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from pydantic import BaseModel
+
+from llmlab import __version__
+from llmlab.gradebook import LabGrade, summarize
+from llmlab.metrics import GraderMetrics
+from llmlab.submissions import GradingService, Learner, RayBackend, Store, Submission, SubmissionRejected
+from services.grader.settings import GraderSettings
+
+log = logging.getLogger(__name__)
+
+
+class SubmissionOut(BaseModel):
+    id: str
+    lab: str
+    learner: str
+    state: str
+    filename: str
+    sha256: str
+    score: float | None = None
+    max_score: float | None = None
+    error: str | None = None
+    created_at: str
+    finished_at: str | None = None
+    result: dict | None = None
+
+
+class NewLearner(BaseModel):
+    name: str
+    role: str = "learner"
+
+
+def create_app(settings: GraderSettings | None = None, backend=None) -> FastAPI:
+    settings = settings or GraderSettings()
+    store = Store(settings.resolved_database_url(), settings.files_dir)
+    registry = CollectorRegistry()
+    metrics = GraderMetrics(registry)
+    service = GradingService(store, backend or RayBackend(settings.ray_address), metrics,
+                             settings.max_upload_bytes, settings.rate_limit_per_minute)
+    stop = threading.Event()
+
+    def reconcile_loop():
+        while not stop.is_set():
+            try:
+                service.reconcile()
+            except Exception:  # the database or backend blinked: log and keep going
+                log.exception("reconcile pass failed")
+            stop.wait(settings.reconcile_interval_s)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        thread = threading.Thread(target=reconcile_loop, name="reconciler", daemon=True)
+        thread.start()  # the first pass picks up whatever a previous process left unfinished
+        yield
+        stop.set()
+        thread.join(timeout=10)
+
+    app = FastAPI(title="llmlab grading service", version=__version__, lifespan=lifespan,
+                  description="Submit lab work, get it graded as Ray jobs, read the gradebook.")
+    app.state.service, app.state.store = service, store
+
+    @app.middleware("http")
+    async def observe(request: Request, call_next):
+        t0 = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        metrics.http_duration.labels(request.method, getattr(route, "path", "unmatched"),
+                                     str(response.status_code)).observe(time.perf_counter() - t0)
+        return response
+
+    @app.exception_handler(SubmissionRejected)
+    async def rejected(request: Request, exc: SubmissionRejected):
+        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
+        return JSONResponse({"detail": str(exc)}, status_code=exc.status, headers=headers)
+
+    def current(authorization: Annotated[str | None, Header()] = None) -> Learner:
+        if not authorization or not authorization.lower().startswith("bearer "):
+            raise HTTPException(401, "send 'Authorization: Bearer <token>'", headers={"WWW-Authenticate": "Bearer"})
+        learner = store.authenticate(authorization.split(" ", 1)[1].strip())
+        if learner is None:
+            raise HTTPException(401, "unknown or revoked token", headers={"WWW-Authenticate": "Bearer"})
+        return learner
+
+    def instructor(learner: Annotated[Learner, Depends(current)]) -> Learner:
+        if learner.role != "instructor":
+            raise HTTPException(403, "instructors only")
+        return learner
+
+    def out(sub: Submission) -> SubmissionOut:
+        return SubmissionOut(id=sub.id, lab=sub.lab, learner=store.learner_name(sub.learner_id), state=sub.state,
+                             filename=sub.filename, sha256=sub.sha256, score=sub.score, max_score=sub.max_score,
+                             error=sub.error, created_at=sub.created_at.isoformat(),
+                             finished_at=sub.finished_at.isoformat() if sub.finished_at else None,
+                             result=json.loads(sub.result_json) if sub.result_json else None)
+
+    @app.post("/v1/submissions", status_code=202, response_model=SubmissionOut)
+    async def submit(learner: Annotated[Learner, Depends(current)], lab: Annotated[str, Form()],
+                     file: Annotated[UploadFile, File()], response: Response,
+                     idempotency_key: Annotated[str | None, Header()] = None):
+        """Accept a .py file or a .zip for a lab; answered once the upload is durably stored."""
+        data = await file.read(settings.max_upload_bytes + 1)
+        sub, created = service.submit(learner, lab, file.filename or "submission.py", data, idempotency_key)
+        if not created:
+            response.headers["Idempotent-Replayed"] = "true"
+        response.headers["Location"] = f"/v1/submissions/{sub.id}"
+        return out(sub)
+
+    @app.get("/v1/submissions/{submission_id}", response_model=SubmissionOut)
+    def get_submission(submission_id: str, learner: Annotated[Learner, Depends(current)]):
+        sub = store.get(submission_id)
+        if sub is None or (learner.role != "instructor" and sub.learner_id != learner.id):
+            raise HTTPException(404, "no such submission")  # others' submissions do not exist for a learner
+        return out(sub)
+
+    @app.get("/v1/submissions", response_model=list[SubmissionOut])
+    def list_submissions(learner: Annotated[Learner, Depends(current)], limit: int = 100):
+        mine = None if learner.role == "instructor" else learner.id
+        return [out(s) for s in store.list(mine, min(limit, 1000))]
+
+    @app.get("/v1/labs")
+    def labs():
+        from llmlab.labs import catalogue
+
+        return [lab.model_dump() for lab in catalogue()]
+
+    @app.get("/v1/gradebook")
+    def gradebook(learner: Annotated[Learner, Depends(current)]):
+        """Best score per lab with the course weights: your own, or everyone's for an instructor."""
+        people = store.learners() if learner.role == "instructor" else [learner]
+        books = []
+        for person in people:
+            best: dict[str, LabGrade] = {}
+            for sub in store.list(person.id, limit=100_000):
+                if sub.state != "graded":
+                    continue
+                g = best.get(sub.lab)
+                if g is None:
+                    best[sub.lab] = LabGrade(sub.lab, sub.score, sub.max_score, 1)
+                else:
+                    g.best, g.attempts = max(g.best, sub.score), g.attempts + 1
+            books.append(summarize(person.name, sorted(best.values(), key=lambda g: g.lab)).as_dict())
+        return books
+
+    @app.post("/v1/learners", status_code=201)
+    def add_learner(body: NewLearner, _: Annotated[Learner, Depends(instructor)]):
+        """Create a learner (or instructor); the token is shown once."""
+        try:
+            return {"name": body.name, "role": body.role, "token": store.add_learner(body.name, body.role)}
+        except ValueError as e:
+            raise HTTPException(409 if "exists" in str(e) else 400, str(e)) from None
+
+    @app.post("/v1/learners/{name}/tokens", status_code=201)
+    def new_token(name: str, _: Annotated[Learner, Depends(instructor)]):
+        try:
+            return {"name": name, "token": store.issue_token(name)}
+        except ValueError as e:
+            raise HTTPException(404, str(e)) from None
+
+    @app.delete("/v1/learners/{name}/tokens")
+    def revoke(name: str, _: Annotated[Learner, Depends(instructor)]):
+        return {"name": name, "revoked": store.revoke_tokens(name)}
+
+    @app.get("/health")
+    def health():
+        with store.engine.connect():
+            pass
+        return {"status": "ok", "version": __version__}
+
+    @app.get("/metrics")
+    def prometheus():
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
