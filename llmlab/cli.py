@@ -388,6 +388,19 @@ def learners_list(db: DbOpt = None):
     out.print(table)
 
 
+slo_app = typer.Typer(help="Service level objectives (loadtests/slos.yaml).", no_args_is_help=True)
+app.add_typer(slo_app, name="slo")
+
+
+@slo_app.command("rules")
+def slo_rules(out_dir: Annotated[Path, typer.Option("--out")] = Path("dashboards/rules")):
+    """Generate the Prometheus recording rules and burn-rate alerts from the SLO file."""
+    from llmlab import slo
+
+    for path in slo.write_rules(out_dir):
+        out.print(f"wrote {path}")
+
+
 def main() -> None:
     try:
         app(standalone_mode=False)

@@ -1,0 +1,59 @@
+"""SLOs -> Prometheus rules: checked in as generated, valid for promtool, and each burn-rate alert fires on
+a burning series and stays silent on a healthy one (promtool test rules)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from llmlab import metrics, slo
+from tests.conftest import needs
+
+RULES = Path(__file__).resolve().parents[1] / "dashboards" / "rules"
+
+
+def test_checked_in_rules_match_the_generator(tmp_path):
+    written = slo.write_rules(tmp_path)
+    assert written
+    for path in written:
+        checked_in = RULES / path.name
+        assert checked_in.exists(), f"{checked_in} is missing: run `llmlab slo rules`"
+        assert yaml.safe_load(checked_in.read_text()) == yaml.safe_load(path.read_text()), (
+            f"{checked_in.name} differs from loadtests/slos.yaml: run `llmlab slo rules`")
+
+
+def test_thresholds_are_bucket_boundaries_and_gate_follows():
+    objectives = slo.load()
+    for o in objectives:
+        if o.threshold_seconds is not None:
+            assert o.threshold_seconds in metrics.HTTP_BUCKETS
+    gate = slo.locust_gate("grader", objectives)
+    assert gate["p95_seconds"]["POST /v1/submissions"] == 0.5 and gate["max_failure_ratio"] == pytest.approx(0.01)
+
+
+def _promtool(*args: str) -> subprocess.CompletedProcess:
+    needs(shutil.which("promtool") is not None, "promtool (Debian package prometheus) is not installed")
+    return subprocess.run(["promtool", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_promtool_checks_every_rule_file():
+    for path in sorted(RULES.glob("*.rules.yaml")):
+        r = _promtool("check", "rules", str(path))
+        assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_burn_rate_alerts_fire_on_bad_series_only(tmp_path):
+    rules = RULES / "grader-slo.rules.yaml"
+    tests = tmp_path / "slo_test.yaml"
+    tests.write_text(yaml.safe_dump(slo.promtool_tests(slo.load(), str(rules)), sort_keys=False))
+    r = _promtool("test", "rules", str(tests))
+    assert r.returncode == 0, r.stdout + r.stderr
+    # the same tests fail against rules whose page threshold is off: they have teeth
+    broken = tmp_path / "broken.rules.yaml"
+    broken.write_text(rules.read_text().replace("> 0.144 ", "> 1.44 "))
+    tests.write_text(yaml.safe_dump(slo.promtool_tests(slo.load(), str(broken)), sort_keys=False))
+    assert _promtool("test", "rules", str(tests)).returncode != 0
