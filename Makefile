@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install --disable-pip-version-check -c constraints.txt
 PROFILE ?= quick
 
-.PHONY: install run test test-all bench lint clean
+.PHONY: install system-deps run test test-all bench lint clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -14,6 +14,10 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 install: $(VENV)/.installed
+
+system-deps:  ## Debian packages the tests use (run as root; .ci/run does): Prometheus and promtool
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus
 
 run: install  ## the main job: every built lab's deliverable and grading as Ray jobs, on a local Ray head
 	$(VENV)/bin/llmlab run --profile $(PROFILE)

@@ -388,6 +388,48 @@ def learners_list(db: DbOpt = None):
     out.print(table)
 
 
+def _print_parts(parts, as_json: bool) -> None:
+    if as_json:
+        out.print_json(json.dumps([vars(p) for p in parts]))
+        return
+    table = Table("part", "url", "health", "started by llmlab up")
+    for p in parts:
+        table.add_row(p.name, p.url, "[green]up[/]" if p.healthy else "[red]down[/]", "yes" if p.started_by_up else "")
+    out.print(table)
+
+
+@app.command("up")
+def up_cmd(grader_port: Annotated[int, typer.Option()] = 8000,
+           prometheus_port: Annotated[int, typer.Option()] = 9090,
+           as_json: Annotated[bool, typer.Option("--json")] = False):
+    """Start the embedded platform on 127.0.0.1: Ray head, grading service, Prometheus (when installed)."""
+    from llmlab import stack
+
+    with out.status("starting the local platform"):
+        parts = stack.up(grader_port, prometheus_port)
+    _print_parts(parts, as_json)
+    if not any(p.name == "prometheus" and p.healthy for p in parts) and not as_json:
+        out.print("[dim]Prometheus is not installed: apt-get install prometheus (metrics are still at "
+                  "the grader's /metrics)[/]")
+
+
+@app.command("down")
+def down_cmd():
+    """Stop exactly what `llmlab up` started."""
+    from llmlab import stack
+
+    stopped = stack.down()
+    out.print(f"stopped: {', '.join(stopped) or 'nothing (llmlab up started nothing that still runs)'}")
+
+
+@app.command("status")
+def status_cmd(as_json: Annotated[bool, typer.Option("--json")] = False):
+    """Health of each part of the local platform."""
+    from llmlab import stack
+
+    _print_parts(stack.status(), as_json)
+
+
 slo_app = typer.Typer(help="Service level objectives (loadtests/slos.yaml).", no_args_is_help=True)
 app.add_typer(slo_app, name="slo")
 

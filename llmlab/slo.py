@@ -62,7 +62,8 @@ def error_ratio(o: Objective, window: str) -> str:
     """PromQL for the fraction of bad events over ``window``."""
     sel = f'job="{o.job}"'
     if o.threshold_seconds is None:
-        return (f'sum(rate({o.histogram}_count{{{sel},status=~"5.."}}[{window}])) / '
+        # "or vector(0)": with no 5xx series at all the ratio is 0, not absent
+        return (f'(sum(rate({o.histogram}_count{{{sel},status=~"5.."}}[{window}])) or vector(0)) / '
                 f"sum(rate({o.histogram}_count{{{sel}}}[{window}]))")
     sel += f',method="{o.method}",route="{o.route}"'
     return (f"1 - sum(rate({o.histogram}_bucket{{{sel},le=\"{o.threshold_seconds:g}\"}}[{window}])) / "

@@ -1,0 +1,76 @@
+"""`llmlab up | status | down` with a real Ray head, the grading service and Prometheus on loopback;
+Prometheus scrapes the service while traffic flows, and every SLO query returns data."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from llmlab import slo
+from llmlab.labs import get_lab
+from tests.conftest import free_port, needs
+
+pytestmark = pytest.mark.ray
+CLI = str(Path(sys.executable).with_name("llmlab"))
+
+
+def _query(prom: str, expr: str) -> list:
+    r = httpx.get(f"{prom}/api/v1/query", params={"query": expr}, timeout=10).json()
+    assert r["status"] == "success", r
+    return r["data"]["result"]
+
+
+def test_up_status_down_with_prometheus(ray_address, tmp_path):
+    needs(shutil.which("prometheus") is not None, "prometheus (Debian package) is not installed")
+    gport, pport = free_port(), free_port()
+    env = {**os.environ, "LLMLAB_STACK_DIR": str(tmp_path / "stack"),
+           "LLMLAB_GRADER_DATABASE_URL": f"sqlite:///{tmp_path / 'g.sqlite'}",
+           "LLMLAB_GRADER_FILES_DIR": str(tmp_path / "files"), "LLMLAB_GRADER_RECONCILE_INTERVAL_S": "0.3"}
+    run = lambda *a: subprocess.run([CLI, *a], env=env, capture_output=True, text=True, timeout=300)
+    r = run("up", "--grader-port", str(gport), "--prometheus-port", str(pport), "--json")
+    assert r.returncode == 0, r.stderr
+    try:
+        parts = {p["name"]: p for p in json.loads(r.stdout)}
+        assert all(p["healthy"] for p in parts.values()), parts
+        assert parts["grader"]["started_by_up"] and parts["prometheus"]["started_by_up"]
+        assert not parts["ray"]["started_by_up"]  # the session's head was already there: not ours to stop
+        grader, prom = parts["grader"]["url"], parts["prometheus"]["url"]
+        token = run("learners", "add", "eve").stdout.strip()
+        h = {"Authorization": f"Bearer {token}"}
+        ids = []
+        for bug in (None, "svd_ascending"):
+            src = get_lab("m01").submission_source(bug).encode()
+            ids.append(httpx.post(f"{grader}/v1/submissions", data={"lab": "m01"}, files={"file": ("s.py", src)},
+                                  headers=h).json()["id"])
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            states = [httpx.get(f"{grader}/v1/submissions/{i}", headers=h).json()["state"] for i in ids]
+            httpx.get(f"{grader}/v1/gradebook", headers=h)
+            if all(s == "graded" for s in states):
+                break
+            time.sleep(0.5)
+        assert states == ["graded", "graded"]
+        time.sleep(12)  # two more scrapes and rule evaluations (5 s interval)
+        targets = httpx.get(f"{prom}/api/v1/targets").json()["data"]["activeTargets"]
+        assert [t["health"] for t in targets] == ["up"]
+        for o in slo.load():
+            for window in ("5m", "1h"):
+                series = _query(prom, f"{o.record}:ratio_rate{window}")
+                assert series, f"no data for {o.record}:ratio_rate{window}"
+        assert float(_query(prom, 'sum(llmlab_submissions_total{outcome="graded"})')[0]["value"][1]) == 2
+        assert _query(prom, "histogram_quantile(0.95, sum by (le) (rate(llmlab_grading_duration_seconds_bucket[5m])))")
+        status = json.loads(run("status", "--json").stdout)
+        assert all(p["healthy"] for p in status)
+    finally:
+        r = run("down")
+    assert r.returncode == 0 and "grader" in r.stdout and "prometheus" in r.stdout and "ray" not in r.stdout
+    after = {p["name"]: p["healthy"] for p in json.loads(run("status", "--json").stdout)}
+    assert after == {"ray": True, "grader": False, "prometheus": False}
