@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install --disable-pip-version-check -c constraints.txt
 PROFILE ?= quick
 
-.PHONY: install system-deps run test test-all bench lint clean
+.PHONY: install system-deps run test test-all bench loadtest lint clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -31,8 +31,12 @@ test-all: install  ## everything, slow tests (notebooks, full-scale checks) incl
 bench: install  ## side-by-side benchmarks; figures land in benchmarks/results/
 	$(PY) benchmarks/run.py
 
+loadtest: install  ## the grading service under load, against `llmlab up`, gated by loadtests/slos.yaml
+	$(VENV)/bin/llmlab up
+	$(PY) loadtests/run.py --users 5 --duration 30s
+
 lint: install
 	$(VENV)/bin/ruff check llmlab tests benchmarks ray-jobs
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache runs benchmarks/results
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache runs benchmarks/results loadtests/results

@@ -1,0 +1,42 @@
+"""The Locust gate against a real grading service on loopback: passes within the SLOs, and fails (non-zero
+exit) when an SLO cannot be met."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import free_port
+from tests.test_grader_service import _serve
+
+pytestmark = pytest.mark.ray
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_locust_gate(ray_address, tmp_path):
+    db = f"sqlite:///{tmp_path / 'g.sqlite'}"
+    env = {**os.environ, "LLMLAB_GRADER_DATABASE_URL": db, "LLMLAB_GRADER_FILES_DIR": str(tmp_path / "files"),
+           "LLMLAB_GRADER_RAY_ADDRESS": ray_address}
+    port = free_port()
+    proc = _serve(port, env)
+    try:
+        run = lambda extra_env: subprocess.run(
+            [sys.executable, str(REPO / "loadtests" / "run.py"), "--host", f"http://127.0.0.1:{port}", "--users", "3",
+             "--duration", "12s", "--out", str(tmp_path / "out"), "--db", db],
+            env={**env, **extra_env}, capture_output=True, text=True, timeout=300)
+        ok = run({})
+        assert ok.returncode == 0, ok.stdout[-3000:] + ok.stderr[-3000:]
+        assert "SLO gate passed" in ok.stderr
+        assert (tmp_path / "out" / "grader_stats.csv").exists() and (tmp_path / "out" / "grader.html").exists()
+        strict = tmp_path / "strict.yaml"
+        strict.write_text((REPO / "loadtests" / "slos.yaml").read_text().replace("threshold_seconds: 0.25",
+                                                                                 "threshold_seconds: 0.005"))
+        missed = run({"LLMLAB_SLO_FILE": str(strict)})
+        assert missed.returncode != 0 and "SLO gate failed" in missed.stderr and "/v1/gradebook" in missed.stderr
+    finally:
+        proc.kill()
+        proc.wait()
