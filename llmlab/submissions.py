@@ -158,6 +158,8 @@ class Store:
     """Learners, tokens and submissions in SQL (SQLite by default, PostgreSQL by URL), files on disk."""
 
     def __init__(self, url: str, files_dir: Path):
+        if url.startswith("sqlite:///"):  # a first run: the folder of the database file may not exist yet
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         self.engine = create_engine(url, connect_args={"timeout": 30} if url.startswith("sqlite") else {})
         Base.metadata.create_all(self.engine)
         self.session = sessionmaker(self.engine, expire_on_commit=False)
