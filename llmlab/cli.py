@@ -443,6 +443,15 @@ def slo_rules(out_dir: Annotated[Path, typer.Option("--out")] = Path("dashboards
         out.print(f"wrote {path}")
 
 
+@app.command("dashboards")
+def dashboards_cmd(out_dir: Annotated[Path, typer.Option("--out")] = Path("dashboards")):
+    """Generate the Grafana dashboards (JSON) from llmlab.dashboards."""
+    from llmlab import dashboards
+
+    for path in dashboards.write(out_dir):
+        out.print(f"wrote {path}")
+
+
 def main() -> None:
     try:
         app(standalone_mode=False)

@@ -23,7 +23,7 @@ FAILURE_REASONS = ("submit_error", "job_failed", "no_result", "job_stopped")
 class GraderMetrics:
     """The grading service's metrics, registered on ``registry`` (one per app, so tests don't collide)."""
 
-    def __init__(self, registry):
+    def __init__(self, registry, labs: list[str] = ()):
         self.submissions = Counter(SUBMISSIONS_TOTAL, "Submissions by lab and outcome", ["lab", "outcome"],
                                    registry=registry)
         self.grading_duration = Histogram(GRADING_DURATION, "Time from accepted submission to grade",
@@ -33,3 +33,9 @@ class GraderMetrics:
                                         registry=registry)
         self.http_duration = Histogram(HTTP_DURATION, "HTTP request latency", ["method", "route", "status"],
                                        buckets=HTTP_BUCKETS, registry=registry)
+        # export zeros from the start, so rates and dashboards show 0 rather than "no data"
+        for reason in FAILURE_REASONS:
+            self.ray_job_failures.labels(reason)
+        for lab in labs:
+            for outcome in OUTCOMES:
+                self.submissions.labels(lab, outcome)

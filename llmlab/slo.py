@@ -14,7 +14,7 @@ import yaml
 from llmlab import metrics
 
 SLO_FILE = Path(__file__).resolve().parents[1] / "loadtests" / "slos.yaml"
-WINDOWS = ("5m", "30m", "1h", "6h", "3d")
+WINDOWS = ("5m", "30m", "1h", "6h", "3d", "30d")  # 30d: the error-budget window
 BURN_ALERTS = (  # (severity, long window, short window, burn rate)
     ("page", "1h", "5m", 14.4),
     ("page", "6h", "30m", 6.0),

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from llmlab import slo
+from llmlab import dashboards, slo
 from llmlab.labs import get_lab
 from tests.conftest import free_port, needs
 
@@ -66,6 +66,11 @@ def test_up_status_down_with_prometheus(ray_address, tmp_path):
                 series = _query(prom, f"{o.record}:ratio_rate{window}")
                 assert series, f"no data for {o.record}:ratio_rate{window}"
         assert float(_query(prom, 'sum(llmlab_submissions_total{outcome="graded"})')[0]["value"][1]) == 2
+        for name in dashboards.DASHBOARDS:  # every query is valid PromQL; over the grader's metrics, has data
+            for expr in dashboards.queries(name):
+                result = _query(prom, expr)
+                if name != "inference":  # vLLM's metrics come from an inference server, not running here
+                    assert result, f"{name} dashboard: no data for {expr}"
         assert _query(prom, "histogram_quantile(0.95, sum by (le) (rate(llmlab_grading_duration_seconds_bucket[5m])))")
         status = json.loads(run("status", "--json").stdout)
         assert all(p["healthy"] for p in status)

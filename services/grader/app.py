@@ -20,6 +20,7 @@ from pydantic import BaseModel
 
 from llmlab import __version__
 from llmlab.gradebook import LabGrade, summarize
+from llmlab.labs import built_labs
 from llmlab.metrics import GraderMetrics
 from llmlab.submissions import GradingService, Learner, RayBackend, Store, Submission, SubmissionRejected
 from services.grader.settings import GraderSettings
@@ -51,7 +52,7 @@ def create_app(settings: GraderSettings | None = None, backend=None) -> FastAPI:
     settings = settings or GraderSettings()
     store = Store(settings.resolved_database_url(), settings.files_dir)
     registry = CollectorRegistry()
-    metrics = GraderMetrics(registry)
+    metrics = GraderMetrics(registry, labs=built_labs())
     service = GradingService(store, backend or RayBackend(settings.ray_address), metrics,
                              settings.max_upload_bytes, settings.rate_limit_per_minute)
     stop = threading.Event()
