@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install --disable-pip-version-check -c constraints.txt
 PROFILE ?= quick
 
-.PHONY: install system-deps run test test-all bench loadtest lint clean
+.PHONY: install system-deps run test test-all bench loadtest charts lint clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -35,8 +35,11 @@ loadtest: install  ## the grading service under load, against `llmlab up`, gated
 	$(VENV)/bin/llmlab up
 	$(PY) loadtests/run.py --users 5 --duration 30s
 
+charts: install  ## lint, render and validate the Helm chart offline (Helm engine, kubernetes-validate, CRDs)
+	$(PY) -m pytest tests/test_chart.py -q
+
 lint: install
-	$(VENV)/bin/ruff check llmlab tests benchmarks ray-jobs
+	$(VENV)/bin/ruff check llmlab services tests benchmarks ray-jobs loadtests
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache runs benchmarks/results loadtests/results

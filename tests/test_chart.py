@@ -1,0 +1,167 @@
+"""The Helm chart, with no cluster: Helm's engine lints and renders every scenario; built-in kinds pass
+kubernetes-validate --strict for Kubernetes 1.29-1.33; custom resources validate against their CRDs; and
+the fields that matter are what the values say."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from llmlab import chart
+
+CRDS = (Path(__file__).resolve().parents[2] / "shared" / "schemas" / "crds",)
+SCENARIOS = chart.scenarios()
+
+
+def test_scenarios_exist():
+    assert {"minimal-cpu", "gpu-vllm-spec", "full"} <= set(SCENARIOS)
+
+
+def test_lint_has_no_errors():
+    import helm_python
+
+    for values in [None, *(chart.scenario(s) for s in SCENARIOS)]:
+        report = helm_python.lint(str(chart.CHART), values, strict=True)
+        errors = [m for m in report["messages"] if m["severity"] >= 2] + report["errors"]
+        assert not errors, errors
+
+
+@pytest.fixture(scope="module")
+def rendered() -> dict[str, list[dict]]:
+    return {s: chart.render(chart.scenario(s)) for s in SCENARIOS}
+
+
+@pytest.mark.parametrize("kube", ["1.29.0", "1.30.0", "1.31.0", "1.32.0", "1.33.0"])
+def test_builtin_kinds_validate_strictly(rendered, kube, tmp_path):
+    for name, docs in rendered.items():
+        builtin = [d for d in docs if d["apiVersion"] in chart.BUILTIN_GROUPS]
+        assert builtin
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump_all(builtin))
+        r = subprocess.run([str(Path(sys.executable).with_name("kubernetes-validate")), "--strict", "--quiet",
+                            "-k", kube, str(path)], capture_output=True, text=True)
+        assert r.returncode == 0, f"{name} on {kube}:\n{r.stdout}{r.stderr}"
+
+
+def test_custom_resources_validate_against_their_crds(rendered):
+    seen = set()
+    for name, docs in rendered.items():
+        for d in docs:
+            if d["apiVersion"] not in chart.BUILTIN_GROUPS:
+                seen.add(d["kind"])
+                errors = chart.validate_custom(d, CRDS)
+                assert not errors, (name, d["kind"], errors[:5])
+    assert {"RayCluster", "ServiceMonitor", "PrometheusRule"} <= seen
+
+
+def test_crd_validation_catches_a_wrong_field(rendered):
+    ray = next(d for d in rendered["minimal-cpu"] if d["kind"] == "RayCluster")
+    ray["spec"]["headGroupSpec"]["rayStartParam"] = {}  # a typo of rayStartParams
+    assert any("rayStartParam" in e for e in chart.validate_custom(ray, CRDS))
+
+
+def _pods(docs):
+    for d in docs:
+        if d["kind"] == "Deployment":
+            yield d["metadata"]["name"], d["spec"]["template"]["spec"]
+        elif d["kind"] == "Pod":
+            yield d["metadata"]["name"], d["spec"]
+        elif d["kind"] == "RayCluster":
+            yield d["metadata"]["name"] + "/head", d["spec"]["headGroupSpec"]["template"]["spec"]
+            for g in d["spec"]["workerGroupSpecs"]:
+                yield d["metadata"]["name"] + "/" + g["groupName"], g["template"]["spec"]
+
+
+def test_labels_security_images_and_probes(rendered):
+    for docs in rendered.values():
+        for d in docs:
+            labels = d["metadata"]["labels"]
+            for key in ("app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/version",
+                        "app.kubernetes.io/managed-by", "app.kubernetes.io/component", "helm.sh/chart"):
+                assert key in labels, (d["kind"], d["metadata"]["name"], key)
+        for name, spec in _pods(docs):
+            psc = spec["securityContext"]
+            assert psc["runAsNonRoot"] is True and psc["seccompProfile"]["type"] == "RuntimeDefault", name
+            for c in spec["containers"]:
+                sc = c["securityContext"]
+                assert sc["allowPrivilegeEscalation"] is False and sc["capabilities"]["drop"] == ["ALL"], name
+                image = c["image"]
+                assert ":" in image and not image.endswith(":latest"), image
+                assert c["resources"]["limits"] and c["resources"]["requests"], name
+        for d in docs:
+            if d["kind"] == "Deployment":
+                c = d["spec"]["template"]["spec"]["containers"][0]
+                assert "readinessProbe" in c and "livenessProbe" in c
+
+
+def test_vllm_arguments_and_gpus_follow_the_values(rendered):
+    for name in ("gpu-vllm-spec", "full"):
+        values = chart.scenario(name)["inference"]
+        dep = next(d for d in rendered[name]
+                   if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("inference"))
+        c = dep["spec"]["template"]["spec"]["containers"][0]
+        args = c["args"]
+        spec = json.loads(next(a for a in args if a.startswith("--speculative-config=")).split("=", 1)[1])
+        s = values["speculative"]
+        want = {"method": s["method"], "num_speculative_tokens": s["numSpeculativeTokens"]}
+        if s["method"] == "ngram":
+            want |= {"prompt_lookup_max": s["promptLookupMax"], "prompt_lookup_min": s["promptLookupMin"]}
+        else:
+            want["model"] = s["draftModel"]
+        assert spec == want
+        assert c["resources"]["limits"]["nvidia.com/gpu"] == values.get("gpus", 1)
+        assert "startupProbe" in c and c["startupProbe"]["failureThreshold"] * c["startupProbe"]["periodSeconds"] >= 300
+        assert c["image"].startswith("vllm/vllm-openai:v")
+        ray = next(d for d in rendered[name] if d["kind"] == "RayCluster")
+        gpu = next(g for g in ray["spec"]["workerGroupSpecs"] if g["groupName"] == "gpu")
+        assert gpu["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] >= 1
+    minimal = rendered["minimal-cpu"]
+    assert not any("nvidia.com/gpu" in json.dumps(d) for d in minimal)
+    assert not any(d["kind"] == "Deployment" and d["metadata"]["name"].endswith("inference") for d in minimal)
+
+
+def test_observability_objects(rendered):
+    full = rendered["full"]
+    monitors = [d for d in full if d["kind"] == "ServiceMonitor"]
+    assert monitors and all(m["metadata"]["labels"]["release"] == "prometheus" for m in monitors)
+    rules = [d for d in full if d["kind"] == "PrometheusRule"]
+    generated = yaml.safe_load((Path(chart.CHART) / "files" / "rules" / "grader-slo.rules.yaml").read_text())
+    assert rules and rules[0]["spec"] == generated
+    boards = [d for d in full if d["kind"] == "ConfigMap" and d["metadata"]["labels"].get("grafana_dashboard") == "1"]
+    assert len(boards) == 3
+    for cm in boards:
+        (content,) = cm["data"].values()
+        assert json.loads(content)["templating"]["list"][0]["name"] == "datasource"
+    svc = next(d for d in full if d["kind"] == "Service" and d["metadata"]["name"].endswith("grader"))
+    assert svc["metadata"]["labels"]["llmlab.dev/job"] == "llmlab-grader"  # the job the SLO rules select
+
+
+def test_learner_code_egress_is_limited_to_the_ray_head(rendered):
+    policy = next(d for d in rendered["minimal-cpu"] if d["kind"] == "NetworkPolicy"
+                  and d["metadata"]["name"].endswith("learner-code-egress"))
+    assert policy["spec"]["policyTypes"] == ["Egress"]
+    targets = [rule["to"][0]["podSelector"]["matchLabels"] for rule in policy["spec"]["egress"]]
+    assert {"ray.io/node-type": "head", "ray.io/cluster": "demo-llmlab-ray"} in targets
+    assert all(t in ({"k8s-app": "kube-dns"}, {"ray.io/node-type": "head", "ray.io/cluster": "demo-llmlab-ray"})
+               for t in targets)
+
+
+def test_helm_test_hook_checks_each_enabled_service(rendered):
+    hook = next(d for d in rendered["full"] if d["kind"] == "Pod")
+    assert hook["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    script = hook["spec"]["containers"][0]["args"][0]
+    assert "-grader:8000/health" in script and "-inference:8000/health" in script and "/api/version" in script
+
+
+def test_values_schema_rejects_bad_values():
+    import helm_python
+
+    for bad in ({"inference": {"speculative": {"method": "magic"}}}, {"image": {"tag": "latest"}},
+                {"grader": {"replicas": 0}}, {"surprise": True}):
+        with pytest.raises(helm_python.HelmError):
+            chart.render(bad)
