@@ -17,10 +17,47 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from scipy.special import erf
 
+
+class _Arithmetic:
+    """The operators that follow from ``+``, ``*``, ``/`` and ``_lift`` (which wraps a plain number)."""
+
+    def __neg__(self):
+        return self * -1.0
+
+    def __sub__(self, other):
+        return self + (-self._lift(other))
+
+    def __radd__(self, other):
+        return self + other
+
+    def __rmul__(self, other):
+        return self * other
+
+    def __rsub__(self, other):
+        return self._lift(other) - self
+
+    def __rtruediv__(self, other):
+        return self._lift(other) / self
+
+
+def _topological(root) -> list:
+    """Nodes of the graph below ``root``, children before parents (iterative: deep graphs are fine)."""
+    order, seen, stack = [], set(), [(root, False)]
+    while stack:
+        node, expanded = stack.pop()
+        if expanded:
+            order.append(node)
+        elif id(node) not in seen:
+            seen.add(id(node))
+            stack.append((node, True))
+            stack.extend((child, False) for child in node._prev)
+    return order
+
+
 # ===================================== scalar reverse mode =================================================
 
 
-class Value:
+class Value(_Arithmetic):
     """A scalar that remembers how it was computed, so ``backward()`` can fill ``.grad`` of every input.
 
     Supports ``+ - * /``, ``**`` (number exponent), unary ``-``, ``exp()``, ``log()``, ``tanh()``,
@@ -35,6 +72,10 @@ class Value:
         self._prev = _children
         self._op = _op
 
+    @staticmethod
+    def _lift(x) -> Value:
+        return x if isinstance(x, Value) else Value(x)
+
     def _new(self, data: float, children: tuple[Value, ...], op: str, local_grads: tuple[float, ...]) -> Value:
         out = type(self)(data, children, op)
 
@@ -46,11 +87,11 @@ class Value:
         return out
 
     def __add__(self, other) -> Value:
-        other = other if isinstance(other, Value) else Value(other)
+        other = self._lift(other)
         return self._new(self.data + other.data, (self, other), "+", (1.0, 1.0))
 
     def __mul__(self, other) -> Value:
-        other = other if isinstance(other, Value) else Value(other)
+        other = self._lift(other)
         return self._new(self.data * other.data, (self, other), "*", (other.data, self.data))
 
     def __pow__(self, k: float) -> Value:
@@ -72,41 +113,12 @@ class Value:
     def relu(self) -> Value:
         return self._new(max(self.data, 0.0), (self,), "relu", (float(self.data > 0),))
 
-    def __neg__(self) -> Value:
-        return self * -1
-
-    def __sub__(self, other) -> Value:
-        return self + (-other)
-
     def __truediv__(self, other) -> Value:
         return self * (other**-1 if isinstance(other, Value) else 1.0 / other)
 
-    def __radd__(self, other) -> Value:
-        return self + other
-
-    def __rmul__(self, other) -> Value:
-        return self * other
-
-    def __rsub__(self, other) -> Value:
-        return (-self) + other
-
-    def __rtruediv__(self, other) -> Value:
-        return Value(other) / self
-
     def backward(self) -> None:
-        order: list[Value] = []
-        seen: set[int] = set()
-        stack: list[tuple[Value, bool]] = [(self, False)]
-        while stack:  # iterative topological sort: deep graphs don't hit the recursion limit
-            node, expanded = stack.pop()
-            if expanded:
-                order.append(node)
-            elif id(node) not in seen:
-                seen.add(id(node))
-                stack.append((node, True))
-                stack.extend((child, False) for child in node._prev)
         self.grad = 1.0
-        for node in reversed(order):
+        for node in reversed(_topological(self)):
             node._backward()
 
     def __repr__(self) -> str:
@@ -126,7 +138,7 @@ def _unbroadcast(grad: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return grad
 
 
-class Tensor:
+class Tensor(_Arithmetic):
     """A NumPy array (float64) with reverse-mode autodiff and broadcasting.
 
     Elementwise ``+ - * /``, ``**`` (number exponent), ``@`` (batched matmul), ``sum``/``mean`` over an axis
@@ -185,24 +197,6 @@ class Tensor:
         return self._new(a @ b, (self, other), "@",
                          (lambda g: g @ np.swapaxes(b, -1, -2), lambda g: np.swapaxes(a, -1, -2) @ g))
 
-    def __neg__(self) -> Tensor:
-        return self * -1.0
-
-    def __sub__(self, other) -> Tensor:
-        return self + (-self._lift(other))
-
-    def __radd__(self, other) -> Tensor:
-        return self + other
-
-    def __rmul__(self, other) -> Tensor:
-        return self * other
-
-    def __rsub__(self, other) -> Tensor:
-        return self._lift(other) - self
-
-    def __rtruediv__(self, other) -> Tensor:
-        return self._lift(other) / self
-
     def sum(self, axis: int | None = None, keepdims: bool = False) -> Tensor:
         def grad(g):
             if axis is not None and not keepdims:
@@ -256,19 +250,8 @@ class Tensor:
     def backward(self, grad: np.ndarray | None = None) -> None:
         if grad is None and self.data.size != 1:
             raise ValueError("backward() of a non-scalar Tensor needs the output's gradient")
-        order: list[Tensor] = []
-        seen: set[int] = set()
-        stack: list[tuple[Tensor, bool]] = [(self, False)]
-        while stack:
-            node, expanded = stack.pop()
-            if expanded:
-                order.append(node)
-            elif id(node) not in seen:
-                seen.add(id(node))
-                stack.append((node, True))
-                stack.extend((child, False) for child in node._prev)
         self.grad = np.ones_like(self.data) if grad is None else np.asarray(grad, dtype=np.float64)
-        for node in reversed(order):
+        for node in reversed(_topological(self)):
             node._backward()
 
     def __repr__(self) -> str:
@@ -341,7 +324,7 @@ def _apply(x, name: str, fallback: Callable[[float], float]):
     return getattr(x, name)() if hasattr(x, name) else fallback(x)
 
 
-class Dual:
+class Dual(_Arithmetic):
     """A dual number a + b eps with eps^2 = 0: ``f(Dual(x, v)).dual`` is the directional derivative f'(x) v.
 
     Parts may be numbers or Duals themselves (nested duals give second derivatives). Supports
@@ -370,24 +353,6 @@ class Dual:
 
     def __pow__(self, k: float) -> Dual:
         return Dual(self.real**k, self.dual * k * self.real ** (k - 1))
-
-    def __neg__(self) -> Dual:
-        return Dual(-self.real, -self.dual)
-
-    def __sub__(self, o) -> Dual:
-        return self + (-self._lift(o))
-
-    def __radd__(self, o) -> Dual:
-        return self + o
-
-    def __rmul__(self, o) -> Dual:
-        return self * o
-
-    def __rsub__(self, o) -> Dual:
-        return self._lift(o) - self
-
-    def __rtruediv__(self, o) -> Dual:
-        return self._lift(o) / self
 
     def exp(self) -> Dual:
         e = _apply(self.real, "exp", math.exp)
