@@ -39,7 +39,7 @@ charts: install  ## lint, render and validate the Helm chart offline (Helm engin
 	$(PY) -m pytest tests/test_chart.py -q
 
 lint: install
-	$(VENV)/bin/ruff check llmlab services tests benchmarks ray-jobs loadtests
+	$(VENV)/bin/ruff check llmlab services operators tests benchmarks ray-jobs loadtests
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache runs benchmarks/results loadtests/results

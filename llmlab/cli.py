@@ -347,6 +347,21 @@ def serve_grader(host: Annotated[str, typer.Option()] = "127.0.0.1", port: Annot
     uvicorn.run(create_app(GraderSettings(**overrides)), host=host, port=port, log_level="warning")
 
 
+@serve_app.command("operator")
+def serve_operator(namespace: Annotated[list[str] | None, typer.Option(help="namespace(s) to watch")] = None,
+                   all_namespaces: Annotated[bool, typer.Option("--all-namespaces")] = False,
+                   liveness_port: Annotated[int | None, typer.Option(help="serve /healthz on this port")] = None):
+    """The LabSubmission operator (kopf): LabSubmissions become KubeRay RayJobs, results come back."""
+    import kopf
+
+    import operators.labsubmission  # noqa: F401 - registers the handlers
+
+    if not namespace and not all_namespaces:
+        raise Fail("give --namespace NS (repeatable) or --all-namespaces", 2)
+    kopf.run(standalone=True, clusterwide=all_namespaces, namespaces=namespace or [],
+             liveness_endpoint=f"http://0.0.0.0:{liveness_port}/healthz" if liveness_port else None)
+
+
 def _store(db: str | None):
     from llmlab.submissions import Store
     from services.grader.settings import GraderSettings

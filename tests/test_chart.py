@@ -165,3 +165,21 @@ def test_values_schema_rejects_bad_values():
                 {"grader": {"replicas": 0}}, {"surprise": True}):
         with pytest.raises(helm_python.HelmError):
             chart.render(bad)
+
+
+def test_operator_rbac_is_least_privilege_and_crd_is_valid(rendered, tmp_path):
+    docs = rendered["minimal-cpu"]
+    assert not any(d["kind"] in ("ClusterRole", "ClusterRoleBinding") for d in docs)
+    role = next(d for d in docs if d["kind"] == "Role" and d["metadata"]["name"].endswith("operator"))
+    rules = {(r["apiGroups"][0], r["resources"][0]): set(r["verbs"]) for r in role["rules"]}
+    assert rules == {("llmlab.dev", "labsubmissions"): {"get", "list", "watch", "patch"},
+                     ("llmlab.dev", "labsubmissions/status"): {"get", "patch"},
+                     ("ray.io", "rayjobs"): {"get", "list", "watch", "create", "delete"},
+                     ("", "events"): {"create"}}
+    dep = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("operator"))
+    assert dep["spec"]["template"]["spec"]["serviceAccountName"] == role["metadata"]["name"]
+    assert dep["spec"]["template"]["spec"]["containers"][0]["args"][:2] == ["serve", "operator"]
+    crd = chart.CHART / "crds" / "labsubmissions.llmlab.dev.yaml"
+    r = subprocess.run([str(Path(sys.executable).with_name("kubernetes-validate")), "--strict", "--quiet",
+                        "-k", "1.29.0", str(crd)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr

@@ -1,0 +1,1 @@
+"""llmlab's Kubernetes operators (kopf)."""
