@@ -29,7 +29,7 @@ LEARNER = "reference"
 
 def _submit(address: str, entrypoint: list[str], working_dir: str | None, meta: dict) -> str:
     job_id = f"llmlab-{meta['llmlab.kind']}-{meta['llmlab.lab']}-{uuid.uuid4().hex[:8]}"
-    client._client(address).submit_job(
+    client.connect(address).submit_job(
         entrypoint=" ".join(entrypoint), submission_id=job_id, metadata=meta, entrypoint_num_cpus=1,
         runtime_env={"working_dir": working_dir} if working_dir else None)
     return job_id
@@ -64,7 +64,7 @@ def run_course(profile: str = "quick", address: str | None = None, labs: list[st
                 address, ["python", "-m", "llmlab.jobs.grade_job", lab_id, "submission.py", "--learner", LEARNER],
                 str(sub), {"llmlab.kind": "grade", "llmlab.lab": lab_id, "llmlab.learner": LEARNER})
         status = {key: "PENDING" for key in jobs}
-        ray = client._client(address)
+        ray = client.connect(address)
 
         def table() -> Table:
             t = Table("lab", "deliverable", "grading", title=f"llmlab run ({profile}), {time.monotonic() - t0:.0f}s")

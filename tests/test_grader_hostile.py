@@ -7,7 +7,6 @@ grader went on grading after the fault.
 
 from __future__ import annotations
 
-import os
 import textwrap
 from pathlib import Path
 
@@ -145,4 +144,3 @@ def test_grading_inputs_are_reproducible_from_the_recorded_seed(tmp_path):
     first = grade(LAB, wrong, limits=FAST)
     again = grade(LAB, wrong, seed=first.seed, limits=FAST)
     assert [c.message for c in first.checks] == [c.message for c in again.checks]
-    assert os.environ.get("LLMLAB_SECRET_TOKEN") is None

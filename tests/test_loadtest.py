@@ -29,16 +29,20 @@ def test_locust_gate(ray_address, tmp_path):
             [sys.executable, str(REPO / "loadtests" / "run.py"), "--host", f"http://127.0.0.1:{port}", "--users", "3",
              "--duration", "12s", "--out", str(tmp_path / "out"), "--db", db],
             env={**env, **extra_env}, capture_output=True, text=True, timeout=300)
-        ok = run({})
+        # the gate's mechanism, not this machine's speed (that is `make loadtest`'s job): a lenient
+        # SLO file must pass and an impossible one must fail
+        def slo_file(name: str, threshold: float) -> str:
+            spec = yaml.safe_load((REPO / "loadtests" / "slos.yaml").read_text())
+            for objective in spec["services"]["grader"]["latency"]:
+                objective["threshold_seconds"] = threshold  # both are bucket boundaries
+            (tmp_path / name).write_text(yaml.safe_dump(spec))
+            return str(tmp_path / name)
+
+        ok = run({"LLMLAB_SLO_FILE": slo_file("lenient.yaml", 5)})
         assert ok.returncode == 0, ok.stdout[-3000:] + ok.stderr[-3000:]
         assert "SLO gate passed" in ok.stderr
         assert (tmp_path / "out" / "grader_stats.csv").exists() and (tmp_path / "out" / "grader.html").exists()
-        strict = tmp_path / "strict.yaml"
-        spec = yaml.safe_load((REPO / "loadtests" / "slos.yaml").read_text())
-        for objective in spec["services"]["grader"]["latency"]:
-            objective["threshold_seconds"] = 0.005  # a bucket boundary no real request meets
-        strict.write_text(yaml.safe_dump(spec))
-        missed = run({"LLMLAB_SLO_FILE": str(strict)})
+        missed = run({"LLMLAB_SLO_FILE": slo_file("strict.yaml", 0.005)})
         assert missed.returncode != 0 and "SLO gate failed" in missed.stderr and "/v1/gradebook" in missed.stderr
     finally:
         proc.kill()

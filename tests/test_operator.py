@@ -145,8 +145,8 @@ async def test_deadline_and_deletion(operator):
     sub = await _eventually(lambda: _phase(kmock, "slow", "DeadlineExceeded"), timeout=40)
     assert "not graded within 10s" in sub["status"]["message"]
     assert await _get_or_none(kmock, _jobs_path("grade-slow")) is None  # the RayJob was removed
-    # a late event from KubeRay does not undo the final phase
-    await _api(kmock, "POST", _submission("late")["metadata"] and _subs_path(), _submission("late"))
+    # deleting a LabSubmission deletes its RayJob (the finalizer's handler)
+    await _api(kmock, "POST", _subs_path(), _submission("late"))
     await _eventually(lambda: _get_or_none(kmock, _jobs_path("grade-late")))
     await _api(kmock, "DELETE", _subs_path("late"))
     await _eventually(lambda: _gone(kmock, _jobs_path("grade-late")))

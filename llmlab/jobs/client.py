@@ -31,7 +31,8 @@ class JobExists(JobError):
 
 
 @functools.lru_cache(maxsize=16)
-def _client(address: str):
+def connect(address: str):
+    """A (cached) Job Submission client for a Ray dashboard address."""
     from ray.job_submission import JobSubmissionClient
 
     # not "Uploading package ..." on every submit
@@ -66,7 +67,7 @@ def submit_grading(lab: str, submission: Path, *, address: str | None = None, le
     if not submission.exists():
         raise FileNotFoundError(f"no such submission: {submission}")
     address = local.ensure(address)
-    ray = _client(address)
+    ray = connect(address)
     if job_id and _exists(ray, job_id):
         raise JobExists(f"job {job_id} was already submitted")
     job_id = job_id or f"llmlab-{lab}-{uuid.uuid4().hex[:12]}"
@@ -97,11 +98,11 @@ def _exists(ray, job_id: str) -> bool:
 
 
 def status(job_id: str, address: str) -> str:
-    return str(_client(address).get_job_status(job_id).value)
+    return str(connect(address).get_job_status(job_id).value)
 
 
 def wait(job_id: str, address: str, timeout: float = 1800, on_status=None) -> str:
-    client = _client(address)
+    client = connect(address)
     deadline, last = time.monotonic() + timeout, None
     while True:
         status = str(client.get_job_status(job_id).value)
@@ -117,7 +118,7 @@ def wait(job_id: str, address: str, timeout: float = 1800, on_status=None) -> st
 
 def result(job_id: str, address: str) -> GradeResult:
     """The grading result of a finished job, from its result record."""
-    client = _client(address)
+    client = connect(address)
     info = client.get_job_info(job_id)
     try:
         return record.decode(client.get_job_logs(job_id), GradeResult)
@@ -142,7 +143,7 @@ def _to_record(info, address: str, with_result: bool, client=None) -> JobRecord:
 
 def list_jobs(address: str | None = None) -> list[JobRecord]:
     address = address or local.default_address()
-    client = _client(address)
+    client = connect(address)
     jobs = [j for j in client.list_jobs() if (j.metadata or {}).get("llmlab.kind")]
     jobs.sort(key=lambda j: j.start_time or 0, reverse=True)
     return [_to_record(j, address, False) for j in jobs]
@@ -150,7 +151,7 @@ def list_jobs(address: str | None = None) -> list[JobRecord]:
 
 def get_job(job_id: str, address: str | None = None) -> JobRecord:
     address = address or local.default_address()
-    client = _client(address)
+    client = connect(address)
     try:
         info = client.get_job_info(job_id)
     except Exception:
@@ -159,4 +160,4 @@ def get_job(job_id: str, address: str | None = None) -> JobRecord:
 
 
 def logs(job_id: str, address: str | None = None) -> str:
-    return _client(address or local.default_address()).get_job_logs(job_id)
+    return connect(address or local.default_address()).get_job_logs(job_id)
