@@ -19,8 +19,7 @@ TERMINAL_PHASES = ("Succeeded", "Failed", "DeadlineExceeded")
 
 @dataclass(frozen=True)
 class OperatorSettings:
-    ray_image: str = "rayproject/ray:2.60.0-py311"
-    llmlab_image: str = "ghcr.io/llmlab/llmlab:0.1.0"
+    llmlab_image: str = "ghcr.io/llmlab/llmlab:0.1.0"  # built on Ray's image: ephemeral clusters run it
     ray_cluster: str = ""  # the RayCluster for submissions that name none; empty: an ephemeral one each
     ttl_seconds_after_finished: int = 600
     default_deadline_seconds: int = 900
@@ -107,3 +106,65 @@ def deadline_passed(sub: dict, now: dt.datetime | None = None) -> bool:
     start = dt.datetime.fromisoformat(created.replace("Z", "+00:00"))
     limit = int(sub["spec"].get("deadlineSeconds", OperatorSettings.default_deadline_seconds))
     return (now or dt.datetime.now(dt.UTC)) > start + dt.timedelta(seconds=limit)
+
+
+def labsubmission_manifest(name: str, namespace: str, *, lab: str, learner: str, working_dir_uri: str,
+                           path: str = "submission", cluster: str = "", deadline_seconds: int | None = None,
+                           labels: dict | None = None) -> dict:
+    """A LabSubmission custom resource (what ``kubectl apply`` or the grading service creates)."""
+    spec: dict = {"lab": lab, "learner": learner, "source": {"workingDirURI": working_dir_uri, "path": path}}
+    if cluster:
+        spec["cluster"] = {"name": cluster}
+    if deadline_seconds:
+        spec["deadlineSeconds"] = int(deadline_seconds)
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND,
+            "metadata": {"name": name, "namespace": namespace,
+                         "labels": {"app.kubernetes.io/part-of": "llmlab", **(labels or {})}},
+            "spec": spec}
+
+
+class KubeError(RuntimeError):
+    def __init__(self, status: int, message: str):
+        super().__init__(f"Kubernetes API answered {status}: {message}")
+        self.status = status
+
+
+SERVICE_ACCOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+
+class KubeClient:
+    """A minimal synchronous Kubernetes API client for custom resources (JSON over HTTPS, no client library).
+
+    In a pod it uses the service account (token and CA mounted by Kubernetes); elsewhere give ``server``
+    (``kubectl proxy``'s http://127.0.0.1:8001, or an API emulator in tests) and optionally a ``token``.
+    """
+
+    def __init__(self, server: str | None = None, token: str | None = None, ca_file: str | None = None):
+        import os
+
+        import httpx
+
+        if server is None:  # in-cluster
+            host, port = os.environ.get("KUBERNETES_SERVICE_HOST"), os.environ.get("KUBERNETES_SERVICE_PORT", "443")
+            if not host:
+                raise KubeError(0, "not in a pod (no KUBERNETES_SERVICE_HOST): give the API server's URL")
+            server = f"https://{host}:{port}"
+            with open(f"{SERVICE_ACCOUNT}/token") as f:
+                token = f.read().strip()
+            ca_file = f"{SERVICE_ACCOUNT}/ca.crt"
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.http = httpx.Client(base_url=server.rstrip("/"), headers=headers, verify=ca_file or True, timeout=30)
+
+    def request(self, method: str, path: str, body: dict | None = None) -> dict:
+        r = self.http.request(method, path, json=body)
+        if r.status_code >= 400:
+            try:
+                message = r.json().get("message", r.text)
+            except ValueError:
+                message = r.text
+            raise KubeError(r.status_code, message[:500])
+        return r.json() if r.content else {}
+
+    @staticmethod
+    def labsubmissions(namespace: str, name: str = "") -> str:
+        return f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}" + (f"/{name}" if name else "")

@@ -17,7 +17,7 @@ RAY_JOB_FAILURES = "llmlab_ray_job_failures_total"
 HTTP_DURATION = "llmlab_http_request_duration_seconds"
 
 OUTCOMES = ("accepted", "graded", "failed", "rejected")
-FAILURE_REASONS = ("submit_error", "job_failed", "no_result", "job_stopped")
+FAILURE_REASONS = ("submit_error", "job_failed", "no_result", "job_stopped", "deadline_exceeded")
 
 
 class GraderMetrics:

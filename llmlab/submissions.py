@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import hmac
 import io
 import logging
 import os
@@ -114,7 +115,7 @@ class Poll:
 class Backend(Protocol):
     """Where grading runs. ``dispatch`` must be idempotent for a given ``job_id``."""
 
-    def dispatch(self, job_id: str, lab: str, path: Path, learner: str) -> None: ...
+    def dispatch(self, job_id: str, submission_id: str, lab: str, path: Path, learner: str) -> None: ...
 
     def poll(self, job_id: str) -> Poll: ...
 
@@ -131,7 +132,7 @@ class RayBackend:
         self.address = local.ensure(self.address)
         return self.address
 
-    def dispatch(self, job_id: str, lab: str, path: Path, learner: str) -> None:
+    def dispatch(self, job_id: str, submission_id: str, lab: str, path: Path, learner: str) -> None:
         from llmlab.jobs import client
 
         try:
@@ -152,6 +153,87 @@ class RayBackend:
             return Poll("succeeded", client.result(job_id, self._address()))
         except client.JobError as e:
             return Poll("failed", message=str(e), reason="no_result")
+
+
+class SourceLinks:
+    """Signed, expiring URLs at which the grading service hands a submission to a Ray cluster, as a zip that
+    Ray's ``runtime_env.working_dir`` accepts (like an S3 presigned URL: whoever holds the link may fetch
+    that one submission until it expires; nothing else is reachable with it)."""
+
+    def __init__(self, base_url: str, key: str, ttl_s: int = 24 * 3600):
+        if len(key) < 16:
+            raise ValueError("the source signing key must be at least 16 characters")
+        self.base_url, self.key, self.ttl_s = base_url.rstrip("/"), key.encode(), ttl_s
+
+    def _sign(self, submission_id: str, expires: int) -> str:
+        return hmac.new(self.key, f"{submission_id}:{expires}".encode(), hashlib.sha256).hexdigest()
+
+    def url(self, submission_id: str, now: float | None = None) -> str:
+        expires = int((now if now is not None else _now().timestamp()) + self.ttl_s)
+        sig = self._sign(submission_id, expires)
+        return f"{self.base_url}/v1/sources/{submission_id}.zip?expires={expires}&sig={sig}"
+
+    def verify(self, submission_id: str, expires: int, sig: str) -> bool:
+        return expires >= _now().timestamp() and hmac.compare_digest(sig, self._sign(submission_id, expires))
+
+
+def source_zip(store: Store, submission_id: str) -> Path:
+    """The submission as a zip with one top-level folder (which Ray strips), so the working dir holds
+    ``submission/``, the same layout as a Ray-job submission. Built once, atomically."""
+    target = store.files_dir / submission_id / "source.zip"
+    if not target.exists():
+        folder = store.path(submission_id)
+        tmp = target.with_suffix(".tmp")
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
+            for f in sorted(folder.rglob("*")):
+                if f.is_file():
+                    z.write(f, f"src/submission/{f.relative_to(folder)}")
+        os.replace(tmp, target)
+    return target
+
+
+class KubernetesBackend:
+    """Grading through the LabSubmission operator: one LabSubmission per submission, named by the job id;
+    its status (written by the operator from the RayJob) is the grading state."""
+
+    def __init__(self, kube, namespace: str, links: SourceLinks, cluster: str = "", deadline_seconds: int = 900):
+        self.kube, self.namespace, self.links = kube, namespace, links
+        self.cluster, self.deadline_seconds = cluster, deadline_seconds
+
+    def dispatch(self, job_id: str, submission_id: str, lab: str, path: Path, learner: str) -> None:
+        from llmlab import k8s
+
+        body = k8s.labsubmission_manifest(job_id, self.namespace, lab=lab, learner=learner,
+                                          working_dir_uri=self.links.url(submission_id), cluster=self.cluster,
+                                          deadline_seconds=self.deadline_seconds,
+                                          labels={"llmlab.dev/submission-id": submission_id})
+        try:
+            self.kube.request("POST", k8s.KubeClient.labsubmissions(self.namespace), body)
+        except k8s.KubeError as e:
+            if e.status != 409:  # 409: created before a crash; it is there already
+                raise
+
+    def poll(self, job_id: str) -> Poll:
+        from llmlab import k8s
+
+        try:
+            sub = self.kube.request("GET", k8s.KubeClient.labsubmissions(self.namespace, job_id))
+        except k8s.KubeError as e:
+            if e.status == 404:
+                return Poll("failed", message=f"the LabSubmission {job_id} was deleted", reason="job_stopped")
+            raise
+        status = sub.get("status") or {}
+        phase, message = status.get("phase", "Pending"), status.get("message", "")
+        if phase == "Succeeded":
+            try:
+                return Poll("succeeded", GradeResult.model_validate(status["result"]))
+            except (KeyError, ValueError) as e:
+                return Poll("failed", message=f"the LabSubmission has no valid result: {e}", reason="no_result")
+        if phase == "Failed":
+            return Poll("failed", message=message or "the grading RayJob failed", reason="job_failed")
+        if phase == "DeadlineExceeded":
+            return Poll("failed", message=message or "not graded before the deadline", reason="deadline_exceeded")
+        return Poll("running")
 
 
 class Store:
@@ -352,7 +434,8 @@ class GradingService:
         job_id = sub.job_id or f"llmlab-grade-{sub.id}"
         if sub.state == "queued":
             try:
-                self.backend.dispatch(job_id, sub.lab, self.store.path(sub.id), self.store.learner_name(sub.learner_id))
+                self.backend.dispatch(job_id, sub.id, sub.lab, self.store.path(sub.id),
+                                      self.store.learner_name(sub.learner_id))
             except Exception as e:
                 if self.metrics:
                     self.metrics.ray_job_failures.labels("submit_error").inc()

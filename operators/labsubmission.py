@@ -24,7 +24,6 @@ from llmlab import k8s
 from llmlab.jobs import client as ray_client
 
 SETTINGS = k8s.OperatorSettings(
-    ray_image=os.environ.get("LLMLAB_RAY_IMAGE", k8s.OperatorSettings.ray_image),
     llmlab_image=os.environ.get("LLMLAB_IMAGE", k8s.OperatorSettings.llmlab_image),
     ray_cluster=os.environ.get("LLMLAB_RAY_CLUSTER", ""),
 )

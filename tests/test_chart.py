@@ -183,3 +183,45 @@ def test_operator_rbac_is_least_privilege_and_crd_is_valid(rendered, tmp_path):
     r = subprocess.run([str(Path(sys.executable).with_name("kubernetes-validate")), "--strict", "--quiet",
                         "-k", "1.29.0", str(crd)], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def _env(deployment: dict) -> dict:
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+
+
+def test_grader_kubernetes_mode(rendered):
+    """full: the grader creates LabSubmissions (and only that), signs source links with a kept Secret, and Ray
+    pods running learner code may fetch from it; minimal-cpu: Ray mode, no API access at all."""
+    full = rendered["full"]
+    grader = next(d for d in full if d["kind"] == "Deployment" and d["metadata"]["name"] == "demo-llmlab-grader")
+    env = _env(grader)
+    assert env["LLMLAB_GRADER_BACKEND"] == "kubernetes" and "LLMLAB_GRADER_RAY_ADDRESS" not in env
+    assert env["LLMLAB_GRADER_SOURCE_BASE_URL"] == "http://demo-llmlab-grader.llmlab.svc:8000"
+    assert env["LLMLAB_GRADER_RAY_CLUSTER"] == "demo-llmlab-ray"
+    secret = env["LLMLAB_GRADER_SOURCE_SIGNING_KEY"]["secretKeyRef"]
+    assert any(d["kind"] == "Secret" and d["metadata"]["name"] == secret["name"] for d in full)
+    role = next(d for d in full if d["kind"] == "Role" and d["metadata"]["name"] == "demo-llmlab-grader")
+    assert role["rules"] == [{"apiGroups": ["llmlab.dev"], "resources": ["labsubmissions"], "verbs": ["get", "create"]}]
+    sa = next(d for d in full if d["kind"] == "ServiceAccount" and d["metadata"]["name"] == "demo-llmlab-grader")
+    assert sa["automountServiceAccountToken"] is True
+    egress = next(d for d in full if d["kind"] == "NetworkPolicy"
+                  and d["metadata"]["name"].endswith("learner-code-egress"))
+    grader_rule = [r for r in egress["spec"]["egress"]
+                   if r["to"][0]["podSelector"]["matchLabels"].get("app.kubernetes.io/component") == "grader"]
+    assert grader_rule and grader_rule[0]["ports"] == [{"protocol": "TCP", "port": 8000}]
+
+    minimal = rendered["minimal-cpu"]
+    grader = next(d for d in minimal if d["kind"] == "Deployment" and d["metadata"]["name"] == "demo-llmlab-grader")
+    assert "LLMLAB_GRADER_BACKEND" not in _env(grader) and "LLMLAB_GRADER_RAY_ADDRESS" in _env(grader)
+    sa = next(d for d in minimal if d["kind"] == "ServiceAccount" and d["metadata"]["name"] == "demo-llmlab-grader")
+    assert sa["automountServiceAccountToken"] is False
+    assert not any(d["kind"] in ("Role", "Secret") and d["metadata"]["name"].startswith("demo-llmlab-grader")
+                   for d in minimal)
+
+
+def test_kubernetes_mode_needs_the_operator():
+    import helm_python
+
+    with pytest.raises(helm_python.HelmError, match="needs operator.enabled"):
+        chart.render({"grader": {"backend": "kubernetes"}, "operator": {"enabled": False}})

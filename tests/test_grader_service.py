@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 from llmlab.labs import get_lab
 from services.grader.app import create_app
 from services.grader.settings import GraderSettings
-from tests.conftest import free_port
+from tests.conftest import free_port, serve_grader
 
 pytestmark = pytest.mark.ray
 REFERENCE = get_lab("m01").submission_source().encode()
@@ -130,19 +130,6 @@ def test_folder_upload_as_zip(service):
     assert sub["score"] == 14, sub
 
 
-def _serve(port: int, env: dict) -> subprocess.Popen:
-    proc = subprocess.Popen([str(Path(sys.executable).with_name("llmlab")), "serve", "grader", "--port", str(port)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    for _ in range(120):
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return proc
-        except httpx.TransportError:
-            time.sleep(0.5)
-    proc.kill()
-    raise AssertionError(f"the grading service did not start: {proc.stderr.read().decode()[-2000:]}")
-
-
 def test_nothing_lost_when_killed_mid_grading(ray_address, tmp_path):
     """SIGKILL the service while its Ray job grades; on restart the reconciler lands the result."""
     env = {**os.environ, "LLMLAB_GRADER_DATABASE_URL": f"sqlite:///{tmp_path / 'g.sqlite'}",
@@ -153,7 +140,7 @@ def test_nothing_lost_when_killed_mid_grading(ray_address, tmp_path):
                            check=True).stdout.strip()
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    proc = _serve(port, env)
+    proc = serve_grader(port, env)
     try:
         r = httpx.post(f"{base}/v1/submissions", data={"lab": "m01"}, files={"file": ("m.py", REFERENCE)},
                        headers=auth(token))
@@ -168,7 +155,7 @@ def test_nothing_lost_when_killed_mid_grading(ray_address, tmp_path):
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         time.sleep(2)
-        proc = _serve(port, env)
+        proc = serve_grader(port, env)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             sub = httpx.get(f"{base}/v1/submissions/{sid}", headers=auth(token)).json()

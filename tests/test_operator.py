@@ -1,14 +1,19 @@
 """The LabSubmission operator against kmock, a Kubernetes API emulator (no API server can run here): the
 RayJob it creates validates against KubeRay's CRD, and the RayJob's progress - which a test plays KubeRay
-for, with the grading job run for real on a local Ray head - flows back into the LabSubmission's status."""
+for, with the grading job run for real on a local Ray head - flows back into the LabSubmission's status.
+Last, the whole Kubernetes path: the grading service in Kubernetes mode creates the LabSubmission, Ray
+fetches the submission from the service's signed source link, and the grade lands in the service."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
+import time
 from pathlib import Path
 
 import aiohttp
+import httpx
 import kopf
 import pytest
 import yaml
@@ -16,6 +21,7 @@ import yaml
 from llmlab import chart, k8s
 from llmlab.jobs import client as ray_client
 from llmlab.labs import get_lab
+from tests.conftest import free_port, serve_grader
 
 pytestmark = pytest.mark.ray
 CRDS = (Path(__file__).resolve().parents[2] / "shared" / "schemas" / "crds", chart.CHART / "crds")
@@ -165,3 +171,113 @@ async def _gone(kmock, path: str) -> bool:
 async def _phase(kmock, name: str, phase: str):
     sub = await _get_or_none(kmock, _subs_path(name))
     return sub if sub and (sub.get("status") or {}).get("phase") == phase else None
+
+
+async def _play_kuberay(kmock, job: dict, ray_address: str) -> None:
+    """What KubeRay does for a RayJob in HTTPMode, against the real local Ray head: submit the entrypoint with
+    the runtime env under the job id, and report the job's progress in the RayJob's status."""
+    spec, path = job["spec"], _jobs_path(job["metadata"]["name"])
+    ray = ray_client.connect(ray_address)
+    await asyncio.to_thread(ray.submit_job, entrypoint=spec["entrypoint"], submission_id=spec["jobId"],
+                            runtime_env=yaml.safe_load(spec["runtimeEnvYAML"]), metadata=spec["metadata"],
+                            entrypoint_num_cpus=spec["entrypointNumCpus"])
+    await _api(kmock, "PATCH", path + "/status", {"status": {"jobStatus": "RUNNING", "jobDeploymentStatus": "Running",
+                                                             "startTime": k8s.now_iso()}})
+    status = await asyncio.to_thread(ray_client.wait, spec["jobId"], ray_address, 300)
+    await _api(kmock, "PATCH", path + "/status", {"status": {
+        "jobStatus": status, "jobDeploymentStatus": "Complete", "jobId": spec["jobId"],
+        "dashboardURL": ray_address.removeprefix("http://"), "endTime": k8s.now_iso()}})
+
+
+async def test_grading_service_in_kubernetes_mode(operator, ray_address, tmp_path):
+    """POST to the service -> LabSubmission -> RayJob -> Ray fetches the source link -> grade in the service."""
+    kmock, port = operator, free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "LLMLAB_GRADER_DATABASE_URL": f"sqlite:///{tmp_path / 'g.sqlite'}",
+           "LLMLAB_GRADER_FILES_DIR": str(tmp_path / "files"), "LLMLAB_GRADER_RECONCILE_INTERVAL_S": "0.3",
+           "LLMLAB_GRADER_BACKEND": "kubernetes", "LLMLAB_GRADER_KUBE_SERVER": str(kmock.url),
+           "LLMLAB_GRADER_KUBE_NAMESPACE": NS, "LLMLAB_GRADER_RAY_CLUSTER": "llmlab-ray",
+           "LLMLAB_GRADER_SOURCE_BASE_URL": base, "LLMLAB_GRADER_SOURCE_SIGNING_KEY": "test-signing-key-0123456789"}
+    from llmlab.submissions import Store
+
+    token = Store(env["LLMLAB_GRADER_DATABASE_URL"], tmp_path / "files").add_learner("ada")
+    proc = await asyncio.to_thread(serve_grader, port, env)
+    try:
+        async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {token}"}) as http:
+            r = await http.post("/v1/submissions", data={"lab": "m01"},
+                                files={"file": ("mine.py", get_lab("m01").submission_source("svd_ascending"))})
+            assert r.status_code == 202, r.text
+            sid, name = r.json()["id"], f"llmlab-grade-{r.json()['id']}"
+            sub = await _eventually(lambda: _get_or_none(kmock, _subs_path(name)))
+            assert not chart.validate_custom(sub, CRDS)
+            assert sub["spec"]["cluster"] == {"name": "llmlab-ray"} and sub["spec"]["learner"] == "ada"
+            uri = sub["spec"]["source"]["workingDirURI"]
+            assert uri.startswith(f"{base}/v1/sources/{sid}.zip?expires=")
+            # a real API server stamps these on creation; kmock does not, and kopf's patches need them
+            await _api(kmock, "PATCH", _subs_path(name), {"metadata": {
+                "uid": f"uid-{sid}", "resourceVersion": "1", "creationTimestamp": k8s.now_iso()}})
+            # the link is signed: a tampered signature or another submission's id gets nothing
+            assert (await http.get(uri.replace("sig=", "sig=0"))).status_code == 403
+            assert (await http.get(uri.replace(sid, "0" * 32))).status_code == 403
+
+            job = await _eventually(lambda: _get_or_none(kmock, _jobs_path(k8s.rayjob_name(name))))
+            await _play_kuberay(kmock, job, ray_address)  # Ray downloads the working dir from the source link
+            t_end = time.monotonic() + 60
+            while (mine := (await http.get(f"/v1/submissions/{sid}")).json())["state"] not in ("graded", "failed"):
+                assert time.monotonic() < t_end, mine
+                await asyncio.sleep(0.3)
+            assert mine["state"] == "graded" and (mine["score"], mine["max_score"]) == (9, 14), mine
+            assert (await _get_or_none(kmock, _subs_path(name)))["status"]["phase"] == "Succeeded"
+    finally:
+        proc.kill()
+        await asyncio.to_thread(proc.wait)
+
+
+def test_kubernetes_backend_maps_labsubmission_phases(tmp_path):
+    """Each LabSubmission phase becomes the service's grading state. The API is a stub here (the phases come
+    from the operator, tested above); a dict stands in for the objects the API server would hold."""
+    from llmlab.submissions import KubernetesBackend, SourceLinks
+    from services.grader.settings import GraderSettings
+
+    class Stub:
+        objects: dict = {}
+
+        def request(self, method, path, body=None):
+            name = path.rsplit("/", 1)[1]
+            if method == "POST":
+                if body["metadata"]["name"] in self.objects:
+                    raise k8s.KubeError(409, "exists")
+                self.objects[body["metadata"]["name"]] = body
+                return body
+            if name not in self.objects:
+                raise k8s.KubeError(404, "not found")
+            return self.objects[name]
+
+    kube = Stub()
+    links = SourceLinks("http://grader:8000", "k" * 32, ttl_s=60)
+    backend = KubernetesBackend(kube, NS, links, deadline_seconds=120)
+    backend.dispatch("llmlab-grade-1", "1", "m01", tmp_path, "ada")
+    backend.dispatch("llmlab-grade-1", "1", "m01", tmp_path, "ada")  # a second dispatch finds the first
+    assert kube.objects["llmlab-grade-1"]["spec"]["deadlineSeconds"] == 120
+    assert not chart.validate_custom(kube.objects["llmlab-grade-1"], CRDS)
+    assert backend.poll("llmlab-grade-1").state == "running"
+    result = {"lab": "m01", "learner": "ada", "submission_sha256": "0" * 64, "seed": 0, "checks": [], "score": 3,
+              "max_score": 14, "limits": {"call_timeout_s": 1, "total_timeout_s": 9, "memory_mb": 512},
+              "started_at": k8s.now_iso(), "duration_s": 1.0, "environment": {}}
+    for phase, status, state, reason in (
+            ("Running", {}, "running", ""), ("Succeeded", {"result": result}, "succeeded", ""),
+            ("Succeeded", {}, "failed", "no_result"), ("Failed", {"message": "boom"}, "failed", "job_failed"),
+            ("DeadlineExceeded", {}, "failed", "deadline_exceeded")):
+        kube.objects["llmlab-grade-1"]["status"] = {"phase": phase, **status}
+        poll = backend.poll("llmlab-grade-1")
+        assert (poll.state, poll.reason) == (state, reason), phase
+    assert backend.poll("llmlab-grade-1").message == "not graded before the deadline"
+    assert backend.poll("llmlab-grade-gone").reason == "job_stopped"
+    # links: valid until they expire, bound to one submission
+    url = links.url("abc")
+    expires, sig = int(url.split("expires=")[1].split("&")[0]), url.split("sig=")[1]
+    assert links.verify("abc", expires, sig) and not links.verify("abd", expires, sig)
+    old = links.url("abc", now=time.time() - 3600)
+    assert not links.verify("abc", int(old.split("expires=")[1].split("&")[0]), old.split("sig=")[1])
+    with pytest.raises(ValueError, match="source_base_url"):
+        GraderSettings(backend="kubernetes")

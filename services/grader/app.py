@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, File, Form, Header, HTTPException, Request, UploadFile
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel
 
@@ -22,7 +22,17 @@ from llmlab import __version__
 from llmlab.gradebook import LabGrade, summarize
 from llmlab.labs import built_labs
 from llmlab.metrics import GraderMetrics
-from llmlab.submissions import GradingService, Learner, RayBackend, Store, Submission, SubmissionRejected
+from llmlab.submissions import (
+    GradingService,
+    KubernetesBackend,
+    Learner,
+    RayBackend,
+    SourceLinks,
+    Store,
+    Submission,
+    SubmissionRejected,
+    source_zip,
+)
 from services.grader.settings import GraderSettings
 
 log = logging.getLogger(__name__)
@@ -53,7 +63,9 @@ def create_app(settings: GraderSettings | None = None, backend=None) -> FastAPI:
     store = Store(settings.resolved_database_url(), settings.files_dir)
     registry = CollectorRegistry()
     metrics = GraderMetrics(registry, labs=built_labs())
-    service = GradingService(store, backend or RayBackend(settings.ray_address), metrics,
+    links = SourceLinks(settings.source_base_url, settings.source_signing_key.get_secret_value()) \
+        if settings.source_signing_key.get_secret_value() else None
+    service = GradingService(store, backend or _backend(settings, links), metrics,
                              settings.max_upload_bytes, settings.rate_limit_per_minute)
     stop = threading.Event()
 
@@ -178,6 +190,13 @@ def create_app(settings: GraderSettings | None = None, backend=None) -> FastAPI:
     def revoke(name: str, _: Annotated[Learner, Depends(instructor)]):
         return {"name": name, "revoked": store.revoke_tokens(name)}
 
+    @app.get("/v1/sources/{submission_id}.zip", include_in_schema=False)
+    def source(submission_id: str, expires: int, sig: str):
+        """A submission for the Ray cluster that grades it (Kubernetes mode), behind a signed, expiring link."""
+        if links is None or not links.verify(submission_id, expires, sig) or store.get(submission_id) is None:
+            raise HTTPException(403, "invalid or expired source link")
+        return FileResponse(source_zip(store, submission_id), media_type="application/zip")
+
     @app.get("/health")
     def health():
         with store.engine.connect():
@@ -189,3 +208,12 @@ def create_app(settings: GraderSettings | None = None, backend=None) -> FastAPI:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def _backend(settings: GraderSettings, links: SourceLinks | None):
+    if settings.backend == "ray":
+        return RayBackend(settings.ray_address)
+    from llmlab.k8s import KubeClient
+
+    return KubernetesBackend(KubeClient(settings.kube_server), settings.kube_namespace, links, settings.ray_cluster,
+                             settings.grading_deadline_seconds)

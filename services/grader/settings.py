@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+from pydantic import SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -19,11 +20,25 @@ class GraderSettings(BaseSettings):
 
     database_url: str = ""  # default: SQLite under files_dir's parent
     files_dir: Path = _data_dir() / "files"
-    backend: Literal["ray"] = "ray"
-    ray_address: str | None = None  # default: the local head, started on demand
+    backend: Literal["ray", "kubernetes"] = "ray"
+    ray_address: str | None = None  # ray: the Ray dashboard address; default: the local head, started on demand
+    # kubernetes: grading through LabSubmission resources, which the operator runs as KubeRay RayJobs
+    kube_server: str | None = None  # default: in-cluster (the pod's service account)
+    kube_namespace: str = "default"
+    ray_cluster: str = ""  # the RayCluster LabSubmissions name; empty: the operator's default
+    source_base_url: str = ""  # how Ray pods reach this service, e.g. http://llmlab-grader.llmlab.svc:8000
+    source_signing_key: SecretStr = SecretStr("")
+    grading_deadline_seconds: int = 900
     max_upload_bytes: int = 2 * 2**20
     rate_limit_per_minute: int = 10
     reconcile_interval_s: float = 1.0
+
+    @model_validator(mode="after")
+    def _kubernetes_needs_sources(self):
+        if self.backend == "kubernetes" and not (self.source_base_url and self.source_signing_key.get_secret_value()):
+            raise ValueError("the kubernetes backend needs source_base_url and source_signing_key "
+                             "(LLMLAB_GRADER_SOURCE_BASE_URL, LLMLAB_GRADER_SOURCE_SIGNING_KEY)")
+        return self
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.files_dir.parent / 'grader.sqlite'}"
