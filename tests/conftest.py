@@ -55,3 +55,29 @@ def serve_grader(port: int, env: dict):
     proc.kill()
     log.seek(0)
     raise AssertionError(f"the grading service did not start: {log.read().decode()[-2000:]}")
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A real PostgreSQL server (Debian's, installed by `make system-deps`) on 127.0.0.1, for the session."""
+    import glob
+    import shutil
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    needs(bool(bins), "PostgreSQL server binaries not installed (apt-get install postgresql)")
+    bindir = os.path.dirname(bins[-1])
+    home = Path(tempfile.mkdtemp(prefix="llmlab-pg-"))  # not under pytest's root-only tmp dirs
+    data, port, as_user = home / "data", free_port(), []
+    if os.geteuid() == 0:  # PostgreSQL refuses to run as root: run it as the package's postgres user
+        as_user = ["runuser", "-u", "postgres", "--"]
+        shutil.chown(home, "postgres")
+    run = lambda *args: subprocess.run([*as_user, *args], check=True, capture_output=True, timeout=120)  # noqa: E731
+    run(f"{bindir}/initdb", "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
+    run(f"{bindir}/pg_ctl", "-D", str(data), "-w", "-l", str(home / "log"), "-o",
+        f"-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories={home}", "start")
+    yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+    run(f"{bindir}/pg_ctl", "-D", str(data), "-m", "fast", "-w", "stop")
+    shutil.rmtree(home, ignore_errors=True)

@@ -180,3 +180,23 @@ def test_store_creates_its_folders_on_a_first_run(tmp_path):
 
     store = Store(f"sqlite:///{tmp_path / 'new' / 'deeper' / 'g.sqlite'}", tmp_path / "new" / "files")
     assert store.authenticate(store.add_learner("first")) is not None
+
+
+def test_on_postgresql(ray_address, postgres_url, tmp_path):
+    """The same service on a real PostgreSQL server: learners, an idempotent submission graded on Ray, the
+    gradebook, and a restart that reads it all back."""
+    settings = GraderSettings(database_url=postgres_url, files_dir=tmp_path / "files", ray_address=ray_address,
+                              reconcile_interval_s=0.3)
+    app = create_app(settings)
+    token = app.state.store.add_learner("pat")
+    with TestClient(app) as client:
+        post = lambda: client.post("/v1/submissions", data={"lab": "m01"}, files={"file": ("a.py", REFERENCE)},
+                                   headers={**auth(token), "Idempotency-Key": "pg-1"})
+        first, again = post(), post()
+        assert first.status_code == again.status_code == 202 and first.json()["id"] == again.json()["id"]
+        sub = wait_graded(client, first.json()["id"], token)
+        assert sub["state"] == "graded" and sub["score"] == 14
+    with TestClient(create_app(settings)) as client:  # a new process would see the same
+        book = client.get("/v1/gradebook", headers=auth(token)).json()
+        assert book[0]["learner"] == "pat" and book[0]["labs"][0]["best"] == 14
+        assert client.get(f"/v1/submissions/{sub['id']}", headers=auth(token)).json()["finished_at"]
