@@ -155,6 +155,9 @@ class Lab:
         unknown = set(overrides) - set(self.names)
         if unknown:
             raise ValueError(f"bug {name!r} overrides names outside the spec: {sorted(unknown)}")
+        nested = [k for k, v in overrides.items() if "<" in v.__qualname__]
+        if nested:
+            raise ValueError(f"bug {name!r}: overrides must be module-level, not nested: {nested}")
         self.bugs[name] = {k: f"{v.__module__}:{v.__qualname__}" for k, v in overrides.items()}
 
     @property
