@@ -1,0 +1,103 @@
+"""llmlab models as Hugging Face folders, and back (lab m09; the inference service serves such folders).
+
+A Llama-shaped :class:`~llmlab.transformer.TransformerLM` (RoPE, RMSNorm, SwiGLU, no biases) is written as
+``LlamaForCausalLM``: config.json, model.safetensors with Llama's parameter names, and the tokenizer files,
+so ``transformers.AutoModelForCausalLM.from_pretrained(folder)`` loads it (and vLLM serves it). Other
+shapes are written with llmlab's own names and ``"architectures": ["LlmlabTransformerLM"]``: llmlab loads
+those back, Hugging Face does not.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, fields
+from pathlib import Path
+
+import torch
+
+from llmlab.transformer import TransformerConfig, TransformerLM
+
+LLAMA_NAMES = {"attn_norm.weight": "input_layernorm.weight", "ffn_norm.weight": "post_attention_layernorm.weight",
+               "wq": "self_attn.q_proj.weight", "wk": "self_attn.k_proj.weight", "wv": "self_attn.v_proj.weight",
+               "wo": "self_attn.o_proj.weight", "w1": "mlp.gate_proj.weight", "w3": "mlp.up_proj.weight",
+               "w2": "mlp.down_proj.weight"}
+
+
+def _llama_state(model: TransformerLM) -> dict[str, torch.Tensor]:
+    cfg, sd = model.config, model.state_dict()
+    out = {"model.embed_tokens.weight": sd["embed"], "model.norm.weight": sd["final_norm.weight"]}
+    if not cfg.tie_embeddings:
+        out["lm_head.weight"] = sd["head"]
+    for i in range(cfg.n_layers):
+        for ours, theirs in LLAMA_NAMES.items():
+            out[f"model.layers.{i}.{theirs}"] = sd[f"blocks.{i}.{ours}"]
+    return out
+
+
+def llama_config(cfg: TransformerConfig, dtype: torch.dtype, special: dict) -> dict:
+    return {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": cfg.vocab_size,
+            "hidden_size": cfg.d_model, "intermediate_size": cfg.d_ff, "num_hidden_layers": cfg.n_layers,
+            "num_attention_heads": cfg.n_heads, "num_key_value_heads": cfg.n_heads,
+            "head_dim": cfg.d_model // cfg.n_heads,
+            "max_position_embeddings": cfg.context, "rms_norm_eps": cfg.norm_eps, "rope_theta": cfg.rope_theta,
+            "hidden_act": "silu", "attention_bias": False, "mlp_bias": False, "tie_word_embeddings": cfg.tie_embeddings,
+            "torch_dtype": str(dtype).removeprefix("torch."), "initializer_range": 0.02, **special,
+            "llmlab": {"config": asdict(cfg)}}
+
+
+def export(model: TransformerLM, out_dir, tokenizer=None, dtype: torch.dtype = torch.float32) -> Path:
+    """Write ``model`` (and ``tokenizer``, anything with ``save(dir)``) as a Hugging Face folder."""
+    from safetensors.torch import save_file
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = model.config
+    special = {}
+    if tokenizer is not None:
+        tokenizer.save(out)
+        for name in ("bos_token_id", "eos_token_id"):
+            if getattr(tokenizer, name, None) is not None:
+                special[name] = getattr(tokenizer, name)
+    if cfg.llama_shaped:
+        state, config = _llama_state(model), llama_config(cfg, dtype, special)
+    else:
+        state = dict(model.state_dict())
+        config = {"architectures": ["LlmlabTransformerLM"], "model_type": "llmlab", "llmlab": {"config": asdict(cfg)}}
+    save_file({k: v.detach().to(dtype).contiguous() for k, v in state.items()}, str(out / "model.safetensors"),
+              metadata={"format": "pt"})
+    (out / "config.json").write_text(json.dumps(config, indent=2))
+    (out / "generation_config.json").write_text(json.dumps({"do_sample": True, **special}, indent=2))
+    return out
+
+
+def load(path, dtype: torch.dtype = torch.float32) -> TransformerLM:
+    """Load a folder written by :func:`export` (or any Llama folder with standard names and no GQA)."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    config = json.loads((path / "config.json").read_text())
+    state = load_file(str(path / "model.safetensors"))
+    if "llmlab" in config:
+        known = {f.name for f in fields(TransformerConfig)}
+        cfg = TransformerConfig(**{k: v for k, v in config["llmlab"]["config"].items() if k in known})
+    elif config.get("model_type") == "llama":
+        if config.get("num_key_value_heads", config["num_attention_heads"]) != config["num_attention_heads"]:
+            raise ValueError("grouped-query attention (num_key_value_heads < num_attention_heads) is not supported")
+        cfg = TransformerConfig(vocab_size=config["vocab_size"], context=config["max_position_embeddings"],
+                                d_model=config["hidden_size"], n_layers=config["num_hidden_layers"],
+                                n_heads=config["num_attention_heads"], d_ff=config["intermediate_size"],
+                                rope_theta=config.get("rope_theta", 10000.0), norm_eps=config.get("rms_norm_eps", 1e-5),
+                                tie_embeddings=config.get("tie_word_embeddings", False))
+    else:
+        raise ValueError(f"{path}: not an llmlab or Llama model folder (model_type {config.get('model_type')!r})")
+    model = TransformerLM(cfg)
+    if config.get("model_type") == "llama":
+        ours = {"embed": state["model.embed_tokens.weight"], "final_norm.weight": state["model.norm.weight"]}
+        if not cfg.tie_embeddings:
+            ours["head"] = state["lm_head.weight"]
+        for i in range(cfg.n_layers):
+            for mine, theirs in LLAMA_NAMES.items():
+                ours[f"blocks.{i}.{mine}"] = state[f"model.layers.{i}.{theirs}"]
+        state = ours
+    model.load_state_dict(state)
+    return model.to(dtype)
