@@ -29,9 +29,10 @@ LEARNER = "reference"
 
 def _submit(address: str, entrypoint: list[str], working_dir: str | None, meta: dict) -> str:
     job_id = f"llmlab-{meta['llmlab.kind']}-{meta['llmlab.lab']}-{uuid.uuid4().hex[:8]}"
+    runtime_env = {"env_vars": client.ONE_CPU_ENV} | ({"working_dir": working_dir} if working_dir else {})
     client.connect(address).submit_job(
         entrypoint=" ".join(entrypoint), submission_id=job_id, metadata=meta, entrypoint_num_cpus=1,
-        runtime_env={"working_dir": working_dir} if working_dir else None)
+        runtime_env=runtime_env)
     return job_id
 
 

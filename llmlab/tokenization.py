@@ -544,9 +544,9 @@ class UnigramTokenizer:
                     lp = logp.get(piece)
                     if lp is not None:
                         expected[piece] += c * math.exp(alpha[start] + lp + beta[end] - z)
-        kept = {p: e for p, e in expected.items() if e > 1e-3 or p in base}
-        for ch in base:
-            kept.setdefault(ch, 1e-3)
+        kept = {p: e for p, e in expected.items() if e > 1e-3}
+        for ch in base:  # every byte stays a piece, so any text can be segmented
+            kept[ch] = max(kept.get(ch, 0.0), 1e-3)
         total = sum(kept.values())
         return {p: math.log(e / total) for p, e in kept.items()}
 
@@ -657,3 +657,52 @@ def vocabulary_strings(path) -> list[str]:
         except (KeyError, UnicodeDecodeError):
             readable.append(t)
     return readable
+
+
+# --- the functional API of lab m10 ------------------------------------------------------------------------
+def train_bpe(text: str, vocab_size: int, special_tokens: list[str] = ()) -> tuple[dict[int, bytes],
+                                                                                   list[tuple[bytes, bytes]]]:
+    """Train byte-level BPE: returns (vocab id -> token bytes, merges in order). Ids: 0-255 the bytes, then
+    one per merge, then the special tokens. Pre-tokenization is GPT-2's pattern; special tokens split the
+    text and are never merged; ties between equally frequent pairs go to the lexicographically greater pair."""
+    tok = BPETokenizer.train(text, vocab_size, special_tokens)
+    return dict(tok.vocab), list(tok.merges)
+
+
+def bpe_encode(text: str, merges: list[tuple[bytes, bytes]], special_tokens: list[str] = ()) -> list[int]:
+    """Ids of ``text`` under the BPE given by ``merges`` (ids as :func:`train_bpe` numbers them)."""
+    return BPETokenizer(merges, special_tokens).encode(text)
+
+
+def bpe_decode(ids: list[int], vocab: dict[int, bytes]) -> str:
+    """The text of ``ids``: the tokens' bytes joined, then decoded as UTF-8 (invalid bytes replaced)."""
+    return b"".join(vocab[int(i)] for i in ids).decode("utf-8", errors="replace")
+
+
+def viterbi_segment(word: str, log_probs: dict[str, float]) -> list[str]:
+    """The segmentation of ``word`` into pieces of ``log_probs`` with the highest total log-probability
+    (the unigram LM's encoding). Every single character of ``word`` must be a piece."""
+    return UnigramTokenizer._viterbi(word, log_probs, max(map(len, log_probs)))[1]
+
+
+def isotropy(embeddings) -> float:
+    """Mu & Viswanath's (2018) isotropy of a set of vectors: min_c Z(c) / max_c Z(c), with Z(c) = sum_w
+    exp(c . w) over the unit eigenvectors c of W^T W, taken with both signs (an eigenvector's sign is
+    arbitrary, so +c and -c both count). 1 means the vectors point every way equally."""
+    import torch
+
+    W = torch.as_tensor(embeddings, dtype=torch.float64)
+    _, vecs = torch.linalg.eigh(W.T @ W)
+    Z = torch.cat([torch.exp(W @ vecs).sum(0), torch.exp(-W @ vecs).sum(0)])
+    return float(Z.min() / Z.max())
+
+
+def cosine_similarities(embeddings, pairs: int = 20000, seed: int = 0):
+    """Cosine similarities of random pairs of distinct rows."""
+    import torch
+
+    W = torch.as_tensor(embeddings, dtype=torch.float64)
+    gen = torch.Generator().manual_seed(seed)
+    i = torch.randint(0, len(W), (pairs,), generator=gen)
+    j = (i + torch.randint(1, len(W), (pairs,), generator=gen)) % len(W)
+    return torch.nn.functional.cosine_similarity(W[i], W[j], dim=-1)

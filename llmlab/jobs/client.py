@@ -20,6 +20,9 @@ from llmlab.contracts import GradeResult, JobRecord
 from llmlab.jobs import local, record
 
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
+# A job reserves one CPU (entrypoint_num_cpus=1): its math libraries get one thread, because two jobs that
+# each spin two OpenMP threads on two cores slow each other down about tenfold (measured here).
+ONE_CPU_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
 class JobError(RuntimeError):
@@ -78,7 +81,8 @@ def submit_grading(lab: str, submission: Path, *, address: str | None = None, le
             args += ["--seed", str(seed)]
         try:
             ray.submit_job(
-                entrypoint=" ".join(args), submission_id=job_id, runtime_env={"working_dir": d},
+                entrypoint=" ".join(args), submission_id=job_id, entrypoint_num_cpus=1,
+                runtime_env={"working_dir": d, "env_vars": ONE_CPU_ENV},
                 metadata={"llmlab.kind": "grade", "llmlab.lab": lab, "llmlab.learner": learner,
                           "llmlab.submission": submission.name},
             )
