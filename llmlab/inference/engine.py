@@ -1,0 +1,328 @@
+"""llmlab's builtin inference engine: a KV cache, continuous batching, sampling, and exact speculative
+decoding (a draft model or n-gram prompt lookup).
+
+    engine = Engine.from_folder("runs/.../hf-model", max_batch=8)
+    engine.generate(["ROMEO:"], SamplingParams(max_tokens=50, temperature=0.8, seed=0))
+
+Each :meth:`Engine.step` admits waiting requests into free KV-cache slots (one batched prefill), then
+advances every running request by one decode step (batched across requests), or by one speculative step
+(k proposed tokens verified by the target in one pass). Requests finish on ``max_tokens``, a stop string,
+the end-of-text token or the context limit, and leave between steps; new ones join at the next step.
+
+Speculative decoding accepts a proposed token x with probability min(1, p(x)/q(x)) and on rejection samples
+from the normalised residual max(0, p - q), plus a bonus token from the target when all k are accepted, so
+the output has exactly the target's distribution (Leviathan et al. 2023; Chen et al. 2023). p and q are the
+distributions after the request's own temperature / top-k / top-p / min-p, so speculation samples exactly
+what plain decoding would. Greedy (temperature 0) is the special case p, q one-hot.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from llmlab.information import filtered_probs
+from llmlab.inference import kvcache
+
+_ids = itertools.count()
+
+
+@dataclass
+class SamplingParams:
+    max_tokens: int = 16
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    min_p: float | None = None
+    seed: int | None = None
+    stop: list[str] = field(default_factory=list)
+    logprobs: int | None = None  # also return this many top alternatives per token (0: the chosen one only)
+
+    def validate(self) -> None:
+        if self.max_tokens < 1:
+            raise ValueError("max_tokens must be >= 1")
+        if self.temperature < 0:
+            raise ValueError("temperature must be >= 0")
+        if self.top_k is not None and self.top_k < 1:
+            raise ValueError("top_k must be >= 1")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise ValueError("top_p must be in (0, 1]")
+        if self.min_p is not None and not 0 <= self.min_p <= 1:
+            raise ValueError("min_p must be in [0, 1]")
+        if self.logprobs is not None and not 0 <= self.logprobs <= 20:
+            raise ValueError("logprobs must be in [0, 20]")
+
+
+@dataclass
+class Request:
+    prompt_ids: list[int]
+    params: SamplingParams
+    id: str = field(default_factory=lambda: f"req-{next(_ids)}")
+    output_ids: list[int] = field(default_factory=list)
+    text: str = ""
+    logprobs: list[dict] = field(default_factory=list)
+    finish_reason: str | None = None
+    arrival: float = field(default_factory=time.perf_counter)
+    first_token_at: float | None = None
+    token_times: list[float] = field(default_factory=list)
+    slot: int | None = None
+    draft_slot: int | None = None
+    generator: torch.Generator | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.finish_reason is not None
+
+    @property
+    def all_ids(self) -> list[int]:
+        return self.prompt_ids + self.output_ids
+
+
+@dataclass
+class SpecStats:
+    drafts: int = 0  # speculative steps taken
+    draft_tokens: int = 0  # tokens proposed
+    accepted_tokens: int = 0  # proposed tokens the target accepted
+    emitted_tokens: int = 0  # tokens those steps produced (accepted + one resampled or bonus)
+
+    @property
+    def acceptance_rate(self) -> float:
+        return self.accepted_tokens / self.draft_tokens if self.draft_tokens else 0.0
+
+    @property
+    def tokens_per_step(self) -> float:
+        return self.emitted_tokens / self.drafts if self.drafts else 0.0
+
+
+def expected_tokens_per_step(acceptance: float, k: int) -> float:
+    """(1 - a^(k+1)) / (1 - a): tokens per speculative step when each proposal is accepted independently
+    with probability a (Leviathan et al. 2023, eq. 1)."""
+    return float(k + 1) if acceptance >= 1 else (1 - acceptance ** (k + 1)) / (1 - acceptance)
+
+
+class Engine:
+    """Continuous batching over one model (and an optional draft model or n-gram lookup for speculation)."""
+
+    def __init__(self, model, tokenizer=None, max_batch: int = 8, draft=None, spec_tokens: int = 0,
+                 ngram: tuple[int, int] | None = None, eos_token_id: int | None = None, name: str = "llmlab"):
+        if draft is not None and ngram is not None:
+            raise ValueError("speculate with a draft model or with n-gram lookup, not both")
+        if (draft is not None or ngram is not None) and spec_tokens < 1:
+            raise ValueError("speculative decoding needs spec_tokens >= 1")
+        if draft is not None and draft.config.vocab_size != model.config.vocab_size:
+            raise ValueError("the draft model must share the target's vocabulary")
+        self.model, self.tokenizer, self.draft, self.name = model.eval(), tokenizer, draft, name
+        self.spec_tokens, self.ngram = spec_tokens, ngram
+        self.max_batch = max_batch
+        self.cache = kvcache.KVCache(model, max_batch)
+        self.draft_cache = kvcache.KVCache(draft.eval(), max_batch) if draft is not None else None
+        self.draft_lengths: dict[str, int] = {}
+        self.eos_token_id = eos_token_id if eos_token_id is not None else getattr(tokenizer, "eos_token_id", None)
+        self.waiting: deque[Request] = deque()
+        self.running: list[Request] = []
+        self.spec = SpecStats()
+        self.prompt_tokens = 0
+        self.generation_tokens = 0
+
+    @property
+    def context(self) -> int:
+        return self.model.config.context
+
+    @property
+    def speculative(self) -> bool:
+        return self.draft is not None or self.ngram is not None
+
+    @classmethod
+    def from_folder(cls, path, draft_path=None, dtype: torch.dtype = torch.float32, device: str = "cpu",
+                    **kwargs) -> Engine:
+        """Load a Hugging Face folder written by llmlab (or any Llama folder) and its tokenizer."""
+        from llmlab import hf
+        from llmlab.tokenization import load_tokenizer
+
+        model = hf.load(path, dtype).to(device)
+        tokenizer = load_tokenizer(path) if (Path(path) / "tokenizer.json").exists() else None
+        draft = hf.load(draft_path, dtype).to(device) if draft_path else None
+        return cls(model, tokenizer, draft=draft, name=Path(path).name, **kwargs)
+
+    # --- requests ------------------------------------------------------------------------------------
+    def add(self, prompt, params: SamplingParams | None = None) -> Request:
+        """Queue a prompt (text, with a tokenizer, or token ids)."""
+        params = params or SamplingParams()
+        params.validate()
+        ids = self.tokenizer.encode(prompt) if isinstance(prompt, str) else list(prompt)
+        if not ids:
+            raise ValueError("the prompt is empty")
+        if len(ids) >= self.context:
+            raise ValueError(f"the prompt has {len(ids)} tokens; the model's context is {self.context}")
+        req = Request(ids, params)
+        if params.seed is not None:
+            req.generator = torch.Generator().manual_seed(params.seed)
+        self.waiting.append(req)
+        return req
+
+    def has_work(self) -> bool:
+        return bool(self.waiting or self.running)
+
+    def generate(self, prompts, params: SamplingParams | None = None) -> list[Request]:
+        """Run prompts to completion (continuous batching under the hood)."""
+        reqs = [self.add(p, params) for p in prompts]
+        while self.has_work():
+            self.step()
+        return reqs
+
+    # --- one scheduler step ------------------------------------------------------------------------------
+    def step(self) -> list[Request]:
+        """Admit, prefill, decode; returns the requests that finished in this step."""
+        admitted = []
+        while self.waiting and self.cache.free:
+            req = self.waiting.popleft()
+            req.slot = self.cache.allocate()
+            if self.draft_cache is not None:
+                req.draft_slot = self.draft_cache.allocate()
+                self.draft_lengths[req.id] = 0
+            admitted.append(req)
+        if admitted:  # one batched prefill; all but the last prompt token go into the cache
+            prefixes = [r.prompt_ids[:-1] for r in admitted]
+            with_prefix = [(r, p) for r, p in zip(admitted, prefixes, strict=True) if p]
+            if with_prefix:
+                kvcache.forward(self.model, self.cache, [r.slot for r, _ in with_prefix], [p for _, p in with_prefix])
+            self.prompt_tokens += sum(len(r.prompt_ids) for r in admitted)
+            self.running.extend(admitted)
+        if self.speculative:
+            for req in list(self.running):
+                self._speculative_step(req)
+        elif self.running:
+            logits = kvcache.forward(self.model, self.cache, [r.slot for r in self.running],
+                                     [[r.all_ids[-1]] for r in self.running])
+            for req, lg in zip(self.running, logits, strict=True):
+                self._emit(req, [self._sample(req, lg[-1])], lg[-1:])
+        done = [r for r in self.running if r.finished]
+        for req in done:
+            self.running.remove(req)
+            self.cache.release(req.slot)
+            if self.draft_cache is not None:
+                self.draft_cache.release(req.draft_slot)
+                self.draft_lengths.pop(req.id, None)
+        return done
+
+    def _probs(self, req: Request, logits: Tensor) -> Tensor:
+        p = req.params
+        return filtered_probs(logits.double(), p.temperature, p.top_k, p.top_p, p.min_p)
+
+    def _sample(self, req: Request, logits: Tensor) -> int:
+        if req.params.temperature == 0:
+            return int(logits.argmax())
+        return int(torch.multinomial(self._probs(req, logits), 1, generator=req.generator))
+
+    def _emit(self, req: Request, tokens: list[int], logits: Tensor) -> None:
+        """Append tokens (with the logits they were drawn from), then check the stopping rules."""
+        now = time.perf_counter()
+        for tok, lg in zip(tokens, logits, strict=False):
+            if req.finished:
+                break
+            req.output_ids.append(tok)
+            req.token_times.append(now)
+            req.first_token_at = req.first_token_at or now
+            self.generation_tokens += 1
+            if req.params.logprobs is not None:
+                lp = torch.log_softmax(lg.double(), -1)
+                top = lp.topk(req.params.logprobs) if req.params.logprobs else None
+                req.logprobs.append({"token": tok, "logprob": float(lp[tok]),
+                                     "top": {int(i): float(v) for v, i in zip(*top, strict=True)} if top else {}})
+            if tok == self.eos_token_id:
+                req.finish_reason = "stop"
+            elif len(req.output_ids) >= req.params.max_tokens:
+                req.finish_reason = "length"
+            elif len(req.all_ids) >= self.context:
+                req.finish_reason = "length"
+        if self.tokenizer is not None:
+            ids = req.output_ids[:-1] if req.output_ids and req.output_ids[-1] == self.eos_token_id else req.output_ids
+            req.text = self.tokenizer.decode(ids)
+            for s in req.params.stop:
+                cut = req.text.find(s)
+                if cut >= 0:
+                    req.text, req.finish_reason = req.text[:cut], "stop"
+
+    # --- speculative decoding ------------------------------------------------------------------------
+    def _propose_ngram(self, req: Request, k: int) -> list[int]:
+        """Prompt lookup: the tokens that followed the latest earlier occurrence of the last n tokens
+        (n from ngram max down to min)."""
+        ids = req.all_ids
+        hi, lo = self.ngram
+        for n in range(min(hi, len(ids) - 1), lo - 1, -1):
+            tail = ids[-n:]
+            for start in range(len(ids) - n - 1, -1, -1):
+                if ids[start: start + n] == tail:
+                    return ids[start + n: start + n + k]
+        return []
+
+    def _speculative_step(self, req: Request) -> None:
+        room = min(req.params.max_tokens - len(req.output_ids), self.context - len(req.all_ids))
+        k = max(0, min(self.spec_tokens, room - 1))
+        proposals: list[int] = []
+        q_probs: list[Tensor] = []
+        if k and self.draft is not None:
+            done = self.draft_lengths[req.id]
+            pending = req.all_ids[done:]
+            logits = kvcache.forward(self.draft, self.draft_cache, [req.draft_slot], [pending])[0][-1]
+            for i in range(k):
+                q = self._probs(req, logits)
+                x = int(q.argmax()) if req.params.temperature == 0 else int(torch.multinomial(q, 1,
+                                                                                              generator=req.generator))
+                proposals.append(x)
+                q_probs.append(q)
+                if i < k - 1:
+                    logits = kvcache.forward(self.draft, self.draft_cache, [req.draft_slot], [[x]])[0][-1]
+        elif k:
+            proposals = self._propose_ngram(req, k)
+        if not proposals:  # nothing to verify: a plain decode step
+            lg = kvcache.forward(self.model, self.cache, [req.slot], [[req.all_ids[-1]]])[0]
+            self._emit(req, [self._sample(req, lg[-1])], lg)
+            self._sync_draft(req)
+            return
+        start = self.cache.lengths[req.slot]
+        target = kvcache.forward(self.model, self.cache, [req.slot], [[req.all_ids[-1], *proposals]])[0]
+        accepted: list[int] = []
+        final = None
+        for i, x in enumerate(proposals):
+            p = self._probs(req, target[i])
+            q = q_probs[i] if q_probs else torch.nn.functional.one_hot(torch.tensor(x), p.shape[-1]).double()
+            u = float(torch.rand(1, generator=req.generator, dtype=torch.float64))
+            if req.params.temperature == 0:
+                ok = x == int(target[i].argmax())
+            else:
+                ok = u < min(1.0, float(p[x] / q[x])) if q[x] > 0 else False
+            if ok:
+                accepted.append(x)
+                continue
+            if req.params.temperature == 0:
+                final = int(target[i].argmax())
+            else:
+                residual = (p - q).clamp(min=0)
+                residual = residual / residual.sum() if residual.sum() > 0 else p
+                final = int(torch.multinomial(residual, 1, generator=req.generator))
+            break
+        if final is None:  # all accepted: a bonus token from the target's next distribution
+            final = self._sample(req, target[len(proposals)])
+        self.spec.drafts += 1
+        self.spec.draft_tokens += len(proposals)
+        self.spec.accepted_tokens += len(accepted)
+        self.spec.emitted_tokens += len(accepted) + 1
+        # keep in the cache the last token and the accepted proposals; drop what was rejected
+        self.cache.lengths[req.slot] = start + 1 + len(accepted)
+        self._emit(req, [*accepted, final], target[: len(accepted) + 1])
+        self._sync_draft(req)
+
+    def _sync_draft(self, req: Request) -> None:
+        """Roll the draft's cache back to the tokens both models agree on."""
+        if self.draft_cache is None:
+            return
+        agreed = min(self.draft_cache.lengths[req.draft_slot], len(req.all_ids) - 1)
+        self.draft_cache.lengths[req.draft_slot] = agreed
+        self.draft_lengths[req.id] = agreed

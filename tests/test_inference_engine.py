@@ -1,0 +1,107 @@
+"""The builtin engine against independent references: greedy decoding equals a plain full-sequence argmax
+loop (with continuous batching and with both kinds of speculation), and speculative sampling reproduces the
+target's distribution exactly (chi-square test against probabilities computed from the model itself)."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+from scipy import stats
+
+from llmlab.inference import Engine, SamplingParams, expected_tokens_per_step
+from llmlab.information import filtered_probs
+from llmlab.transformer import TransformerConfig, TransformerLM
+
+V = 24
+
+
+@pytest.fixture(scope="module")
+def models():
+    target = TransformerLM(TransformerConfig(V, context=64, d_model=64, n_heads=4, n_layers=2), seed=1)
+    draft = TransformerLM(TransformerConfig(V, context=64, d_model=32, n_heads=2, n_layers=1), seed=2)
+    return target, draft
+
+
+def _greedy(model, ids, n):
+    ids = list(ids)
+    with torch.no_grad():
+        for _ in range(n):
+            ids.append(int(model(torch.tensor([ids]))[0, -1].argmax()))
+    return ids
+
+
+@pytest.mark.parametrize("mode", ["plain", "draft", "ngram"])
+def test_greedy_is_exact(models, mode):
+    target, draft = models
+    gen = torch.Generator().manual_seed(0)
+    prompts = [torch.randint(0, V, (n,), generator=gen).tolist() for n in (1, 2, 3, 5, 8, 13, 21, 4, 6, 9, 30, 7)]
+    kwargs = {"plain": {}, "draft": {"draft": draft, "spec_tokens": 4}, "ngram": {"ngram": (3, 1), "spec_tokens": 3}}
+    engine = Engine(target, max_batch=5, **kwargs[mode])  # fewer slots than prompts: requests join and leave
+    reqs = engine.generate(prompts, SamplingParams(max_tokens=20, temperature=0))
+    for p, r in zip(prompts, reqs, strict=True):
+        assert r.output_ids == _greedy(target, p, 20)[len(p):]
+        assert r.finish_reason == "length"
+    if mode != "plain":
+        assert engine.spec.drafts > 0 and engine.spec.draft_tokens >= engine.spec.accepted_tokens
+
+
+def _two_token_distribution(model, prompt, params: SamplingParams) -> torch.Tensor:
+    """P(x1, x2 | prompt) under the request's sampling transform, from the model's own logits."""
+    with torch.no_grad():
+        p1 = filtered_probs(model(torch.tensor([prompt]))[0, -1].double(), params.temperature, params.top_k)
+        joint = torch.zeros(V, V, dtype=torch.float64)
+        for x1 in range(V):
+            p2 = filtered_probs(model(torch.tensor([prompt + [x1]]))[0, -1].double(), params.temperature, params.top_k)
+            joint[x1] = p1[x1] * p2
+    return joint
+
+
+@pytest.mark.parametrize("mode", ["draft", "ngram"])
+def test_speculative_sampling_has_the_target_distribution(models, mode):
+    target, draft = models
+    prompt = [3, 7, 3, 7, 3]
+    base = SamplingParams(max_tokens=2, temperature=1.3, top_k=6)
+    want = _two_token_distribution(target, prompt, base)
+    kwargs = {"draft": {"draft": draft, "spec_tokens": 3}, "ngram": {"ngram": (2, 1), "spec_tokens": 2}}[mode]
+    engine = Engine(target, max_batch=16, **kwargs)
+    n = 3000
+    reqs = [engine.add(prompt, SamplingParams(**{**base.__dict__, "seed": s})) for s in range(n)]
+    while engine.has_work():
+        engine.step()
+    counts = torch.zeros(V, V)
+    for r in reqs:
+        counts[r.output_ids[0], r.output_ids[1]] += 1
+    keep = want.flatten() * n >= 5  # chi-square cells with enough expected counts; the rest pooled
+    observed = torch.cat([counts.flatten()[keep], counts.flatten()[~keep].sum()[None]])
+    expected = torch.cat([want.flatten()[keep], want.flatten()[~keep].sum()[None]]) * n
+    assert counts.flatten()[want.flatten() == 0].sum() == 0  # nothing outside the target's support
+    _, pvalue = stats.chisquare(observed.numpy(), expected.numpy())
+    assert pvalue > 1e-3, pvalue
+    assert engine.spec.draft_tokens > 0
+
+
+def test_closed_form_tokens_per_step():
+    assert expected_tokens_per_step(0.0, 4) == 1
+    assert expected_tokens_per_step(1.0, 4) == 5
+    a, k = 0.6, 3
+    assert expected_tokens_per_step(a, k) == pytest.approx(sum(a**i for i in range(k + 1)))
+
+
+def test_stops_seeds_and_bad_requests(models):
+    target, _ = models
+    engine = Engine(target, max_batch=2, eos_token_id=5)
+    a = engine.generate([[1, 2, 3]], SamplingParams(max_tokens=30, seed=7, logprobs=2))[0]
+    b = engine.generate([[1, 2, 3]], SamplingParams(max_tokens=30, seed=7, logprobs=2))[0]
+    assert a.output_ids == b.output_ids  # a seed fixes the sample
+    assert len(a.logprobs) == len(a.output_ids) and all(len(x["top"]) == 2 for x in a.logprobs)
+    assert a.finish_reason == "stop" if 5 in a.output_ids else a.finish_reason == "length"
+    for bad in (SamplingParams(max_tokens=0), SamplingParams(temperature=-1), SamplingParams(top_p=0),
+                SamplingParams(logprobs=99)):
+        with pytest.raises(ValueError):
+            engine.add([1, 2], bad)
+    with pytest.raises(ValueError, match="context"):
+        engine.add(list(range(V)) * 3)
+    for combo in itertools.product([0.0, 0.7], [None, 3]):  # every path runs
+        engine.generate([[4, 4]], SamplingParams(max_tokens=3, temperature=combo[0], top_k=combo[1]))
