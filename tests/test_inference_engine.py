@@ -77,7 +77,8 @@ def test_speculative_sampling_has_the_target_distribution(models, mode):
     observed = torch.cat([counts.flatten()[keep], counts.flatten()[~keep].sum()[None]])
     expected = torch.cat([want.flatten()[keep], want.flatten()[~keep].sum()[None]]) * n
     assert counts.flatten()[want.flatten() == 0].sum() == 0  # nothing outside the target's support
-    _, pvalue = stats.chisquare(observed.numpy(), expected.numpy())
+    nonzero = expected > 0  # (the pooled cell is empty when every cell has enough expected counts)
+    _, pvalue = stats.chisquare(observed[nonzero].numpy(), expected[nonzero].numpy())
     assert pvalue > 1e-3, pvalue
     assert engine.spec.draft_tokens > 0
 

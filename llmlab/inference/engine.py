@@ -27,8 +27,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from llmlab.information import filtered_probs
 from llmlab.inference import kvcache
+from llmlab.information import filtered_probs
 
 _ids = itertools.count()
 
