@@ -29,6 +29,16 @@ def scenario(name: str) -> dict:
     return yaml.safe_load((CHART / "ci" / f"{name}-values.yaml").read_text()) or {}
 
 
+def merged_values(values: dict) -> dict:
+    """values.yaml with ``values`` merged over it, as Helm merges them (maps deeply, everything else replaced)."""
+    def merge(base, over):
+        if isinstance(base, dict) and isinstance(over, dict):
+            return {k: merge(base.get(k), over[k]) if k in over else base[k] for k in {*base, *over}}
+        return copy.deepcopy(over)
+
+    return merge(yaml.safe_load((CHART / "values.yaml").read_text()), values)
+
+
 def scenarios() -> list[str]:
     return sorted(p.name.removesuffix("-values.yaml") for p in (CHART / "ci").glob("*-values.yaml"))
 

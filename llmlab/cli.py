@@ -347,6 +347,59 @@ def serve_grader(host: Annotated[str, typer.Option()] = "127.0.0.1", port: Annot
     uvicorn.run(create_app(GraderSettings(**overrides)), host=host, port=port, log_level="warning")
 
 
+@serve_app.command("inference")
+def serve_inference(model: Annotated[Path, typer.Option("--model", help="a Hugging Face folder (llmlab export)")],
+                    draft: Annotated[Path | None, typer.Option("--draft", help="draft model folder")] = None,
+                    spec_tokens: Annotated[int, typer.Option("--spec-tokens", help="tokens proposed per step")] = 4,
+                    ngram: Annotated[str | None, typer.Option("--ngram", help="lookup MAX,MIN: 4,2")] = None,
+                    engine: Annotated[str, typer.Option("--engine", help="builtin or vllm")] = "builtin",
+                    host: Annotated[str, typer.Option()] = "127.0.0.1", port: Annotated[int, typer.Option()] = 8001,
+                    max_batch: Annotated[int, typer.Option("--max-batch")] = 8,
+                    max_waiting: Annotated[int, typer.Option("--max-waiting")] = 32,
+                    name: Annotated[str, typer.Option("--served-model-name")] = "",
+                    api_key: Annotated[str | None, typer.Option("--api-key", envvar="LLMLAB_INFERENCE_API_KEY")] = None,
+                    dtype: Annotated[str, typer.Option("--dtype", help="float32 or bfloat16")] = "float32"):
+    """Serve a model with an OpenAI-compatible API (builtin engine; --engine vllm hands over to `vllm serve`)."""
+    if not (model / "config.json").exists():
+        raise Fail(f"{model} is not a model folder (no config.json)", 2)
+    if draft is not None and not (draft / "config.json").exists():
+        raise Fail(f"{draft} is not a model folder (no config.json)", 2)
+    lookup = None
+    if ngram:
+        try:
+            hi, lo = (int(x) for x in ngram.split(","))
+        except ValueError:
+            raise Fail("--ngram takes MAX,MIN, e.g. 4,2", 2) from None
+        lookup = (hi, lo)
+    if engine == "vllm":
+        import shutil
+
+        from llmlab.inference import vllm_args
+
+        spec = None
+        if draft or lookup:
+            spec = vllm_args.speculative_config("ngram" if lookup else "draft_model", spec_tokens,
+                                                str(draft) if draft else None, lookup)
+        exe = shutil.which("vllm")
+        if exe is None:
+            raise Fail("vLLM is not installed here (it needs a CUDA GPU node); use --engine builtin", 2)
+        import json as _json
+
+        max_len = _json.loads((model / "config.json").read_text()).get("max_position_embeddings", 2048)
+        os.execv(exe, [exe, "serve", *vllm_args.vllm_serve_args(str(model), served_model_name=name or model.name,
+                                                                  max_model_len=max_len, port=port, host=host,
+                                                                  speculative=spec, dtype=dtype)])
+    import uvicorn
+
+    from services.inference.app import create_app
+    from services.inference.settings import InferenceSettings
+
+    settings = InferenceSettings(model=model, draft_model=draft, ngram=lookup, spec_tokens=spec_tokens,
+                                 max_batch=max_batch, max_waiting=max_waiting, served_model_name=name,
+                                 api_key=api_key, dtype=dtype)
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+
+
 @serve_app.command("operator")
 def serve_operator(namespace: Annotated[list[str] | None, typer.Option(help="namespace(s) to watch")] = None,
                    all_namespaces: Annotated[bool, typer.Option("--all-namespaces")] = False,

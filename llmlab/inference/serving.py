@@ -1,0 +1,178 @@
+"""Serving the engine: one background thread runs :meth:`Engine.step` while requests arrive from many
+async handlers, with a bounded queue (backpressure), token streaming back to the handlers, and Prometheus
+metrics under vLLM's names and meanings, so one inference dashboard serves both engines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from llmlab.inference.engine import Engine, Request, SamplingParams
+
+# buckets containing the inference SLO thresholds (loadtests/slos.yaml)
+TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30)
+ITL_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
+E2E_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120)
+
+
+class Overloaded(RuntimeError):
+    """The waiting queue is full: answer 429 with Retry-After."""
+
+
+class VLLMMetrics:
+    """The subset of vLLM's metrics llmlab's engine reports, with vLLM's names, labels and meaning."""
+
+    def __init__(self, registry: CollectorRegistry, model_name: str):
+        label = ["model_name"]
+        self.running = Gauge("vllm:num_requests_running", "Requests in the running batch", label, registry=registry)
+        self.waiting = Gauge("vllm:num_requests_waiting", "Requests waiting to be scheduled", label, registry=registry)
+        self.kv_usage = Gauge("vllm:kv_cache_usage_perc", "KV-cache usage (1 = full)", label, registry=registry)
+        self.prompt_tokens = Counter("vllm:prompt_tokens", "Prefill tokens processed", label, registry=registry)
+        self.generation_tokens = Counter("vllm:generation_tokens", "Generated tokens", label, registry=registry)
+        self.ttft = Histogram("vllm:time_to_first_token_seconds", "Time to first token", label, buckets=TTFT_BUCKETS,
+                              registry=registry)
+        self.itl = Histogram("vllm:inter_token_latency_seconds", "Time between output tokens", label,
+                             buckets=ITL_BUCKETS, registry=registry)
+        self.e2e = Histogram("vllm:e2e_request_latency_seconds", "Request latency from arrival to finish", label,
+                             buckets=E2E_BUCKETS, registry=registry)
+        self.success = Counter("vllm:request_success", "Finished requests", ["model_name", "finished_reason"],
+                               registry=registry)
+        self.drafts = Counter("vllm:spec_decode_num_drafts", "Speculative steps", label, registry=registry)
+        self.draft_tokens = Counter("vllm:spec_decode_num_draft_tokens", "Proposed tokens", label, registry=registry)
+        self.accepted = Counter("vllm:spec_decode_num_accepted_tokens", "Accepted proposed tokens", label,
+                                registry=registry)
+        self.model_name = model_name
+        for c in (self.prompt_tokens, self.generation_tokens, self.drafts, self.draft_tokens, self.accepted):
+            c.labels(model_name)  # exported as 0 from the start
+        for reason in ("stop", "length", "abort"):
+            self.success.labels(model_name, reason)
+
+
+@dataclass
+class _Stream:
+    request: Request
+    queue: asyncio.Queue
+    loop: asyncio.AbstractEventLoop
+    sent: int = 0
+
+
+class AsyncEngine:
+    """Thread-safe front of an :class:`Engine`: ``submit`` from any event loop, ``stream`` the tokens."""
+
+    def __init__(self, engine: Engine, registry: CollectorRegistry | None = None, max_waiting: int = 32):
+        self.engine, self.max_waiting = engine, max_waiting
+        self.registry = registry or CollectorRegistry()
+        self.metrics = VLLMMetrics(self.registry, engine.name)
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._streams: dict[str, _Stream] = {}
+        self._incoming: list[_Stream] = []
+        self._seen = dict.fromkeys(("prompt", "generation", "drafts", "draft_tokens", "accepted"), 0)
+        self._thread = threading.Thread(target=self._loop, name="engine", daemon=True)
+        self.error: BaseException | None = None
+
+    def start(self) -> AsyncEngine:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=30)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive() and self.error is None
+
+    def submit(self, prompt_ids: list[int], params: SamplingParams) -> _Stream:
+        """Queue a request; raises Overloaded when ``max_waiting`` requests are already waiting, ValueError
+        for a bad request."""
+        params.validate()
+        if len(prompt_ids) >= self.engine.context:
+            raise ValueError(f"the prompt has {len(prompt_ids)} tokens; the model's context is {self.engine.context}")
+        if not prompt_ids:
+            raise ValueError("the prompt is empty")
+        with self._lock:
+            if len(self._incoming) + len(self.engine.waiting) >= self.max_waiting:
+                raise Overloaded(f"{self.max_waiting} requests are waiting; retry shortly")
+            stream = _Stream(Request(list(prompt_ids), params), asyncio.Queue(), asyncio.get_running_loop())
+            if params.seed is not None:
+                import torch
+
+                stream.request.generator = torch.Generator().manual_seed(params.seed)
+            self._incoming.append(stream)
+        self._wake.set()
+        return stream
+
+    async def stream(self, stream: _Stream):
+        """Yield (new token ids, request) as they are generated; the last item has request.finished."""
+        while True:
+            item = await stream.queue.get()
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+            if item[1].finished:
+                return
+
+    # --- the engine thread ----------------------------------------------------------------------------
+    def _loop(self) -> None:
+        try:
+            while not self._stop.is_set():
+                with self._lock:
+                    for s in self._incoming:
+                        self.engine.waiting.append(s.request)
+                        self._streams[s.request.id] = s
+                    self._incoming.clear()
+                if not self.engine.has_work():
+                    self._wake.wait(0.5)
+                    self._wake.clear()
+                    self._observe()
+                    continue
+                before = {r.id: len(r.output_ids) for r in self.engine.running}
+                finished = self.engine.step()
+                for req in [*self.engine.running, *finished]:
+                    self._deliver(req, before.get(req.id))
+                self._observe()
+        except BaseException as e:  # an engine crash: fail every open stream, keep the process up
+            self.error = e
+            for s in self._streams.values():
+                s.loop.call_soon_threadsafe(s.queue.put_nowait, RuntimeError(f"engine failed: {e}"))
+
+    def _deliver(self, req: Request, before: int | None) -> None:
+        s = self._streams.get(req.id)
+        if s is None:
+            return
+        new = req.output_ids[s.sent:]
+        if new or req.finished:
+            s.sent = len(req.output_ids)
+            s.loop.call_soon_threadsafe(s.queue.put_nowait, (new, req))
+            if before is None:  # its first tokens: time to first token
+                self.metrics.ttft.labels(self.metrics.model_name).observe(req.first_token_at - req.arrival)
+            else:
+                times = req.token_times[before:]
+                prev = req.token_times[before - 1] if before else req.first_token_at
+                for t in times:
+                    self.metrics.itl.labels(self.metrics.model_name).observe(max(t - prev, 0.0))
+                    prev = t
+        if req.finished:
+            self._streams.pop(req.id, None)
+            self.metrics.e2e.labels(self.metrics.model_name).observe(time.perf_counter() - req.arrival)
+            self.metrics.success.labels(self.metrics.model_name, req.finish_reason).inc()
+
+    def _observe(self) -> None:
+        m, e, name = self.metrics, self.engine, self.metrics.model_name
+        m.running.labels(name).set(len(e.running))
+        m.waiting.labels(name).set(len(e.waiting) + len(self._incoming))
+        m.kv_usage.labels(name).set(e.cache.usage())
+        now = {"prompt": e.prompt_tokens, "generation": e.generation_tokens, "drafts": e.spec.drafts,
+               "draft_tokens": e.spec.draft_tokens, "accepted": e.spec.accepted_tokens}
+        for key, counter in (("prompt", m.prompt_tokens), ("generation", m.generation_tokens), ("drafts", m.drafts),
+                             ("draft_tokens", m.draft_tokens), ("accepted", m.accepted)):
+            counter.labels(name).inc(now[key] - self._seen[key])  # the engine counts; export the increase
+        self._seen = now

@@ -1,0 +1,257 @@
+"""The inference service: an OpenAI-compatible API over llmlab's builtin engine (vLLM serves the same API
+on GPU nodes: `llmlab serve inference --engine vllm` hands over to `vllm serve` with mapped arguments).
+
+Thin: parsing, the OpenAI error envelope, SSE streaming and chat templates here; batching, sampling,
+speculation and metrics in ``llmlab.inference``. Run: ``llmlab serve inference --model DIR``.
+"""
+
+# no "from __future__ import annotations": FastAPI resolves dependency annotations at runtime
+
+import json
+import time
+import uuid
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Header, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, Field
+
+from llmlab import __version__
+from llmlab.inference import Engine, SamplingParams
+from llmlab.inference.serving import AsyncEngine, Overloaded
+from services.inference.settings import InferenceSettings
+
+DEFAULT_CHAT_TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}\n{% endfor %}"
+                         "{% if add_generation_prompt %}<|assistant|>\n{% endif %}")
+
+
+class APIError(Exception):
+    def __init__(self, status: int, message: str, type_: str = "invalid_request_error", param: str | None = None,
+                 headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.type, self.param, self.headers = status, type_, param, headers
+
+
+class _Sampling(BaseModel):
+    model: str
+    max_tokens: int | None = Field(16, ge=1)
+    temperature: float = Field(1.0, ge=0, le=2)
+    top_p: float = Field(1.0, gt=0, le=1)
+    top_k: int | None = Field(None, ge=1)
+    min_p: float | None = Field(None, ge=0, le=1)
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    stream: bool = False
+    stream_options: dict | None = None
+    n: int = Field(1, ge=1)
+    user: str | None = None
+
+
+class CompletionRequest(_Sampling):
+    prompt: str | list[str] | list[int]
+    logprobs: int | None = Field(None, ge=0, le=20)
+    echo: bool = False
+
+
+class ChatMessage(BaseModel):
+    role: str
+    content: str
+
+
+class ChatRequest(_Sampling):
+    messages: list[ChatMessage] = Field(min_length=1)
+    logprobs: bool = False
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+
+
+def create_app(settings: InferenceSettings, engine: Engine | None = None) -> FastAPI:
+    if settings.engine != "builtin":
+        raise ValueError("this app serves the builtin engine; for vLLM run `llmlab serve inference --engine vllm`")
+    import torch
+
+    engine = engine or Engine.from_folder(settings.model, settings.draft_model,
+                                          dtype=getattr(torch, settings.dtype), device=settings.device,
+                                          max_batch=settings.max_batch, ngram=settings.ngram,
+                                          spec_tokens=settings.spec_tokens if (settings.draft_model or settings.ngram)
+                                          else 0)
+    engine.name = settings.served_model_name or engine.name
+    runner = AsyncEngine(engine, max_waiting=settings.max_waiting)
+    tok = engine.tokenizer
+    template = _chat_template(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        runner.start()
+        yield
+        runner.stop()
+
+    app = FastAPI(title="llmlab inference", version=__version__, lifespan=lifespan,
+                  description="OpenAI-compatible completions and chat over llmlab's engine.")
+    app.state.runner = runner
+
+    @app.exception_handler(APIError)
+    async def api_error(request: Request, exc: APIError):
+        return _error(exc.status, str(exc), exc.type, exc.param, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError):
+        first = exc.errors()[0] if exc.errors() else {}
+        param = ".".join(str(p) for p in first.get("loc", [])[1:]) or None
+        return _error(400, f"{param or 'request'}: {first.get('msg', 'invalid request')}", param=param)
+
+    def auth(authorization: Annotated[str | None, Header()] = None) -> None:
+        key = settings.api_key.get_secret_value() if settings.api_key else None
+        if key and authorization != f"Bearer {key}":
+            raise APIError(401, "invalid or missing API key", "authentication_error")
+
+    def check_model(name: str) -> None:
+        if name != engine.name:
+            raise APIError(404, f"the model {name!r} does not exist; this server serves {engine.name!r}",
+                           param="model")
+
+    def params(body: _Sampling, logprobs: int | None) -> SamplingParams:
+        if body.n != 1:
+            raise APIError(400, "only n=1 is supported", param="n")
+        stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
+        p = SamplingParams(max_tokens=body.max_tokens or 16, temperature=body.temperature,
+                           top_p=body.top_p if body.top_p < 1 else None, top_k=body.top_k, min_p=body.min_p,
+                           seed=body.seed, stop=stop, logprobs=logprobs)
+        try:
+            p.validate()
+        except ValueError as e:
+            raise APIError(400, str(e)) from None
+        return p
+
+    async def run(prompt_ids: list[int], sp: SamplingParams):
+        if len(prompt_ids) + 1 > engine.context:
+            raise APIError(400, f"this model's maximum context length is {engine.context} tokens; the prompt "
+                                f"has {len(prompt_ids)}", param="prompt", type_="invalid_request_error")
+        try:
+            return runner.submit(prompt_ids, sp)
+        except Overloaded as e:
+            raise APIError(429, str(e), "rate_limit_exceeded", headers={"Retry-After": "1"}) from None
+        except ValueError as e:
+            raise APIError(400, str(e)) from None
+
+    @app.get("/v1/models", dependencies=[Depends(auth)])
+    def models():
+        return {"object": "list", "data": [{"id": engine.name, "object": "model", "created": int(time.time()),
+                                            "owned_by": "llmlab", "max_model_len": engine.context}]}
+
+    @app.post("/v1/completions", dependencies=[Depends(auth)])
+    async def completions(body: CompletionRequest):
+        check_model(body.model)
+        if isinstance(body.prompt, list) and body.prompt and isinstance(body.prompt[0], str):
+            if len(body.prompt) != 1:
+                raise APIError(400, "one prompt per request", param="prompt")
+            body.prompt = body.prompt[0]
+        prompt_ids = tok.encode(body.prompt) if isinstance(body.prompt, str) else list(body.prompt)
+        stream = await run(prompt_ids, params(body, body.logprobs))
+        rid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
+        head = {"id": rid, "object": "text_completion", "created": created, "model": engine.name}
+        if body.stream:
+            return _sse(runner, stream, lambda delta, reason: {**head, "choices": [
+                {"index": 0, "text": delta, "logprobs": None, "finish_reason": reason}]}, body, len(prompt_ids))
+        req = await _finish(runner, stream)
+        choice = {"index": 0, "text": req.text, "finish_reason": req.finish_reason,
+                  "logprobs": _completion_logprobs(tok, req) if body.logprobs is not None else None}
+        return {**head, "choices": [choice], "usage": _usage(len(prompt_ids), req)}
+
+    @app.post("/v1/chat/completions", dependencies=[Depends(auth)])
+    async def chat(body: ChatRequest):
+        check_model(body.model)
+        text = template.render(messages=[m.model_dump() for m in body.messages], add_generation_prompt=True)
+        prompt_ids = tok.encode(text)
+        stream = await run(prompt_ids, params(body, (body.top_logprobs or 0) if body.logprobs else None))
+        rid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+        head = {"id": rid, "created": created, "model": engine.name}
+        if body.stream:
+            def chunk(delta, reason, first=[True]):  # noqa: B006 - the first chunk carries the role
+                d = {"content": delta}
+                if first[0]:
+                    d["role"], first[0] = "assistant", False
+                return {**head, "object": "chat.completion.chunk",
+                        "choices": [{"index": 0, "delta": d, "finish_reason": reason}]}
+            return _sse(runner, stream, chunk, body, len(prompt_ids))
+        req = await _finish(runner, stream)
+        choice = {"index": 0, "message": {"role": "assistant", "content": req.text},
+                  "finish_reason": req.finish_reason, "logprobs": None}
+        return {**head, "object": "chat.completion", "choices": [choice], "usage": _usage(len(prompt_ids), req)}
+
+    @app.get("/health")
+    def health():
+        if not runner.alive:
+            return _error(503, f"the engine is not running: {runner.error}", "server_error")
+        return {"status": "ok", "model": engine.name}
+
+    @app.get("/version")
+    def version():
+        return {"version": __version__, "engine": "builtin"}
+
+    @app.get("/metrics")
+    def metrics():
+        return Response(generate_latest(runner.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def _error(status: int, message: str, type_: str = "invalid_request_error", param: str | None = None,
+           headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": type_, "param": param, "code": status}},
+                        status_code=status, headers=headers)
+
+
+def _usage(prompt_tokens: int, req) -> dict:
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": len(req.output_ids),
+            "total_tokens": prompt_tokens + len(req.output_ids)}
+
+
+def _completion_logprobs(tok, req) -> dict:
+    return {"tokens": [tok.decode([x["token"]]) for x in req.logprobs],
+            "token_logprobs": [x["logprob"] for x in req.logprobs],
+            "top_logprobs": [{tok.decode([i]): v for i, v in x["top"].items()} for x in req.logprobs],
+            "text_offset": []}
+
+
+async def _finish(runner: AsyncEngine, stream):
+    async for _ in runner.stream(stream):
+        pass
+    return stream.request
+
+
+def _sse(runner: AsyncEngine, stream, chunk, body: _Sampling, prompt_tokens: int) -> StreamingResponse:
+    """Server-sent events: one chunk per batch of new text, the finish reason last, then [DONE]. Text that
+    could be the start of a stop string is held back until it cannot be."""
+    hold = max((len(s) for s in stream.request.params.stop), default=1) - 1
+
+    async def events():
+        sent = 0
+        req = None
+        async for _, req in runner.stream(stream):
+            text = req.text
+            upto = len(text) if req.finished else max(sent, len(text) - hold)
+            if not req.finished and text[upto - 1: upto] == "\ufffd":  # half of a multi-byte character
+                upto -= 1
+            if upto > sent:
+                yield f"data: {json.dumps(chunk(text[sent:upto], None))}\n\n"
+                sent = upto
+        yield f"data: {json.dumps(chunk('', req.finish_reason))}\n\n"
+        if (body.stream_options or {}).get("include_usage"):
+            final: dict[str, Any] = chunk("", None)
+            final["choices"], final["usage"] = [], _usage(prompt_tokens, req)
+            yield f"data: {json.dumps(final)}\n\n"
+        yield "data: [DONE]\n\n"
+
+    return StreamingResponse(events(), media_type="text/event-stream")
+
+
+def _chat_template(settings: InferenceSettings):
+    import jinja2
+
+    cfg = settings.model / "tokenizer_config.json"
+    source = json.loads(cfg.read_text()).get("chat_template") if cfg.exists() else None
+    env = jinja2.Environment(autoescape=False, keep_trailing_newline=True)  # noqa: S701 - plain text, not HTML
+    return env.from_string(source or DEFAULT_CHAT_TEMPLATE)

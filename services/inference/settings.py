@@ -1,0 +1,26 @@
+"""Inference service settings, from the environment (``LLMLAB_INFERENCE_*``) or arguments."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class InferenceSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LLMLAB_INFERENCE_", extra="forbid")
+
+    engine: Literal["builtin", "vllm"] = "builtin"
+    model: Path  # a Hugging Face folder (llmlab exports)
+    served_model_name: str = ""  # default: the folder's name
+    draft_model: Path | None = None  # speculative decoding with a draft model...
+    ngram: tuple[int, int] | None = None  # ...or n-gram prompt lookup (max, min)
+    spec_tokens: int = 4
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    device: str = "cpu"
+    max_batch: int = 8
+    max_waiting: int = 32  # beyond this many waiting requests: 429
+    api_key: SecretStr | None = None
+    gpu_memory_utilization: float = 0.9  # vllm only

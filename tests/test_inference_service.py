@@ -1,0 +1,159 @@
+"""The inference service as users meet it: a real `llmlab serve inference` process on 127.0.0.1 and the
+official `openai` client (completions, chat, streaming, errors), a burst several times the queue size (429s,
+no crash), vLLM-named metrics, and the vLLM argument mapping checked against the Helm chart (vLLM itself
+cannot be installed on CPU machines)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+import torch
+
+from llmlab import chart, hf
+from llmlab.inference import Engine, SamplingParams, vllm_args
+from llmlab.tokenization import CharTokenizer
+from llmlab.transformer import TransformerConfig, TransformerLM
+from tests.conftest import free_port
+
+CLI = str(Path(sys.executable).with_name("llmlab"))
+TEXT = "the quick brown fox jumps over the lazy dog. THE QUICK BROWN FOX!\n"
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    tok = CharTokenizer.train(TEXT)
+    model = TransformerLM(TransformerConfig(tok.vocab_size, context=64, d_model=32, n_heads=2), seed=0)
+    return hf.export(model, tmp_path_factory.mktemp("model") / "tiny", tok)
+
+
+def _serve(model_dir: Path, *extra: str) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([CLI, "serve", "inference", "--model", str(model_dir), "--port", str(port), *extra],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(120):
+        try:
+            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                return proc, base
+        except httpx.TransportError:
+            time.sleep(0.5)
+    proc.kill()
+    raise AssertionError(proc.stderr.read().decode()[-2000:])
+
+
+@pytest.fixture(scope="module")
+def server(model_dir):
+    proc, base = _serve(model_dir, "--max-batch", "2", "--max-waiting", "4", "--api-key", "sk-test")
+    yield base
+    proc.kill()
+    proc.wait()
+
+
+def test_openai_client_completions_chat_and_streaming(server, model_dir):
+    client = openai.OpenAI(base_url=f"{server}/v1", api_key="sk-test")
+    assert [m.id for m in client.models.list().data] == ["tiny"]
+    r = client.completions.create(model="tiny", prompt="the quick", max_tokens=12, temperature=0)
+    engine = Engine.from_folder(model_dir)
+    want = engine.generate(["the quick"], SamplingParams(max_tokens=12, temperature=0))[0]
+    assert r.choices[0].text == want.text and r.usage.completion_tokens == 12 and r.usage.prompt_tokens == 9
+    assert r.choices[0].finish_reason == "length"
+    chunks = list(client.completions.create(model="tiny", prompt="the quick", max_tokens=12, temperature=0,
+                                            stream=True))
+    assert "".join(c.choices[0].text for c in chunks) == want.text and chunks[-1].choices[0].finish_reason == "length"
+    chat = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=5,
+                                          seed=1)
+    assert chat.choices[0].message.role == "assistant" and chat.usage.completion_tokens == 5
+    parts = list(client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}],
+                                                max_tokens=5, seed=1, stream=True,
+                                                stream_options={"include_usage": True}))
+    assert "".join(p.choices[0].delta.content or "" for p in parts if p.choices) == chat.choices[0].message.content
+    assert parts[-1].usage.completion_tokens == 5
+    lp = client.completions.create(model="tiny", prompt="fox", max_tokens=3, logprobs=2, temperature=0)
+    token_logprobs = lp.choices[0].logprobs.token_logprobs
+    assert len(token_logprobs) == 3 and all(x <= 0 for x in token_logprobs)
+
+
+def test_errors_use_the_openai_envelope(server):
+    client = openai.OpenAI(base_url=f"{server}/v1", api_key="sk-test")
+    with pytest.raises(openai.NotFoundError):
+        client.completions.create(model="gpt-5", prompt="x")
+    with pytest.raises(openai.BadRequestError, match="maximum context length"):
+        client.completions.create(model="tiny", prompt="the " * 40)
+    with pytest.raises(openai.BadRequestError):
+        client.completions.create(model="tiny", prompt="x", temperature=5)
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=f"{server}/v1", api_key="wrong").models.list()
+    r = httpx.post(f"{server}/v1/completions", json={"model": "tiny"}, headers={"Authorization": "Bearer sk-test"})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "prompt"
+
+
+def test_overload_gets_429_and_the_server_survives(server):
+    async def burst():
+        async with httpx.AsyncClient(base_url=server, headers={"Authorization": "Bearer sk-test"}, timeout=60) as c:
+            body = {"model": "tiny", "prompt": "the quick brown", "max_tokens": 24}
+            return await asyncio.gather(*(c.post("/v1/completions", json=body) for _ in range(40)))
+
+    codes = [r.status_code for r in asyncio.run(burst())]
+    assert set(codes) <= {200, 429} and codes.count(429) > 0 and codes.count(200) >= 2
+    throttled = next(r for r in asyncio.run(burst()) if r.status_code == 429)
+    assert throttled.headers["Retry-After"] and throttled.json()["error"]["type"] == "rate_limit_exceeded"
+    assert httpx.get(f"{server}/health").status_code == 200
+    metrics = httpx.get(f"{server}/metrics").text
+    for name in ("vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:prompt_tokens_total",
+                 "vllm:generation_tokens_total", "vllm:time_to_first_token_seconds_bucket",
+                 "vllm:inter_token_latency_seconds_bucket", "vllm:e2e_request_latency_seconds_bucket",
+                 'vllm:request_success_total{finished_reason="length",model_name="tiny"}',
+                 "vllm:spec_decode_num_drafts_total", "vllm:kv_cache_usage_perc"):
+        assert name in metrics, name
+    generated = next(float(line.split()[-1]) for line in metrics.splitlines()
+                     if line.startswith("vllm:generation_tokens_total"))
+    assert generated >= 24 * codes.count(200)
+
+
+def test_speculative_server_counts_drafts(model_dir):
+    proc, base = _serve(model_dir, "--ngram", "3,1", "--spec-tokens", "3")
+    try:
+        client = openai.OpenAI(base_url=f"{base}/v1", api_key="none")
+        r = client.completions.create(model="tiny", prompt=TEXT[:40], max_tokens=20, temperature=0)
+        engine = Engine.from_folder(model_dir)
+        assert r.choices[0].text == engine.generate([TEXT[:40]], SamplingParams(max_tokens=20, temperature=0))[0].text
+        metrics = httpx.get(f"{base}/metrics").text
+        drafts = next(float(x.split()[-1]) for x in metrics.splitlines()
+                      if x.startswith("vllm:spec_decode_num_drafts_total"))
+        assert drafts > 0
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_vllm_arguments_equal_the_charts():
+    """The same settings give the same `vllm serve` arguments from llmlab and from the Helm chart."""
+    for scenario in ("gpu-vllm-spec", "full"):
+        values = chart.scenario(scenario)
+        docs = chart.render(values)
+        dep = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("inference"))
+        rendered = dep["spec"]["template"]["spec"]["containers"][0]["args"]
+        merged = chart.merged_values(values)["inference"]
+        s = merged["speculative"]
+        spec = vllm_args.speculative_config(s["method"], s["numSpeculativeTokens"], s.get("draftModel"),
+                                            (s["promptLookupMax"], s["promptLookupMin"])) if s["enabled"] else None
+        ours = vllm_args.vllm_serve_args(merged["model"], served_model_name=merged["servedModelName"],
+                                         max_model_len=merged["maxModelLen"], port=merged["port"],
+                                         gpu_memory_utilization=merged["gpuMemoryUtilization"],
+                                         download_dir="/models/cache", speculative=spec)
+        assert ours[:-1] == rendered[:-1] if spec else ours == rendered
+        if spec:
+            assert json.loads(ours[-1].split("=", 1)[1]) == json.loads(rendered[-1].split("=", 1)[1])
+    with pytest.raises(ValueError):
+        vllm_args.speculative_config("draft_model", 4)
+    assert torch.__version__  # the builtin engine's dependency; vLLM is never imported here
