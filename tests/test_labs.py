@@ -115,3 +115,8 @@ def test_deliverables_reach_their_stated_results(quick):
     m10 = quick("m10")[0]["metrics"]
     assert m10["all_agree"] and m10["isotropy"]["random init"] > m10["isotropy"][next(k for k in m10["isotropy"]
                                                                                      if k.startswith("trained"))]
+    m18 = quick("m18")[0]["metrics"]
+    assert m18["size_ratio"] >= 8  # the draft is at least 8x smaller
+    ppl = m18["perplexity"]
+    assert ppl["fp32"] <= ppl["gptq-3bit"] <= ppl["rtn-3bit"] and abs(ppl["int8"] - ppl["fp32"]) < 0.05 * ppl["fp32"]
+    assert all(0 < r["acceptance"] <= 1 and r["tokens_per_step"] >= 1 for r in m18["speculative"])

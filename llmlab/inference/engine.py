@@ -90,14 +90,38 @@ class SpecStats:
     draft_tokens: int = 0  # tokens proposed
     accepted_tokens: int = 0  # proposed tokens the target accepted
     emitted_tokens: int = 0  # tokens those steps produced (accepted + one resampled or bonus)
+    rejections: int = 0  # steps that ended in a rejected proposal (the rest accepted all of theirs)
 
     @property
     def acceptance_rate(self) -> float:
+        """Accepted / proposed, vLLM's definition (proposals after a rejection count as not accepted)."""
         return self.accepted_tokens / self.draft_tokens if self.draft_tokens else 0.0
+
+    @property
+    def per_token_acceptance(self) -> float:
+        """Accepted / verified: the estimate of a in the closed form (proposals after a rejection are never
+        verified, so they do not count)."""
+        verified = self.accepted_tokens + self.rejections
+        return self.accepted_tokens / verified if verified else 0.0
 
     @property
     def tokens_per_step(self) -> float:
         return self.emitted_tokens / self.drafts if self.drafts else 0.0
+
+
+def rejection_step(p: Tensor, q: Tensor, draft: list[int], u: Tensor) -> tuple[int, Tensor]:
+    """Verify k drafted tokens. p (k+1, V): the target's distributions at each drafted position and one
+    more; q (k, V): the distributions the draft tokens were drawn from; u (k,): uniform draws. Token i is
+    accepted while u[i] < min(1, p[i, x] / q[i, x]). Returns (n accepted, the distribution of the next
+    token): at the first rejection the normalised residual max(0, p - q), or p[k] (the bonus token) when
+    all k are accepted. Sampling that next token makes the output distributed exactly as p."""
+    for i, x in enumerate(draft):
+        if q[i, x] > 0 and u[i] < min(1.0, float(p[i, x] / q[i, x])):
+            continue
+        residual = (p[i] - q[i]).clamp(min=0)
+        total = residual.sum()
+        return i, residual / total if total > 0 else p[i]
+    return len(draft), p[len(draft)]
 
 
 def expected_tokens_per_step(acceptance: float, k: int) -> float:
@@ -288,32 +312,19 @@ class Engine:
             return
         start = self.cache.lengths[req.slot]
         target = kvcache.forward(self.model, self.cache, [req.slot], [[req.all_ids[-1], *proposals]])[0]
-        accepted: list[int] = []
-        final = None
-        for i, x in enumerate(proposals):
-            p = self._probs(req, target[i])
-            q = q_probs[i] if q_probs else torch.nn.functional.one_hot(torch.tensor(x), p.shape[-1]).double()
-            u = float(torch.rand(1, generator=req.generator, dtype=torch.float64))
-            if req.params.temperature == 0:
-                ok = x == int(target[i].argmax())
-            else:
-                ok = u < min(1.0, float(p[x] / q[x])) if q[x] > 0 else False
-            if ok:
-                accepted.append(x)
-                continue
-            if req.params.temperature == 0:
-                final = int(target[i].argmax())
-            else:
-                residual = (p - q).clamp(min=0)
-                residual = residual / residual.sum() if residual.sum() > 0 else p
-                final = int(torch.multinomial(residual, 1, generator=req.generator))
-            break
-        if final is None:  # all accepted: a bonus token from the target's next distribution
-            final = self._sample(req, target[len(proposals)])
+        V = target.shape[-1]
+        p = torch.stack([self._probs(req, target[i]) for i in range(len(proposals) + 1)])
+        q = torch.stack(q_probs) if q_probs else torch.nn.functional.one_hot(torch.tensor(proposals), V).double()
+        u = torch.rand(len(proposals), generator=req.generator, dtype=torch.float64)
+        n, dist = rejection_step(p, q, proposals, u)
+        accepted = proposals[:n]
+        final = int(dist.argmax()) if req.params.temperature == 0 else int(torch.multinomial(
+            dist, 1, generator=req.generator))
         self.spec.drafts += 1
         self.spec.draft_tokens += len(proposals)
         self.spec.accepted_tokens += len(accepted)
         self.spec.emitted_tokens += len(accepted) + 1
+        self.spec.rejections += n < len(proposals)
         # keep in the cache the last token and the accepted proposals; drop what was rejected
         self.cache.lengths[req.slot] = start + 1 + len(accepted)
         self._emit(req, [*accepted, final], target[: len(accepted) + 1])

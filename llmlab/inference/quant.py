@@ -107,8 +107,9 @@ def hessian(X: Tensor) -> Tensor:
 def gptq_quantize(W: Tensor, H: Tensor, bits: int = 4, group_size: int | None = 128, block_size: int = 128,
                   damp: float = 0.01) -> GPTQResult:
     """GPTQ of W (d_out, d_in) with Hessian H (d_in, d_in): columns in order, errors propagated through the
-    upper Cholesky factor of H^-1, lazily per block of ``block_size`` columns; one grid per ``group_size``
-    columns (computed from the weights as updated when the group starts)."""
+    upper Cholesky factor of H^-1, within a block at once and beyond it lazily (per block of ``block_size``
+    columns); one grid per ``group_size`` columns, computed from the weights as updated when the group
+    starts."""
     W = W.to(torch.float64).clone()
     H = H.to(torch.float64).clone()
     d_out, d_in = W.shape
@@ -122,24 +123,33 @@ def gptq_quantize(W: Tensor, H: Tensor, bits: int = 4, group_size: int | None = 
     n_groups = math.ceil(d_in / g)
     scales = torch.zeros(d_out, n_groups, dtype=torch.float64)
     zeros = torch.zeros(d_out, n_groups, dtype=torch.float64)
-    scale = zero = None
-    for i1 in range(0, d_in, block_size):
-        i2 = min(i1 + block_size, d_in)
-        W1, Err1, Hinv1 = W[:, i1:i2].clone(), torch.zeros(d_out, i2 - i1, dtype=W.dtype), Hinv[i1:i2, i1:i2]
-        for i in range(i2 - i1):
-            col = i1 + i
-            if col % g == 0:  # a new group: its grid from the current (error-updated) weights
-                ahead = torch.cat([W1[:, i:], W[:, i2:]], dim=1)[:, :g]
-                scale, zero = grid_params(ahead, bits)
-                scales[:, col // g], zeros[:, col // g] = scale, zero
-            w, d = W1[:, i], Hinv1[i, i]
-            q = quantize_on_grid(w, scale, zero, bits)
-            codes[:, col] = q
-            err = (w - dequantize_codes(q, scale, zero)) / d
-            W1[:, i:] -= err[:, None] * Hinv1[i, i:][None, :]
-            Err1[:, i] = err
-        W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]
+    block = min(block_size, g)
+    if g % block:
+        raise ValueError("group_size must be a multiple of block_size (or smaller than it)")
+    for i1 in range(0, d_in, block):
+        i2 = min(i1 + block, d_in)
+        if i1 % g == 0:  # a new group: its grid from the current (error-updated) weights
+            scale, zero = grid_params(W[:, i1: i1 + g], bits)
+            scales[:, i1 // g], zeros[:, i1 // g] = scale, zero
+        q, err = gptq_block_update(W[:, i1:i2], Hinv[i1:i2, i1:i2], scale, zero, bits)
+        codes[:, i1:i2] = q
+        W[:, i2:] -= err @ Hinv[i1:i2, i2:]  # the block's errors, lazily, onto every later column
     return GPTQResult(codes.to(torch.uint8), scales.float(), zeros.float(), bits, g)
+
+
+def gptq_block_update(W: Tensor, Hinv: Tensor, scale: Tensor, zero: Tensor, bits: int) -> tuple[Tensor, Tensor]:
+    """One GPTQ column block: quantize the columns of W (d_out, b) in order on the grid (scale, zero per
+    row); after each column, spread its scaled error err = (w - deq(q)) / Hinv[i, i] over the block's later
+    columns as W[:, j] -= err * Hinv[i, j]. ``Hinv`` is the block's part of the upper Cholesky factor of
+    H^-1. Returns (integer codes (d_out, b), errors (d_out, b)) for propagation beyond the block."""
+    W = W.clone()
+    codes, errors = torch.zeros_like(W), torch.zeros_like(W)
+    for i in range(W.shape[1]):
+        q = quantize_on_grid(W[:, i], scale, zero, bits)
+        err = (W[:, i] - dequantize_codes(q, scale, zero)) / Hinv[i, i]
+        W[:, i:] -= err[:, None] * Hinv[i, i:][None, :]
+        codes[:, i], errors[:, i] = q, err
+    return codes, errors
 
 
 def layer_error(W: Tensor, Wq: Tensor, X: Tensor) -> float:
