@@ -122,7 +122,11 @@ def test_vllm_arguments_and_gpus_follow_the_values(rendered):
         assert gpu["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] >= 1
     minimal = rendered["minimal-cpu"]
     assert not any("nvidia.com/gpu" in json.dumps(d) for d in minimal)
-    assert not any(d["kind"] == "Deployment" and d["metadata"]["name"].endswith("inference") for d in minimal)
+    builtin = next(d for d in minimal if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("inference"))
+    c = builtin["spec"]["template"]["spec"]["containers"][0]
+    assert c["image"].startswith("ghcr.io/llmlab/llmlab:") and c["command"] == ["llmlab"]
+    assert c["args"][:2] == ["serve", "inference"] and "--ngram=3,1" in c["args"] and "--spec-tokens=3" in c["args"]
+    assert "tolerations" not in builtin["spec"]["template"]["spec"]
 
 
 def test_observability_objects(rendered):
