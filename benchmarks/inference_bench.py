@@ -27,7 +27,7 @@ import torch
 NEW_TOKENS = 64
 
 
-def _models(steps: int = 300):
+def _models(steps: int = 250):
     from llmlab import transformer as T
     from llmlab.data import shakespeare
     from llmlab.tokenization import CharTokenizer
@@ -37,7 +37,7 @@ def _models(steps: int = 300):
     tr, va = np.array(tok.encode(train)), np.array(tok.encode(val))
     out = []
     for d, layers, heads, seed in ((256, 4, 8, 0), (64, 1, 2, 1)):
-        m = T.TransformerLM(T.TransformerConfig(tok.vocab_size, context=256, d_model=d, n_layers=layers,
+        m = T.TransformerLM(T.TransformerConfig(tok.vocab_size, context=160, d_model=d, n_layers=layers,
                                                 n_heads=heads), seed=seed)
         T.train(m, tr, va, T.TrainConfig(steps=steps, eval_every=steps, eval_batches=5, warmup=50),
                 desc=f"bench model d={d}")
@@ -156,7 +156,7 @@ def main() -> dict:
             spec[name]["speedup"] = spec[name]["tokens_per_s"] / spec["plain"]["tokens_per_s"]
         spec["hf assisted (draft)"] = _hf_run(hf_target, prompts[:8], 1, assistant=hf_draft)
         service = _service_vs_engine(tf, prompts)
-    calib = torch.from_numpy(np.asarray(tok.encode("".join(tok.decode(p) for p in prompts)))[:2048].reshape(8, 256))
+    calib = torch.from_numpy(np.asarray(tok.encode("".join(tok.decode(p) for p in prompts)))[:512].reshape(4, 128))
     quantized = {}
     for name, qc, bits in (("fp32", None, None), ("int8", quant.QuantConfig("int8"), 8),
                            ("gptq-4bit", quant.QuantConfig("gptq", 4, 64), 4)):

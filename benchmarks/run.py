@@ -12,6 +12,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 import autodiff_ffn  # noqa: E402
+import inference_bench  # noqa: E402
 import submit_latency  # noqa: E402
 import tokenizers_bench  # noqa: E402
 
@@ -20,9 +21,10 @@ def main() -> None:
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     results = {"when": dt.datetime.now(dt.UTC).isoformat(), "machine": platform.platform(),
-               "benchmarks": [autodiff_ffn.main(), submit_latency.main(), tokenizers_bench.main()]}
+               "benchmarks": [autodiff_ffn.main(), submit_latency.main(), tokenizers_bench.main(),
+                              inference_bench.main()]}
     (out / "results.json").write_text(json.dumps(results, indent=2))
-    ffn, lat, tok = results["benchmarks"]
+    ffn, lat, tok, inf = results["benchmarks"]
     print("autodiff: llmlab Tensor vs torch autograd, FFN forward+backward (float64, CPU)")
     for r in ffn["rows"]:
         print(f"  {r['shape']:<28} llmlab {r['llmlab_s'] * 1e3:8.1f} ms  torch {r['torch_s'] * 1e3:8.1f} ms  "
@@ -38,6 +40,21 @@ def main() -> None:
     print(f"  encode  llmlab {enc['llmlab_mb_s']:.1f} MB/s (cold cache {enc['llmlab_cold_mb_s']:.1f})   "
           f"tiktoken {enc['tiktoken_mb_s']:.1f} MB/s   ratio {enc['ratio_vs_tiktoken']:.2f}x   "
           f"same ids: {tok['same_ids']}")
+    print(f"inference: llmlab engine, target {inf['target_params'] / 1e6:.1f}M / draft "
+          f"{inf['draft_params'] / 1e3:.0f}k params, {inf['prompts']} prompts x {inf['new_tokens']} tokens, greedy")
+    for batch, row in inf["decode"].items():
+        print(f"  batch {batch}: llmlab {row['llmlab']['tokens_per_s']:.0f} tok/s (p95 {row['llmlab']['p95_s']:.2f}s)  "
+              f"HF generate {row['hf_generate']['tokens_per_s']:.0f} tok/s (p95 {row['hf_generate']['p95_s']:.2f}s)  "
+              f"ratio {row['ratio']:.2f}x")
+    for name, row in inf["speculative"].items():
+        extra = f"  speedup {row['speedup']:.2f}x, acceptance {row['acceptance']:.2f}" if "speedup" in row else ""
+        print(f"  {name:<22} {row['tokens_per_s']:.0f} tok/s{extra}")
+    for name, row in inf["quantized"].items():
+        print(f"  {name:<10} {row['tokens_per_s']:.0f} tok/s  weights {row['weight_bytes'] / 1e6:.2f} MB  "
+              f"val ppl {row['val_ppl']:.3f}")
+    svc = inf["service"]
+    print(f"  HTTP p95 {svc['http']['p95_s']:.2f}s vs in-process {svc['in_process']['p95_s']:.2f}s "
+          f"({svc['p95_ratio']:.2f}x)")
     print(f"wrote {out / 'results.json'}")
 
 
