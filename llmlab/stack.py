@@ -1,8 +1,9 @@
 """The embedded platform on one machine: ``llmlab up | down | status``.
 
-``up`` starts (or reuses) the local Ray head, the grading service, and Prometheus when its binary is
-installed (scraping the grader, with the generated SLO rules), all on 127.0.0.1; it records what it
-started in a state file so that ``down`` stops exactly that and nothing else.
+``up`` starts (or reuses) the local Ray head, the grading service, the inference service when a model
+folder is given, and Prometheus when its binary is installed (scraping the services, with the generated
+SLO rules), all on 127.0.0.1; it records what it started in a state file so that ``down`` stops exactly
+that and nothing else.
 """
 
 from __future__ import annotations
@@ -70,22 +71,25 @@ def _spawn(cmd: list[str], log_name: str, env: dict | None = None) -> subprocess
                             start_new_session=True, env=env)
 
 
-def prometheus_config(grader_port: int, rule_files: list[Path], interval: str = "5s") -> dict:
+def prometheus_config(grader_port: int, rule_files: list[Path], interval: str = "5s",
+                      inference_port: int | None = None) -> dict:
+    jobs = [("llmlab-grader", grader_port)] + ([("llmlab-inference", inference_port)] if inference_port else [])
     return {"global": {"scrape_interval": interval, "evaluation_interval": interval},
             "rule_files": [str(p) for p in rule_files],
-            "scrape_configs": [{"job_name": "llmlab-grader", "metrics_path": "/metrics",
-                                "static_configs": [{"targets": [f"127.0.0.1:{grader_port}"]}]}]}
+            "scrape_configs": [{"job_name": job, "metrics_path": "/metrics",
+                                "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]} for job, port in jobs]}
 
 
-def start_prometheus(port: int, grader_port: int, data_dir: Path, log_name: str = "prometheus.log"
-                     ) -> subprocess.Popen:
-    """Prometheus on 127.0.0.1:``port`` scraping the grader, with the generated SLO rules."""
+def start_prometheus(port: int, grader_port: int, data_dir: Path, log_name: str = "prometheus.log",
+                     inference_port: int | None = None) -> subprocess.Popen:
+    """Prometheus on 127.0.0.1:``port`` scraping the grader (and the inference service), with the SLO rules."""
     binary = shutil.which("prometheus")
     if binary is None:
         raise FileNotFoundError("prometheus is not installed (Debian: apt-get install prometheus)")
     data_dir.mkdir(parents=True, exist_ok=True)
     config = data_dir / "prometheus.yml"
-    config.write_text(yaml.safe_dump(prometheus_config(grader_port, sorted(RULES_DIR.glob("*.rules.yaml")))))
+    config.write_text(yaml.safe_dump(prometheus_config(grader_port, sorted(RULES_DIR.glob("*.rules.yaml")),
+                                                       inference_port=inference_port)))
     proc = _spawn([binary, f"--config.file={config}", f"--web.listen-address=127.0.0.1:{port}",
                    f"--storage.tsdb.path={data_dir / 'tsdb'}", "--web.enable-lifecycle"], log_name)
     _wait(f"http://127.0.0.1:{port}/-/ready", proc, "Prometheus")
@@ -100,7 +104,8 @@ class Part:
     started_by_up: bool
 
 
-def up(grader_port: int = 8000, prometheus_port: int = 9090) -> list[Part]:
+def up(grader_port: int = 8000, prometheus_port: int = 9090, model: Path | None = None,
+       inference_port: int = 8001) -> list[Part]:
     state = _load()
     state_dir().mkdir(parents=True, exist_ok=True)
     ray_was_up = local.is_up(local.default_address())
@@ -112,9 +117,16 @@ def up(grader_port: int = 8000, prometheus_port: int = 9090) -> list[Part]:
                       "grader.log")
         _wait(f"{grader_url}/health", proc, "the grading service")
         state["grader"] = {"pid": proc.pid, "url": grader_url}
+    inference_url = f"http://127.0.0.1:{inference_port}"
+    if model is not None and not _healthy(f"{inference_url}/health"):
+        proc = _spawn([str(Path(sys.executable).with_name("llmlab")), "serve", "inference", "--model", str(model),
+                       "--port", str(inference_port)], "inference.log")
+        _wait(f"{inference_url}/health", proc, "the inference service", timeout=180)
+        state["inference"] = {"pid": proc.pid, "url": inference_url}
     prom_url = f"http://127.0.0.1:{prometheus_port}"
     if shutil.which("prometheus") and not _healthy(f"{prom_url}/-/ready"):
-        proc = start_prometheus(prometheus_port, grader_port, state_dir() / "prometheus")
+        proc = start_prometheus(prometheus_port, grader_port, state_dir() / "prometheus",
+                                inference_port=inference_port if model is not None else None)
         state["prometheus"] = {"pid": proc.pid, "url": prom_url}
     _save(state)
     return status()
@@ -126,6 +138,9 @@ def status() -> list[Part]:
     parts = [Part("ray", address, local.is_up(address), state.get("ray", {}).get("started", False))]
     grader = state.get("grader", {}).get("url", "http://127.0.0.1:8000")
     parts.append(Part("grader", grader, _healthy(f"{grader}/health"), "grader" in state))
+    if "inference" in state:
+        url = state["inference"]["url"]
+        parts.append(Part("inference", url, _healthy(f"{url}/health"), True))
     prom = state.get("prometheus", {}).get("url", "http://127.0.0.1:9090")
     parts.append(Part("prometheus", prom, _healthy(f"{prom}/-/ready"), "prometheus" in state))
     return parts
@@ -141,7 +156,7 @@ def _ours(pid: int, needle: str) -> bool:
 def down() -> list[str]:
     """Stop what ``up`` started (and only that)."""
     state, stopped = _load(), []
-    for name, needle in (("prometheus", "prometheus"), ("grader", "serve")):
+    for name, needle in (("prometheus", "prometheus"), ("inference", "serve"), ("grader", "serve")):
         pid = state.get(name, {}).get("pid")
         if pid and _ours(pid, needle):  # a recycled pid is not ours to kill
             os.killpg(pid, signal.SIGTERM)

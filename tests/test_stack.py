@@ -30,17 +30,30 @@ def _query(prom: str, expr: str) -> list:
 
 def test_up_status_down_with_prometheus(ray_address, tmp_path):
     needs(shutil.which("prometheus") is not None, "prometheus (Debian package) is not installed")
-    gport, pport = free_port(), free_port()
+    gport, pport, iport = free_port(), free_port(), free_port()
+    from llmlab import hf
+    from llmlab.tokenization import CharTokenizer
+    from llmlab.transformer import TransformerConfig, TransformerLM
+
+    tok = CharTokenizer.train("abcdefgh ")
+    model = hf.export(TransformerLM(TransformerConfig(tok.vocab_size, context=32, d_model=16, n_heads=2), seed=0),
+                      tmp_path / "tiny", tok)
     env = {**os.environ, "LLMLAB_STACK_DIR": str(tmp_path / "stack"),
            "LLMLAB_GRADER_DATABASE_URL": f"sqlite:///{tmp_path / 'g.sqlite'}",
            "LLMLAB_GRADER_FILES_DIR": str(tmp_path / "files"), "LLMLAB_GRADER_RECONCILE_INTERVAL_S": "0.3"}
     run = lambda *a: subprocess.run([CLI, *a], env=env, capture_output=True, text=True, timeout=300)
-    r = run("up", "--grader-port", str(gport), "--prometheus-port", str(pport), "--json")
+    r = run("up", "--grader-port", str(gport), "--prometheus-port", str(pport), "--model", str(model),
+            "--inference-port", str(iport), "--json")
     assert r.returncode == 0, r.stderr
     try:
         parts = {p["name"]: p for p in json.loads(r.stdout)}
         assert all(p["healthy"] for p in parts.values()), parts
         assert parts["grader"]["started_by_up"] and parts["prometheus"]["started_by_up"]
+        assert parts["inference"]["started_by_up"]
+        for stream in (False, True):
+            r = httpx.post(f"{parts['inference']['url']}/v1/completions", timeout=30,
+                           json={"model": "tiny", "prompt": "abc", "max_tokens": 8, "stream": stream})
+            assert r.status_code == 200, r.text
         assert not parts["ray"]["started_by_up"]  # the session's head was already there: not ours to stop
         grader, prom = parts["grader"]["url"], parts["prometheus"]["url"]
         token = run("learners", "add", "eve").stdout.strip()
@@ -60,7 +73,7 @@ def test_up_status_down_with_prometheus(ray_address, tmp_path):
         assert states == ["graded", "graded"]
         time.sleep(12)  # two more scrapes and rule evaluations (5 s interval)
         targets = httpx.get(f"{prom}/api/v1/targets").json()["data"]["activeTargets"]
-        assert [t["health"] for t in targets] == ["up"]
+        assert [t["health"] for t in targets] == ["up", "up"]
         for o in slo.load():
             for window in ("5m", "1h"):
                 series = _query(prom, f"{o.record}:ratio_rate{window}")
@@ -68,14 +81,14 @@ def test_up_status_down_with_prometheus(ray_address, tmp_path):
         assert float(_query(prom, 'sum(llmlab_submissions_total{outcome="graded"})')[0]["value"][1]) == 2
         for name in dashboards.DASHBOARDS:  # every query is valid PromQL; over the grader's metrics, has data
             for expr in dashboards.queries(name):
-                result = _query(prom, expr)
-                if name != "inference":  # vLLM's metrics come from an inference server, not running here
-                    assert result, f"{name} dashboard: no data for {expr}"
+                result = _query(prom, expr)  # the inference dashboard: llmlab's engine under vLLM's names
+                assert result, f"{name} dashboard: no data for {expr}"
         assert _query(prom, "histogram_quantile(0.95, sum by (le) (rate(llmlab_grading_duration_seconds_bucket[5m])))")
         status = json.loads(run("status", "--json").stdout)
         assert all(p["healthy"] for p in status)
     finally:
         r = run("down")
     assert r.returncode == 0 and "grader" in r.stdout and "prometheus" in r.stdout and "ray" not in r.stdout
+    assert "inference" in r.stdout
     after = {p["name"]: p["healthy"] for p in json.loads(run("status", "--json").stdout)}
     assert after == {"ray": True, "grader": False, "prometheus": False}
