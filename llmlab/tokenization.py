@@ -410,6 +410,40 @@ class BPETokenizer:
         return cls.from_files(folder / "vocab.json", folder / "merges.txt", config.get("special_tokens", ()))
 
 
+def naive_bpe_merges(text: str, vocab_size: int, special_tokens: list[str] = (),
+                     ties_to_greater: bool = True) -> list[tuple[bytes, bytes]]:
+    """BPE training the obvious way: recount every pair after every merge (quadratic; for checking
+    :meth:`BPETokenizer.train`'s incremental counts, and for teaching)."""
+    from collections import Counter
+
+    words = {tuple(bytes([b]) for b in w): c for w, c in pretokenize_counts(text, list(special_tokens)).items()}
+    merges: list[tuple[bytes, bytes]] = []
+    while len(merges) < vocab_size - 256 - len(special_tokens):
+        pairs: Counter = Counter()
+        for w, c in words.items():
+            for p in pairwise(w):
+                pairs[p] += c
+        if not pairs:
+            break
+        top = max(pairs.values())
+        tied = [p for p, c in pairs.items() if c == top]
+        best = max(tied) if ties_to_greater else min(tied)
+        merges.append(best)
+        merged: dict[tuple[bytes, ...], int] = {}
+        for w, c in words.items():
+            out, i = [], 0
+            while i < len(w):
+                if i + 1 < len(w) and (w[i], w[i + 1]) == best:
+                    out.append(w[i] + w[i + 1])
+                    i += 2
+                else:
+                    out.append(w[i])
+                    i += 1
+            merged[tuple(out)] = merged.get(tuple(out), 0) + c
+        words = merged
+    return merges
+
+
 def compression_ratio(tokenizer, text: str) -> float:
     """UTF-8 bytes per token on ``text``."""
     return len(text.encode("utf-8")) / max(1, len(tokenizer.encode(text)))

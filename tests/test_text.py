@@ -138,41 +138,11 @@ def test_training_pieces(tmp_path):
 
 
 # --- m10 ---------------------------------------------------------------------------------------------
-def _naive_bpe(text: str, vocab_size: int, specials: list[str]) -> list[tuple[bytes, bytes]]:
-    """Recount every pair after every merge: slow and obviously right."""
-    from collections import Counter
-
-    words = {tuple(bytes([b]) for b in w): c for w, c in tk.pretokenize_counts(text, specials).items()}
-    merges = []
-    while len(merges) < vocab_size - 256 - len(specials):
-        pairs: Counter = Counter()
-        for w, c in words.items():
-            for p in zip(w, w[1:], strict=False):
-                pairs[p] += c
-        if not pairs:
-            break
-        best = max(pairs, key=lambda p: (pairs[p], p))
-        merges.append(best)
-        merged = {}
-        for w, c in words.items():
-            out, i = [], 0
-            while i < len(w):
-                if i + 1 < len(w) and (w[i], w[i + 1]) == best:
-                    out.append(w[i] + w[i + 1])
-                    i += 2
-                else:
-                    out.append(w[i])
-                    i += 1
-            merged[tuple(out)] = merged.get(tuple(out), 0) + c
-        words = merged
-    return merges
-
-
 def test_incremental_bpe_equals_naive_recounting():
     text = resolve("tinystories/tinystories_sample_endoftext.txt").read_text()
-    assert tk.BPETokenizer.train(text, 380, [SPECIAL]).merges == _naive_bpe(text, 380, [SPECIAL])
+    assert tk.BPETokenizer.train(text, 380, [SPECIAL]).merges == tk.naive_bpe_merges(text, 380, [SPECIAL])
     sh = resolve("tinyshakespeare/input.txt").read_text()[:60_000]
-    assert tk.BPETokenizer.train(sh, 450).merges == _naive_bpe(sh, 450, [])
+    assert tk.BPETokenizer.train(sh, 450).merges == tk.naive_bpe_merges(sh, 450, [])
 
 
 @pytest.fixture(scope="module")

@@ -132,34 +132,8 @@ def embedding_isotropy(ctx: CheckContext):
 
 
 def train_bpe_smaller_ties(text, vocab_size, special_tokens=()):
-    """Ties go to the lexicographically smaller pair (a naive recount trainer)."""
-    from collections import Counter
-
-    counts = tk.pretokenize_counts(text, list(special_tokens))
-    words = {tuple(bytes([b]) for b in w): c for w, c in counts.items()}
-    merges = []
-    while len(merges) < vocab_size - 256 - len(special_tokens):
-        pairs: Counter = Counter()
-        for w, c in words.items():
-            for p in itertools.pairwise(w):
-                pairs[p] += c
-        if not pairs:
-            break
-        top = max(pairs.values())
-        best = min(p for p, c in pairs.items() if c == top)
-        merges.append(best)
-        new = {}
-        for w, c in words.items():
-            out, i = [], 0
-            while i < len(w):
-                if i + 1 < len(w) and (w[i], w[i + 1]) == best:
-                    out.append(w[i] + w[i + 1])
-                    i += 2
-                else:
-                    out.append(w[i])
-                    i += 1
-            new[tuple(out)] = new.get(tuple(out), 0) + c
-        words = new
+    """Ties go to the lexicographically smaller pair (and every pair is recounted after every merge)."""
+    merges = tk.naive_bpe_merges(text, vocab_size, special_tokens, ties_to_greater=False)
     return dict(tk.BPETokenizer(merges, special_tokens).vocab), merges
 
 
