@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import free_port
-from tests.test_grader_service import _serve
+from tests.conftest import free_port, serve_grader
 
 pytestmark = pytest.mark.ray
 REPO = Path(__file__).resolve().parents[1]
@@ -23,7 +22,7 @@ def test_locust_gate(ray_address, tmp_path):
     env = {**os.environ, "LLMLAB_GRADER_DATABASE_URL": db, "LLMLAB_GRADER_FILES_DIR": str(tmp_path / "files"),
            "LLMLAB_GRADER_RAY_ADDRESS": ray_address}
     port = free_port()
-    proc = _serve(port, env)
+    proc = serve_grader(port, env)
     try:
         run = lambda extra_env: subprocess.run(
             [sys.executable, str(REPO / "loadtests" / "run.py"), "--host", f"http://127.0.0.1:{port}", "--users", "3",
