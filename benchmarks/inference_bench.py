@@ -53,7 +53,7 @@ def _prompts(va, n: int, length: int = 32) -> list[list[int]]:
 def _engine_run(engine, prompts, batch: int) -> dict:
     from llmlab.inference import SamplingParams
 
-    engine.max_batch = batch
+    engine.max_batch = batch  # requests beyond it wait: all arrive at t0
     params = SamplingParams(max_tokens=NEW_TOKENS, temperature=0)
     t0 = time.perf_counter()
     reqs = [engine.add(p, params) for p in prompts]
@@ -65,15 +65,15 @@ def _engine_run(engine, prompts, batch: int) -> dict:
 
 
 def _hf_run(hf_model, prompts, batch: int, assistant=None) -> dict:
+    """All prompts arrive at t0 (as in _engine_run); a request's latency ends when its batch is done."""
     lat, tokens, t0 = [], 0, time.perf_counter()
     with torch.no_grad():
         for i in range(0, len(prompts), batch):
             ids = torch.tensor(prompts[i: i + batch])
-            s = time.perf_counter()
             out = hf_model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=NEW_TOKENS,
                                     min_new_tokens=NEW_TOKENS, do_sample=False, pad_token_id=0,
                                     assistant_model=assistant)
-            lat += [time.perf_counter() - s] * len(ids)
+            lat += [time.perf_counter() - t0] * len(ids)
             tokens += (out.shape[1] - ids.shape[1]) * len(ids)
     return {"tokens_per_s": tokens / (time.perf_counter() - t0), "p95_s": float(np.percentile(lat, 95))}
 

@@ -106,3 +106,16 @@ def test_stops_seeds_and_bad_requests(models):
         engine.add(list(range(V)) * 3)
     for combo in itertools.product([0.0, 0.7], [None, 3]):  # every path runs
         engine.generate([[4, 4]], SamplingParams(max_tokens=3, temperature=combo[0], top_k=combo[1]))
+
+
+def test_max_batch_bounds_the_running_batch(models):
+    target, _ = models
+    engine = Engine(target, max_batch=4)
+    engine.max_batch = 2  # fewer than the cache's slots: the rest wait
+    for p in ([1], [2], [3], [4], [5]):
+        engine.add(p, SamplingParams(max_tokens=3, temperature=0))
+    seen = []
+    while engine.has_work():
+        engine.step()
+        seen.append(len(engine.running))
+    assert max(seen) <= 2

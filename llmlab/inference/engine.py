@@ -204,7 +204,7 @@ class Engine:
     def step(self) -> list[Request]:
         """Admit, prefill, decode; returns the requests that finished in this step."""
         admitted = []
-        while self.waiting and self.cache.free:
+        while self.waiting and self.cache.free and len(self.running) + len(admitted) < self.max_batch:
             req = self.waiting.popleft()
             req.slot = self.cache.allocate()
             if self.draft_cache is not None:
