@@ -23,15 +23,19 @@ LLAMA_NAMES = {"attn_norm.weight": "input_layernorm.weight", "ffn_norm.weight": 
                "w2": "mlp.down_proj.weight"}
 
 
-def _llama_state(model: TransformerLM) -> dict[str, torch.Tensor]:
-    cfg, sd = model.config, model.state_dict()
-    out = {"model.embed_tokens.weight": sd["embed"], "model.norm.weight": sd["final_norm.weight"]}
+def _llama_names(cfg: TransformerConfig) -> dict[str, str]:
+    """llmlab's state-dict key -> Llama's, for every parameter of a model with this config."""
+    names = {"embed": "model.embed_tokens.weight", "final_norm.weight": "model.norm.weight"}
     if not cfg.tie_embeddings:
-        out["lm_head.weight"] = sd["head"]
+        names["head"] = "lm_head.weight"
     for i in range(cfg.n_layers):
-        for ours, theirs in LLAMA_NAMES.items():
-            out[f"model.layers.{i}.{theirs}"] = sd[f"blocks.{i}.{ours}"]
-    return out
+        names.update({f"blocks.{i}.{ours}": f"model.layers.{i}.{theirs}" for ours, theirs in LLAMA_NAMES.items()})
+    return names
+
+
+def _llama_state(model: TransformerLM) -> dict[str, torch.Tensor]:
+    sd = model.state_dict()
+    return {theirs: sd[ours] for ours, theirs in _llama_names(model.config).items()}
 
 
 def llama_config(cfg: TransformerConfig, dtype: torch.dtype, special: dict) -> dict:
@@ -92,12 +96,6 @@ def load(path, dtype: torch.dtype = torch.float32) -> TransformerLM:
         raise ValueError(f"{path}: not an llmlab or Llama model folder (model_type {config.get('model_type')!r})")
     model = TransformerLM(cfg)
     if config.get("model_type") == "llama":
-        ours = {"embed": state["model.embed_tokens.weight"], "final_norm.weight": state["model.norm.weight"]}
-        if not cfg.tie_embeddings:
-            ours["head"] = state["lm_head.weight"]
-        for i in range(cfg.n_layers):
-            for mine, theirs in LLAMA_NAMES.items():
-                ours[f"blocks.{i}.{mine}"] = state[f"model.layers.{i}.{theirs}"]
-        state = ours
+        state = {ours: state[theirs] for ours, theirs in _llama_names(cfg).items()}
     model.load_state_dict(state)
     return model.to(dtype)

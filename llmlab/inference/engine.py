@@ -146,7 +146,6 @@ class Engine:
         self.max_batch = max_batch
         self.cache = kvcache.KVCache(model, max_batch)
         self.draft_cache = kvcache.KVCache(draft.eval(), max_batch) if draft is not None else None
-        self.draft_lengths: dict[str, int] = {}
         self.eos_token_id = eos_token_id if eos_token_id is not None else getattr(tokenizer, "eos_token_id", None)
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []
@@ -175,18 +174,25 @@ class Engine:
         return cls(model, tokenizer, draft=draft, name=Path(path).name, **kwargs)
 
     # --- requests ------------------------------------------------------------------------------------
-    def add(self, prompt, params: SamplingParams | None = None) -> Request:
-        """Queue a prompt (text, with a tokenizer, or token ids)."""
+    def new_request(self, prompt, params: SamplingParams | None = None) -> Request:
+        """A validated request for a prompt (text, with a tokenizer, or token ids), not yet queued; raises
+        ValueError for bad parameters, an empty prompt or one that leaves no room in the context."""
         params = params or SamplingParams()
         params.validate()
         ids = self.tokenizer.encode(prompt) if isinstance(prompt, str) else list(prompt)
         if not ids:
             raise ValueError("the prompt is empty")
         if len(ids) >= self.context:
-            raise ValueError(f"the prompt has {len(ids)} tokens; the model's context is {self.context}")
+            raise ValueError(f"this model's maximum context length is {self.context} tokens; the prompt has "
+                             f"{len(ids)}")
         req = Request(ids, params)
         if params.seed is not None:
             req.generator = torch.Generator().manual_seed(params.seed)
+        return req
+
+    def add(self, prompt, params: SamplingParams | None = None) -> Request:
+        """Queue a prompt (see :meth:`new_request`)."""
+        req = self.new_request(prompt, params)
         self.waiting.append(req)
         return req
 
@@ -209,7 +215,6 @@ class Engine:
             req.slot = self.cache.allocate()
             if self.draft_cache is not None:
                 req.draft_slot = self.draft_cache.allocate()
-                self.draft_lengths[req.id] = 0
             admitted.append(req)
         if admitted:  # one batched prefill; all but the last prompt token go into the cache
             prefixes = [r.prompt_ids[:-1] for r in admitted]
@@ -232,7 +237,6 @@ class Engine:
             self.cache.release(req.slot)
             if self.draft_cache is not None:
                 self.draft_cache.release(req.draft_slot)
-                self.draft_lengths.pop(req.id, None)
         return done
 
     def _probs(self, req: Request, logits: Tensor) -> Tensor:
@@ -292,7 +296,7 @@ class Engine:
         proposals: list[int] = []
         q_probs: list[Tensor] = []
         if k and self.draft is not None:
-            done = self.draft_lengths[req.id]
+            done = self.draft_cache.lengths[req.draft_slot]
             pending = req.all_ids[done:]
             logits = kvcache.forward(self.draft, self.draft_cache, [req.draft_slot], [pending])[0][-1]
             for i in range(k):
@@ -334,6 +338,5 @@ class Engine:
         """Roll the draft's cache back to the tokens both models agree on."""
         if self.draft_cache is None:
             return
-        agreed = min(self.draft_cache.lengths[req.draft_slot], len(req.all_ids) - 1)
-        self.draft_cache.lengths[req.draft_slot] = agreed
-        self.draft_lengths[req.id] = agreed
+        slot = req.draft_slot
+        self.draft_cache.lengths[slot] = min(self.draft_cache.lengths[slot], len(req.all_ids) - 1)

@@ -81,9 +81,9 @@ def forward(model: T.TransformerLM, cache: KVCache, slots: list[int], tokens: li
     cos = cos.reshape(B, 1, L, hd).to(cache.dtype)
     sin = sin.reshape(B, 1, L, hd).to(cache.dtype)
     write_b, write_t = valid_new.nonzero(as_tuple=True)
+    split = lambda t: t.reshape(B, L, cfg.n_heads, hd).transpose(1, 2)  # noqa: E731
     for li, block in enumerate(model.blocks):
         h = T.rmsnorm(x, block.attn_norm.weight, cfg.norm_eps)
-        split = lambda t: t.reshape(B, L, cfg.n_heads, hd).transpose(1, 2)  # noqa: E731
         q, k, v = split(T.linear(h, block.wq)), split(T.linear(h, block.wk)), split(T.linear(h, block.wv))
         q, k = _rope(q, cos, sin), _rope(k, cos, sin)
         # write the new keys/values into their slots at their positions

@@ -73,14 +73,7 @@ def dequantize_codes(q: Tensor, scale: Tensor, zero: Tensor) -> Tensor:
 
 def rtn_quantize(W: Tensor, bits: int, group_size: int | None = None) -> Tensor:
     """Round-to-nearest on the same per-group grid GPTQ uses; returns the dequantized weight."""
-    Wq = torch.empty_like(W)
-    g = group_size or W.shape[1]
-    for start in range(0, W.shape[1], g):
-        block = W[:, start: start + g]
-        scale, zero = grid_params(block, bits)
-        Wq[:, start: start + g] = dequantize_codes(quantize_on_grid(block, scale[:, None], zero[:, None], bits),
-                                                   scale[:, None], zero[:, None])
-    return Wq
+    return rtn_codes(W, bits, group_size).dequantize()
 
 
 # --- GPTQ ------------------------------------------------------------------------------------------------
@@ -152,6 +145,16 @@ def gptq_block_update(W: Tensor, Hinv: Tensor, scale: Tensor, zero: Tensor, bits
     return codes, errors
 
 
+def rtn_codes(W: Tensor, bits: int, group_size: int | None = None) -> GPTQResult:
+    """Round-to-nearest codes on one min-max grid per ``group_size`` columns."""
+    g = group_size or W.shape[1]
+    grids = [grid_params(W[:, start: start + g], bits) for start in range(0, W.shape[1], g)]
+    scales, zeros = torch.stack([s for s, _ in grids], 1), torch.stack([z for _, z in grids], 1)
+    idx = torch.arange(W.shape[1]) // g
+    codes = quantize_on_grid(W, scales[:, idx], zeros[:, idx], bits)
+    return GPTQResult(codes.to(torch.uint8), scales, zeros, bits, g)
+
+
 def layer_error(W: Tensor, Wq: Tensor, X: Tensor) -> float:
     """||W X - W_q X||^2 summed over calibration inputs X (n, d_in)."""
     X = X.reshape(-1, X.shape[-1]).to(torch.float64)
@@ -202,35 +205,20 @@ def quantize_model(model: T.TransformerLM, qc: QuantConfig, calibration: Tensor 
                 q, s = int8_absmax_quantize(W)
                 stored[key] = {"codes": q, "scales": s}
                 Wq = int8_dequantize(q, s)
-            elif qc.method == "rtn":
-                Wq = rtn_quantize(W, qc.bits, qc.group_size)
-            elif qc.method == "gptq":
-                res = gptq_quantize(W, hessian(inputs[name]), qc.bits, qc.group_size)
+            elif qc.method in ("rtn", "gptq"):
+                res = rtn_codes(W, qc.bits, qc.group_size) if qc.method == "rtn" else \
+                    gptq_quantize(W, hessian(inputs[name]), qc.bits, qc.group_size)
                 stored[key] = {"codes": res.codes, "scales": res.scales, "zeros": res.zeros}
                 Wq = res.dequantize()
-                errors[key] = {"gptq": layer_error(W, Wq, inputs[name]),
-                               "rtn": layer_error(W, rtn_quantize(W, qc.bits, qc.group_size), inputs[name])}
+                if qc.method == "gptq":
+                    errors[key] = {"gptq": layer_error(W, Wq, inputs[name]),
+                                   "rtn": layer_error(W, rtn_quantize(W, qc.bits, qc.group_size), inputs[name])}
             else:
                 raise ValueError("method must be rtn, gptq or int8")
-            if qc.method == "rtn":
-                stored[key] = _rtn_codes(W, qc.bits, qc.group_size)
             getattr(block, name).data.copy_(Wq.to(W.dtype))
         if x is not None:  # the next block sees this block's quantized output
             x = _block_inputs(block, x, cfg)[1]
     return {"config": asdict(qc), "weights": stored, "errors": errors}
-
-
-def _rtn_codes(W: Tensor, bits: int, group_size: int | None) -> dict:
-    g = group_size or W.shape[1]
-    codes, scales, zeros = [], [], []
-    for start in range(0, W.shape[1], g):
-        block = W[:, start: start + g]
-        s, z = grid_params(block, bits)
-        codes.append(quantize_on_grid(block, s[:, None], z[:, None], bits))
-        scales.append(s)
-        zeros.append(z)
-    return {"codes": torch.cat(codes, 1).to(torch.uint8), "scales": torch.stack(scales, 1),
-            "zeros": torch.stack(zeros, 1)}
 
 
 def save_quantized(model: T.TransformerLM, quantized: dict, out_dir, tokenizer=None) -> Path:

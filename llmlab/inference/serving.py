@@ -93,19 +93,11 @@ class AsyncEngine:
     def submit(self, prompt_ids: list[int], params: SamplingParams) -> _Stream:
         """Queue a request; raises Overloaded when ``max_waiting`` requests are already waiting, ValueError
         for a bad request."""
-        params.validate()
-        if len(prompt_ids) >= self.engine.context:
-            raise ValueError(f"the prompt has {len(prompt_ids)} tokens; the model's context is {self.engine.context}")
-        if not prompt_ids:
-            raise ValueError("the prompt is empty")
+        request = self.engine.new_request(prompt_ids, params)  # no engine state touched: safe off-thread
         with self._lock:
             if len(self._incoming) + len(self.engine.waiting) >= self.max_waiting:
                 raise Overloaded(f"{self.max_waiting} requests are waiting; retry shortly")
-            stream = _Stream(Request(list(prompt_ids), params), asyncio.Queue(), asyncio.get_running_loop())
-            if params.seed is not None:
-                import torch
-
-                stream.request.generator = torch.Generator().manual_seed(params.seed)
+            stream = _Stream(request, asyncio.Queue(), asyncio.get_running_loop())
             self._incoming.append(stream)
         self._wake.set()
         return stream

@@ -126,9 +126,6 @@ def create_app(settings: InferenceSettings, engine: Engine | None = None) -> Fas
         return p
 
     async def run(prompt_ids: list[int], sp: SamplingParams):
-        if len(prompt_ids) + 1 > engine.context:
-            raise APIError(400, f"this model's maximum context length is {engine.context} tokens; the prompt "
-                                f"has {len(prompt_ids)}", param="prompt", type_="invalid_request_error")
         try:
             return runner.submit(prompt_ids, sp)
         except Overloaded as e:
