@@ -90,7 +90,8 @@ def int8_round_trip(ctx: CheckContext):
 @LAB.check(points=2)
 def gptq_block(ctx: CheckContext):
     """gptq_block_update equals the reference (codes exactly, errors within 1e-9) on a random block with a
-    real Hessian, and its layer error is below round-to-nearest's on the same grid."""
+    real Hessian, and its codes lie on the grid. (Against round-to-nearest GPTQ wins on whole layers, which
+    the library's tests check; on one small block it need not.)"""
     d_out, b, bits = ctx.randint(4, 12), ctx.randint(4, 16), ctx.choice([3, 4])
     X = ctx.randn(400, b) @ ctx.randn(b, b)
     W = ctx.randn(d_out, b)
@@ -101,11 +102,8 @@ def gptq_block(ctx: CheckContext):
     want_codes, want_errors = quant.gptq_block_update(W, Hinv, scale, zero, bits)
     ctx.expect(torch.equal(codes.double(), want_codes.double()), "codes differ from the reference")
     ctx.close(errors, want_errors, atol=1e-9, what="propagated errors")
-    deq = quant.dequantize_codes(codes.double(), scale[:, None], zero[:, None])
-    rtn = quant.dequantize_codes(quant.quantize_on_grid(W, scale[:, None], zero[:, None], bits), scale[:, None],
-                                 zero[:, None])
-    ctx.expect(quant.layer_error(W, deq, X) <= quant.layer_error(W, rtn, X) + 1e-9,
-               "the block's layer error is above round-to-nearest's")
+    ctx.expect(bool(((codes >= 0) & (codes <= 2**bits - 1) & (codes == codes.round())).all()),
+               f"codes must be integers in [0, {2**bits - 1}]")
 
 
 # --- seeded bugs --------------------------------------------------------------------------------------
