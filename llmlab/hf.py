@@ -74,28 +74,70 @@ def export(model: TransformerLM, out_dir, tokenizer=None, dtype: torch.dtype = t
     return out
 
 
-def load(path, dtype: torch.dtype = torch.float32) -> TransformerLM:
-    """Load a folder written by :func:`export` (or any Llama folder with standard names and no GQA)."""
+def load_state(path) -> dict[str, torch.Tensor]:
+    """A folder's weights: model.safetensors, sharded safetensors (model.safetensors.index.json), or
+    pytorch_model.bin (loaded with ``weights_only``: tensors, never code)."""
     from safetensors.torch import load_file
 
     path = Path(path)
+    if (path / "model.safetensors").exists():
+        return load_file(str(path / "model.safetensors"))
+    if (path / "model.safetensors.index.json").exists():
+        shards = sorted(set(json.loads((path / "model.safetensors.index.json").read_text())["weight_map"].values()))
+        return {k: v for shard in shards for k, v in load_file(str(path / shard)).items()}
+    if (path / "pytorch_model.bin").exists():
+        return torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True)
+    raise FileNotFoundError(f"{path}: no model.safetensors, model.safetensors.index.json or pytorch_model.bin")
+
+
+def load(path, dtype: torch.dtype = torch.float32):
+    """Load a model folder: one written by :func:`export` (a :class:`TransformerLM`), any Llama folder
+    (grouped-query attention included: its shared key/value heads are repeated, which computes the same
+    function), or any GPT-2 folder (a :class:`~llmlab.gpt2.GPT2LM`)."""
+    path = Path(path)
+    if not (path / "config.json").exists():
+        raise FileNotFoundError(f"{path}: no config.json (not a Hugging Face model folder)")
     config = json.loads((path / "config.json").read_text())
-    state = load_file(str(path / "model.safetensors"))
+    state = load_state(path)
+    if config.get("model_type") == "gpt2":
+        from llmlab.gpt2 import GPT2LM
+
+        return GPT2LM.from_hf(config, state).to(dtype)
     if "llmlab" in config:
         known = {f.name for f in fields(TransformerConfig)}
         cfg = TransformerConfig(**{k: v for k, v in config["llmlab"]["config"].items() if k in known})
     elif config.get("model_type") == "llama":
-        if config.get("num_key_value_heads", config["num_attention_heads"]) != config["num_attention_heads"]:
-            raise ValueError("grouped-query attention (num_key_value_heads < num_attention_heads) is not supported")
-        cfg = TransformerConfig(vocab_size=config["vocab_size"], context=config["max_position_embeddings"],
-                                d_model=config["hidden_size"], n_layers=config["num_hidden_layers"],
-                                n_heads=config["num_attention_heads"], d_ff=config["intermediate_size"],
-                                rope_theta=config.get("rope_theta", 10000.0), norm_eps=config.get("rms_norm_eps", 1e-5),
-                                tie_embeddings=config.get("tie_word_embeddings", False))
+        cfg = _llama_config(config)
     else:
-        raise ValueError(f"{path}: not an llmlab or Llama model folder (model_type {config.get('model_type')!r})")
+        raise ValueError(f"{path}: not an llmlab, Llama or GPT-2 model folder (model_type "
+                         f"{config.get('model_type')!r})")
     model = TransformerLM(cfg)
     if config.get("model_type") == "llama":
+        heads, kv_heads = config["num_attention_heads"], config.get("num_key_value_heads") or config["num_attention_heads"]
         state = {ours: state[theirs] for ours, theirs in _llama_names(cfg).items()}
+        if kv_heads != heads:  # query head h reads key/value head h // (heads / kv_heads), as HF's repeat_kv
+            for name in [k for k in state if k.endswith((".wk", ".wv"))]:
+                w = state[name]
+                state[name] = w.reshape(kv_heads, -1, w.shape[1]).repeat_interleave(heads // kv_heads, 0).reshape(
+                    -1, w.shape[1])
     model.load_state_dict(state)
     return model.to(dtype)
+
+
+def _llama_config(config: dict) -> TransformerConfig:
+    d, heads = config["hidden_size"], config["num_attention_heads"]
+    unsupported = {"rope_scaling": config.get("rope_scaling"), "attention_bias": config.get("attention_bias"),
+                   "mlp_bias": config.get("mlp_bias")}
+    if config.get("head_dim", d // heads) != d // heads:
+        unsupported["head_dim"] = config["head_dim"]
+    if config.get("hidden_act", "silu") != "silu":
+        unsupported["hidden_act"] = config["hidden_act"]
+    if heads % (config.get("num_key_value_heads") or heads):
+        unsupported["num_key_value_heads"] = config["num_key_value_heads"]
+    bad = {k: v for k, v in unsupported.items() if v}
+    if bad:
+        raise ValueError(f"unsupported Llama settings: {bad}")
+    return TransformerConfig(vocab_size=config["vocab_size"], context=config["max_position_embeddings"], d_model=d,
+                             n_layers=config["num_hidden_layers"], n_heads=heads, d_ff=config["intermediate_size"],
+                             rope_theta=config.get("rope_theta", 10000.0), norm_eps=config.get("rms_norm_eps", 1e-5),
+                             tie_embeddings=config.get("tie_word_embeddings", False))

@@ -676,6 +676,43 @@ def load_tokenizer(path):
     return loaders[kind](folder)
 
 
+class HFTokenizer:
+    """Any Hugging Face ``tokenizer.json`` (run by the ``tokenizers`` library) behind llmlab's tokenizer
+    interface, for model folders llmlab did not write. The end-of-text id comes from the folder's
+    generation_config.json or config.json."""
+
+    def __init__(self, folder):
+        from tokenizers import Tokenizer
+
+        folder = Path(folder)
+        self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        self.eos_token_id = None
+        for name in ("generation_config.json", "config.json"):
+            if self.eos_token_id is None and (folder / name).exists():
+                eos = json.loads((folder / name).read_text()).get("eos_token_id")
+                self.eos_token_id = eos[0] if isinstance(eos, list) else eos
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tokenizer.get_vocab_size()
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=False).ids
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=False)
+
+
+def model_tokenizer(folder):
+    """The tokenizer of a model folder: llmlab's own when llmlab wrote it, else :class:`HFTokenizer` over its
+    tokenizer.json; None when the folder has neither."""
+    folder = Path(folder)
+    cfg = folder / "tokenizer_config.json"
+    if cfg.exists() and "llmlab_tokenizer" in json.loads(cfg.read_text()):
+        return load_tokenizer(folder)
+    return HFTokenizer(folder) if (folder / "tokenizer.json").exists() else None
+
+
 def vocabulary_strings(path) -> list[str]:
     """Readable token strings of a tokenizer.json / vocab.json (byte-level tokens decoded to text)."""
     path = Path(path)

@@ -251,7 +251,10 @@ class TransformerBlock(nn.Module):
             return transformer_block(x, w, self.cfg.n_heads, positions, theta, self.cfg.norm_eps, bias)
         x = x + multihead_self_attention(self.attn_norm(x), self.wq, self.wk, self.wv, self.wo, self.cfg.n_heads,
                                          positions, theta, bias=bias)
-        return x + swiglu(self.ffn_norm(x), self.w1, self.w2, self.w3)
+        return x + self.mlp(self.ffn_norm(x))
+
+    def mlp(self, x: Tensor) -> Tensor:
+        return swiglu(x, self.w1, self.w2, self.w3)
 
 
 class TransformerLM(nn.Module):

@@ -164,12 +164,12 @@ class Engine:
     @classmethod
     def from_folder(cls, path, draft_path=None, dtype: torch.dtype = torch.float32, device: str = "cpu",
                     **kwargs) -> Engine:
-        """Load a Hugging Face folder written by llmlab (or any Llama folder) and its tokenizer."""
+        """Load a Hugging Face folder (llmlab's exports, any Llama or GPT-2 folder) and its tokenizer."""
         from llmlab import hf
-        from llmlab.tokenization import load_tokenizer
+        from llmlab.tokenization import model_tokenizer
 
         model = hf.load(path, dtype).to(device)
-        tokenizer = load_tokenizer(path) if (Path(path) / "tokenizer.json").exists() else None
+        tokenizer = model_tokenizer(path)
         draft = hf.load(draft_path, dtype).to(device) if draft_path else None
         return cls(model, tokenizer, draft=draft, name=Path(path).name, **kwargs)
 

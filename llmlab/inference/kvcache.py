@@ -1,4 +1,5 @@
-"""A slot-based KV cache for llmlab's decoder (Llama-shaped :class:`~llmlab.transformer.TransformerLM`).
+"""A slot-based KV cache for llmlab's decoders: Llama-shaped :class:`~llmlab.transformer.TransformerLM`
+(and its learned / sinusoidal position variants) and GPT-2 (:class:`~llmlab.gpt2.GPT2LM`).
 
 The cache holds keys and values for ``slots`` sequences, each up to the model's context: tensors of shape
 (layers, slots, heads, context, head_dim). A sequence owns a slot while it runs; ``lengths[slot]`` says how
@@ -10,9 +11,8 @@ slot's own prefix only, so sequences of different lengths share one batched step
 
 from __future__ import annotations
 
-import math
-
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from llmlab import transformer as T
@@ -21,8 +21,8 @@ from llmlab import transformer as T
 class KVCache:
     def __init__(self, model: T.TransformerLM, slots: int, device=None, dtype=None):
         cfg = model.config
-        if not cfg.llama_shaped:
-            raise ValueError("the KV-cache engine serves Llama-shaped models (RoPE + RMSNorm)")
+        if cfg.positions == "alibi":
+            raise ValueError("the KV-cache engine serves models with rotary, learned or sinusoidal positions, not ALiBi")
         p = next(model.parameters())
         self.device, self.dtype = device or p.device, dtype or p.dtype
         hd = cfg.d_model // cfg.n_heads
@@ -54,52 +54,111 @@ class KVCache:
 
 
 @torch.no_grad()
-def forward(model: T.TransformerLM, cache: KVCache, slots: list[int], tokens: list[list[int]]) -> list[Tensor]:
+def forward(model, cache: KVCache, slots: list[int], tokens: list[list[int]]) -> list[Tensor]:
     """Run each slot's new ``tokens`` (lists of equal or different lengths) after its cached prefix; returns
     each slot's logits (n_new, vocab) and advances the slots' lengths."""
     cfg = model.config
     dev = cache.device
     n_new = [len(t) for t in tokens]
-    if any(cache.lengths[s] + n > cache.context for s, n in zip(slots, n_new, strict=True)):
+    starts_list = [cache.lengths[s] for s in slots]
+    if any(s + n > cache.context for s, n in zip(starts_list, n_new, strict=True)):
         raise ValueError("sequence longer than the model's context")
     B, L = len(slots), max(n_new)
-    ids = torch.zeros(B, L, dtype=torch.long, device=dev)
-    for b, t in enumerate(tokens):
-        ids[b, : len(t)] = torch.tensor(t, device=dev)
-    starts = torch.tensor([cache.lengths[s] for s in slots], device=dev)
+    decode = L == 1  # one new token per slot: no padding, and every cached key is visible
+    if decode:
+        ids = torch.tensor(tokens, device=dev)
+    else:
+        ids = torch.zeros(B, L, dtype=torch.long, device=dev)
+        for b, t in enumerate(tokens):
+            ids[b, : len(t)] = torch.tensor(t, device=dev)
+    starts = torch.tensor(starts_list, device=dev)
     positions = starts[:, None] + torch.arange(L, device=dev)[None, :]  # (B, L)
-    valid_new = torch.arange(L, device=dev)[None, :] < torch.tensor(n_new, device=dev)[:, None]
-    ends = starts + torch.tensor(n_new, device=dev)
-    total = int(ends.max())
+    n_new_t = torch.tensor(n_new, device=dev)
+    ends = starts + n_new_t
+    total = max(s + n for s, n in zip(starts_list, n_new, strict=True))
     # key j is visible to query (b, i) when j <= position(b, i) and j < end(b)
     key_pos = torch.arange(total, device=dev)
     allowed = (key_pos[None, None, :] <= positions[:, :, None]) & (key_pos[None, None, :] < ends[:, None, None])
-    slot_idx = torch.tensor(slots, device=dev)
+    contiguous = slots == list(range(slots[0], slots[0] + B))
+    rows = slice(slots[0], slots[0] + B) if contiguous else torch.tensor(slots, device=dev)
     hd = cfg.d_model // cfg.n_heads
-    x = T.embedding(ids, model.embed).to(cache.dtype)
-    cos, sin = T.rope_angles(positions.reshape(-1), hd, cfg.rope_theta)
-    cos = cos.reshape(B, 1, L, hd).to(cache.dtype)
-    sin = sin.reshape(B, 1, L, hd).to(cache.dtype)
-    write_b, write_t = valid_new.nonzero(as_tuple=True)
+    x = T.embedding(ids, model.embed)
+    if getattr(model, "pos_embed", None) is not None:
+        x = x + model.pos_embed[positions]
+    elif cfg.positions == "sinusoidal":
+        x = x + model.sinusoid[positions].to(x.dtype)
+    x = x.to(cache.dtype)
+    rope = cfg.positions == "rope"
+    if rope:
+        cos, sin = T.rope_angles(positions.reshape(-1), hd, cfg.rope_theta)
+        cos = cos.reshape(B, 1, L, hd).to(cache.dtype)
+        sin = sin.reshape(B, 1, L, hd).to(cache.dtype)
+    if decode:
+        write_b, write_t = torch.arange(B, device=dev), torch.zeros(B, dtype=torch.long, device=dev)
+    else:
+        write_b, write_t = (torch.arange(L, device=dev)[None, :] < n_new_t[:, None]).nonzero(as_tuple=True)
+    write_slot, write_pos = torch.tensor(slots, device=dev)[write_b], positions[write_b, write_t]
+    mask = allowed[:, None]
     split = lambda t: t.reshape(B, L, cfg.n_heads, hd).transpose(1, 2)  # noqa: E731
+    d = cfg.d_model
     for li, block in enumerate(model.blocks):
-        h = T.rmsnorm(x, block.attn_norm.weight, cfg.norm_eps)
-        q, k, v = split(T.linear(h, block.wq)), split(T.linear(h, block.wk)), split(T.linear(h, block.wv))
-        q, k = _rope(q, cos, sin), _rope(k, cos, sin)
+        wqkv, bqkv, w_up = packed(block)
+        q, k, v = (split(t) for t in F.linear(_norm(x, block.attn_norm), wqkv, bqkv).split(d, dim=-1))
+        if rope:
+            q, k = _rope(q, cos, sin), _rope(k, cos, sin)
         # write the new keys/values into their slots at their positions
-        cache.k[li, slot_idx[write_b], :, positions[write_b, write_t]] = k[write_b, :, write_t]
-        cache.v[li, slot_idx[write_b], :, positions[write_b, write_t]] = v[write_b, :, write_t]
-        keys, values = cache.k[li, slot_idx, :, :total], cache.v[li, slot_idx, :, :total]  # (B, H, total, hd)
-        scores = (q @ keys.transpose(-2, -1)) / math.sqrt(hd)
-        scores = scores.masked_fill(~allowed[:, None], float("-inf"))
-        y = torch.softmax(scores.float(), -1).to(cache.dtype) @ values
-        x = x + T.linear(y.transpose(1, 2).reshape(B, L, cfg.d_model), block.wo)
-        x = x + T.swiglu(T.rmsnorm(x, block.ffn_norm.weight, cfg.norm_eps), block.w1, block.w2, block.w3)
-    logits = T.linear(T.rmsnorm(x, model.final_norm.weight, cfg.norm_eps),
-                      model.embed if model.head is None else model.head).float()
+        cache.k[li, write_slot, :, write_pos] = k[write_b, :, write_t]
+        cache.v[li, write_slot, :, write_pos] = v[write_b, :, write_t]
+        keys, values = cache.k[li, rows, :, :total], cache.v[li, rows, :, :total]  # (B, H, total, hd)
+        y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
+        x = x + F.linear(y.transpose(1, 2).reshape(B, L, d), block.wo, getattr(block, "bo", None))
+        h = _norm(x, block.ffn_norm)
+        if w_up is None:  # GPT-2
+            x = x + block.mlp(h)
+        else:  # SwiGLU with the gate and up projections in one matmul
+            gate, up = F.linear(h, w_up).chunk(2, dim=-1)
+            x = x + F.linear(F.silu(gate) * up, block.w2)
+    logits = F.linear(_norm(x, model.final_norm), model.embed if model.head is None else model.head).float()
     for s, n in zip(slots, n_new, strict=True):
         cache.lengths[s] += n
     return [logits[b, :n] for b, n in enumerate(n_new)]
+
+
+def packed(block) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """The block's q, k and v projections as one (3d, d) matrix (and biases), and SwiGLU's gate and up
+    projections as one (2 d_ff, d): one matmul each instead of three and two. The model's own parameters
+    become views into these, so nothing is stored twice; if they are replaced (``model.to(...)``, a
+    ``load_state_dict`` that assigns), the packing is redone."""
+    names = ["wq", "wk", "wv", "bq", "bk", "bv"] + (["w1", "w3"] if hasattr(block, "w1") else [])
+    params = [getattr(block, n, None) for n in names]
+    ptrs = tuple(p.data_ptr() if p is not None else None for p in params)
+    cached = block.__dict__.get("_llmlab_packed")
+    if cached is not None and cached[0] == ptrs:
+        return cached[1]
+    with torch.no_grad():
+        def fuse(group):
+            if group[0] is None:
+                return None
+            whole = torch.cat([p.data for p in group])
+            offset = 0
+            for p in group:
+                p.data = whole[offset: offset + p.shape[0]]
+                offset += p.shape[0]
+            return whole
+        result = (fuse(params[0:3]), fuse(params[3:6]), fuse(params[6:8]) if len(params) > 6 else None)
+    ptrs = tuple(p.data_ptr() if p is not None else None for p in params)
+    block.__dict__["_llmlab_packed"] = (ptrs, result)
+    return result
+
+
+def _norm(x: Tensor, norm) -> Tensor:
+    """RMSNorm in float32 at least, as Llama computes it, or LayerNorm (torch's fused kernels)."""
+    shape = (x.shape[-1],)
+    if norm.kind == "layernorm":
+        return F.layer_norm(x, shape, norm.weight, norm.bias, norm.eps)
+    if x.dtype == torch.float32:
+        return F.rms_norm(x, shape, norm.weight, norm.eps)
+    return F.rms_norm(x.float(), shape, eps=norm.eps).to(x.dtype) * norm.weight
 
 
 def _rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
