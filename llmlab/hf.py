@@ -113,7 +113,8 @@ def load(path, dtype: torch.dtype = torch.float32):
                          f"{config.get('model_type')!r})")
     model = TransformerLM(cfg)
     if config.get("model_type") == "llama":
-        heads, kv_heads = config["num_attention_heads"], config.get("num_key_value_heads") or config["num_attention_heads"]
+        heads = config["num_attention_heads"]
+        kv_heads = config.get("num_key_value_heads") or heads
         state = {ours: state[theirs] for ours, theirs in _llama_names(cfg).items()}
         if kv_heads != heads:  # query head h reads key/value head h // (heads / kv_heads), as HF's repeat_kv
             for name in [k for k in state if k.endswith((".wk", ".wv"))]:

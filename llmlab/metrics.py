@@ -16,6 +16,19 @@ QUEUE_DEPTH = "llmlab_grading_queue_depth"
 RAY_JOB_FAILURES = "llmlab_ray_job_failures_total"
 HTTP_DURATION = "llmlab_http_request_duration_seconds"
 
+# the inference service: vLLM's metric names (llmlab's engine exports the same), and HTTP requests counted as
+# vLLM's server counts them (prometheus-fastapi-instrumentator: handler, method, status grouped as "2xx")
+TTFT = "vllm:time_to_first_token_seconds"
+ITL = "vllm:inter_token_latency_seconds"
+E2E = "vllm:e2e_request_latency_seconds"
+HTTP_REQUESTS = "http_requests_total"
+# buckets containing the inference SLO thresholds (loadtests/slos.yaml); vLLM's own buckets contain them too
+TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30)
+ITL_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
+E2E_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120)
+BUCKETS = {HTTP_DURATION: HTTP_BUCKETS, GRADING_DURATION: GRADING_BUCKETS, TTFT: TTFT_BUCKETS, ITL: ITL_BUCKETS,
+           E2E: E2E_BUCKETS}
+
 OUTCOMES = ("accepted", "graded", "failed", "rejected")
 FAILURE_REASONS = ("submit_error", "job_failed", "no_result", "job_stopped", "deadline_exceeded")
 

@@ -11,16 +11,13 @@ non-zero exit code on any miss. Send traffic to loopback only.
 from __future__ import annotations
 
 import itertools
-import logging
 import os
-from pathlib import Path
 
 from locust import HttpUser, between, events, task
 
 from llmlab import slo
 from llmlab.labs import get_lab
 
-log = logging.getLogger("llmlab.loadtest")
 SUBMISSION = get_lab("m01").submission_source().encode()
 _tokens = itertools.cycle([t for t in os.environ.get("LLMLAB_LOADTEST_TOKENS", "").split(",") if t])
 
@@ -59,24 +56,4 @@ class Learner(HttpUser):
 
 @events.quitting.add_listener
 def enforce_slos(environment, **_kw):
-    gate = slo.locust_gate("grader", slo.load(Path(os.environ.get("LLMLAB_SLO_FILE", slo.SLO_FILE))))
-    misses = []
-    stats = environment.stats
-    for endpoint, limit in gate["p95_seconds"].items():
-        method, name = endpoint.split(" ", 1)
-        entry = stats.get(name, method)
-        if entry.num_requests == 0:
-            misses.append(f"{endpoint}: no requests")
-            continue
-        p95 = entry.get_response_time_percentile(0.95) / 1000
-        log.info("SLO %s: p95 %.3fs (limit %.3fs) over %d requests", endpoint, p95, limit, entry.num_requests)
-        if p95 > limit:
-            misses.append(f"{endpoint}: p95 {p95:.3f}s > {limit:g}s")
-    ratio = stats.total.fail_ratio
-    if ratio > gate["max_failure_ratio"]:
-        misses.append(f"failure ratio {ratio:.2%} > {gate['max_failure_ratio']:.2%}")
-    if misses:
-        log.error("SLO gate failed: %s", "; ".join(misses))
-        environment.process_exit_code = 1
-    else:
-        log.info("SLO gate passed (failure ratio %.2f%%)", 100 * ratio)
+    slo.enforce_locust_gate(environment, "grader")

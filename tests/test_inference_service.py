@@ -117,6 +117,39 @@ def test_overload_gets_429_and_the_server_survives(server):
     generated = next(float(line.split()[-1]) for line in metrics.splitlines()
                      if line.startswith("vllm:generation_tokens_total"))
     assert generated >= 24 * codes.count(200)
+    # HTTP requests counted as vLLM's server counts them (the availability SLO reads this)
+    counted = {line.split()[0]: float(line.split()[-1]) for line in metrics.splitlines()
+               if line.startswith("http_requests_total{")}
+    ok = counted['http_requests_total{handler="/v1/completions",method="POST",status="2xx"}']
+    shed = counted['http_requests_total{handler="/v1/completions",method="POST",status="4xx"}']
+    assert ok >= codes.count(200) and shed >= codes.count(429)
+    assert not any('"/metrics"' in k or '"/health"' in k for k in counted)
+
+
+def test_locust_gate(server, tmp_path):
+    """loadtests/run.py --service inference: streamed chats with TTFT as a custom event, held to the SLO file;
+    a lenient file passes, an impossible TTFT objective fails (the gate's mechanism, not this machine's speed)."""
+    import yaml
+
+    repo = Path(__file__).resolve().parents[1]
+
+    def run(threshold: float):
+        spec = yaml.safe_load((repo / "loadtests" / "slos.yaml").read_text())
+        spec["services"]["inference"]["latency"][0]["threshold_seconds"] = threshold  # both are bucket boundaries
+        (tmp_path / f"slo-{threshold}.yaml").write_text(yaml.safe_dump(spec))
+        env = {**os.environ, "LLMLAB_SLO_FILE": str(tmp_path / f"slo-{threshold}.yaml"), "LLMLAB_API_KEY": "sk-test",
+               "LLMLAB_LOADTEST_MAX_TOKENS": "24"}
+        return subprocess.run([sys.executable, str(repo / "loadtests" / "run.py"), "--service", "inference", "--host",
+                               server, "--users", "3", "--duration", "8s", "--out", str(tmp_path / "out")],
+                              env=env, capture_output=True, text=True, timeout=180)
+
+    ok = run(30)
+    assert ok.returncode == 0, ok.stdout[-3000:] + ok.stderr[-3000:]
+    assert "SLO gate passed" in ok.stderr and "SLO TTFT /v1/chat/completions: p95" in ok.stderr
+    stats = (tmp_path / "out" / "inference_stats.csv").read_text()
+    assert "TTFT,/v1/chat/completions" in stats and "POST,/v1/chat/completions" in stats
+    missed = run(0.01)
+    assert missed.returncode != 0 and "SLO gate failed: TTFT /v1/chat/completions: p95" in missed.stderr
 
 
 def test_speculative_server_counts_drafts(model_dir):

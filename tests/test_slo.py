@@ -26,13 +26,23 @@ def test_checked_in_rules_match_the_generator(tmp_path):
             f"{checked_in.name} differs from loadtests/slos.yaml: run `llmlab slo rules`")
 
 
-def test_thresholds_are_bucket_boundaries_and_gate_follows():
+def test_thresholds_are_bucket_boundaries_and_gate_follows(tmp_path):
     objectives = slo.load()
+    assert {o.service for o in objectives} == {"grader", "inference"}
     for o in objectives:
         if o.threshold_seconds is not None:
-            assert o.threshold_seconds in metrics.HTTP_BUCKETS
+            assert o.threshold_seconds in metrics.BUCKETS[o.metric]
     gate = slo.locust_gate("grader", objectives)
     assert gate["p95_seconds"]["POST /v1/submissions"] == 0.5 and gate["max_failure_ratio"] == pytest.approx(0.01)
+    assert slo.locust_gate("inference", objectives)["p95_seconds"] == {"TTFT /v1/chat/completions": 1}
+    # the TTFT objective reads vLLM's histogram, whose exposition writes le="1.0" (Prometheus 3 writes "1")
+    ttft = next(o for o in objectives if o.name == "ttft")
+    assert 'vllm:time_to_first_token_seconds_bucket{job="llmlab-inference",le=~"1|1.0"}' in slo.error_ratio(ttft, "5m")
+    spec = yaml.safe_load(slo.SLO_FILE.read_text())
+    spec["services"]["inference"]["latency"][0]["threshold_seconds"] = 0.75
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(spec))
+    with pytest.raises(ValueError, match="not a bucket boundary"):
+        slo.load(tmp_path / "bad.yaml")
 
 
 def _promtool(*args: str) -> subprocess.CompletedProcess:
@@ -46,14 +56,17 @@ def test_promtool_checks_every_rule_file():
         assert r.returncode == 0, r.stdout + r.stderr
 
 
-def test_burn_rate_alerts_fire_on_bad_series_only(tmp_path):
-    rules = RULES / "grader-slo.rules.yaml"
+@pytest.mark.parametrize("service", ["grader", "inference"])
+def test_burn_rate_alerts_fire_on_bad_series_only(tmp_path, service):
+    rules = RULES / f"{service}-slo.rules.yaml"
+    objectives = [o for o in slo.load() if o.service == service]
     tests = tmp_path / "slo_test.yaml"
-    tests.write_text(yaml.safe_dump(slo.promtool_tests(slo.load(), str(rules)), sort_keys=False))
+    tests.write_text(yaml.safe_dump(slo.promtool_tests(objectives, str(rules)), sort_keys=False))
     r = _promtool("test", "rules", str(tests))
     assert r.returncode == 0, r.stdout + r.stderr
     # the same tests fail against rules whose page threshold is off: they have teeth
     broken = tmp_path / "broken.rules.yaml"
     broken.write_text(rules.read_text().replace("> 0.144 ", "> 1.44 "))
-    tests.write_text(yaml.safe_dump(slo.promtool_tests(slo.load(), str(broken)), sort_keys=False))
+    assert broken.read_text() != rules.read_text()
+    tests.write_text(yaml.safe_dump(slo.promtool_tests(objectives, str(broken)), sort_keys=False))
     assert _promtool("test", "rules", str(tests)).returncode != 0

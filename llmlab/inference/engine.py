@@ -220,7 +220,8 @@ class Engine:
             prefixes = [r.prompt_ids[:-1] for r in admitted]
             with_prefix = [(r, p) for r, p in zip(admitted, prefixes, strict=True) if p]
             if with_prefix:
-                kvcache.forward(self.model, self.cache, [r.slot for r, _ in with_prefix], [p for _, p in with_prefix])
+                kvcache.forward(self.model, self.cache, [r.slot for r, _ in with_prefix], [p for _, p in with_prefix],
+                                logits=False)
             self.prompt_tokens += sum(len(r.prompt_ids) for r in admitted)
             self.running.extend(admitted)
         if self.speculative:

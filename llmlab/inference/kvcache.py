@@ -22,7 +22,7 @@ class KVCache:
     def __init__(self, model: T.TransformerLM, slots: int, device=None, dtype=None):
         cfg = model.config
         if cfg.positions == "alibi":
-            raise ValueError("the KV-cache engine serves models with rotary, learned or sinusoidal positions, not ALiBi")
+            raise ValueError("the KV-cache engine serves rotary, learned or sinusoidal positions, not ALiBi")
         p = next(model.parameters())
         self.device, self.dtype = device or p.device, dtype or p.dtype
         hd = cfg.d_model // cfg.n_heads
@@ -32,6 +32,9 @@ class KVCache:
         self.lengths = [0] * slots
         self.free = list(range(slots))[::-1]
         self.context = cfg.context
+        if cfg.positions == "rope":  # the rotation of every position, computed once (in float64, then cast)
+            cos, sin = T.rope_angles(torch.arange(cfg.context, device=self.device), hd, cfg.rope_theta)
+            self.rope_cos, self.rope_sin = cos.to(self.dtype), sin.to(self.dtype)
 
     @property
     def bytes(self) -> int:
@@ -54,9 +57,11 @@ class KVCache:
 
 
 @torch.no_grad()
-def forward(model, cache: KVCache, slots: list[int], tokens: list[list[int]]) -> list[Tensor]:
-    """Run each slot's new ``tokens`` (lists of equal or different lengths) after its cached prefix; returns
-    each slot's logits (n_new, vocab) and advances the slots' lengths."""
+def forward(model, cache: KVCache, slots: list[int], tokens: list[list[int]], logits: bool = True) -> list[Tensor]:
+    """Run each slot's new ``tokens`` (lists of equal or different lengths) after its cached prefix and
+    advance the slots' lengths. Returns each slot's logits (n_new, vocab), float32 on the CPU (one transfer
+    per step; sampling runs there, so a seed draws the same tokens on any device), or nothing with
+    ``logits=False`` (a prefill whose outputs are not needed skips the head)."""
     cfg = model.config
     dev = cache.device
     n_new = [len(t) for t in tokens]
@@ -90,9 +95,7 @@ def forward(model, cache: KVCache, slots: list[int], tokens: list[list[int]]) ->
     x = x.to(cache.dtype)
     rope = cfg.positions == "rope"
     if rope:
-        cos, sin = T.rope_angles(positions.reshape(-1), hd, cfg.rope_theta)
-        cos = cos.reshape(B, 1, L, hd).to(cache.dtype)
-        sin = sin.reshape(B, 1, L, hd).to(cache.dtype)
+        cos, sin = cache.rope_cos[positions][:, None], cache.rope_sin[positions][:, None]  # (B, 1, L, hd)
     if decode:
         write_b, write_t = torch.arange(B, device=dev), torch.zeros(B, dtype=torch.long, device=dev)
     else:
@@ -118,10 +121,12 @@ def forward(model, cache: KVCache, slots: list[int], tokens: list[list[int]]) ->
         else:  # SwiGLU with the gate and up projections in one matmul
             gate, up = F.linear(h, w_up).chunk(2, dim=-1)
             x = x + F.linear(F.silu(gate) * up, block.w2)
-    logits = F.linear(_norm(x, model.final_norm), model.embed if model.head is None else model.head).float()
     for s, n in zip(slots, n_new, strict=True):
         cache.lengths[s] += n
-    return [logits[b, :n] for b, n in enumerate(n_new)]
+    if not logits:
+        return []
+    out = F.linear(_norm(x, model.final_norm), model.embed if model.head is None else model.head).float().cpu()
+    return [out[b, :n] for b, n in enumerate(n_new)]
 
 
 def packed(block) -> tuple[Tensor, Tensor | None, Tensor | None]:

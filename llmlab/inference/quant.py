@@ -37,7 +37,8 @@ def int8_dequantize(q: Tensor, scale: Tensor) -> Tensor:
 def llm_int8_matmul(x: Tensor, W: Tensor, threshold: float = 6.0) -> Tensor:
     """LLM.int8() (Dettmers et al. 2022): x @ W.T with the input feature dimensions that hold an outlier
     (|x| > threshold anywhere) multiplied in full precision, and the rest in INT8 with vector-wise scales
-    (x per row, W per output channel), accumulated exactly in integers."""
+    (x per row, W per output channel), the integer products summed exactly (in float64: exact below 2^53, and
+    matrix products of int64 do not exist on CUDA)."""
     x2 = x.reshape(-1, x.shape[-1])
     outliers = (x2.abs() > threshold).any(dim=0)
     regular = ~outliers
@@ -47,7 +48,7 @@ def llm_int8_matmul(x: Tensor, W: Tensor, threshold: float = 6.0) -> Tensor:
         sx = xr.abs().amax(dim=1, keepdim=True).clamp(min=1e-12) / 127.0
         qx = torch.round(xr / sx).clamp(-127, 127)
         qw, sw = int8_absmax_quantize(Wr)
-        acc = (qx.to(torch.int64) @ qw.to(torch.int64).T).to(x.dtype)  # exact integer products
+        acc = (qx.to(torch.float64) @ qw.to(torch.float64).T).to(x.dtype)  # exact integer sums
         out = out + acc * sx * sw[None, :]
     return out.reshape(*x.shape[:-1], W.shape[0])
 
@@ -87,7 +88,7 @@ class GPTQResult:
 
     def dequantize(self) -> Tensor:
         g = self.group_size
-        idx = torch.arange(self.codes.shape[1]) // g
+        idx = torch.arange(self.codes.shape[1], device=self.codes.device) // g
         return self.scales[:, idx] * (self.codes.to(self.scales.dtype) - self.zeros[:, idx])
 
 
@@ -110,12 +111,12 @@ def gptq_quantize(W: Tensor, H: Tensor, bits: int = 4, group_size: int | None = 
     dead = torch.diag(H) == 0
     H[dead, dead] = 1.0
     W[:, dead] = 0.0
-    H += damp * torch.mean(torch.diag(H)) * torch.eye(d_in, dtype=H.dtype)
+    H += damp * torch.mean(torch.diag(H)) * torch.eye(d_in, dtype=H.dtype, device=H.device)
     Hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)
-    codes = torch.zeros(d_out, d_in, dtype=torch.float64)
+    codes = torch.zeros(d_out, d_in, dtype=torch.float64, device=W.device)
     n_groups = math.ceil(d_in / g)
-    scales = torch.zeros(d_out, n_groups, dtype=torch.float64)
-    zeros = torch.zeros(d_out, n_groups, dtype=torch.float64)
+    scales = torch.zeros(d_out, n_groups, dtype=torch.float64, device=W.device)
+    zeros = torch.zeros(d_out, n_groups, dtype=torch.float64, device=W.device)
     block = min(block_size, g)
     if g % block:
         raise ValueError("group_size must be a multiple of block_size (or smaller than it)")
@@ -150,7 +151,7 @@ def rtn_codes(W: Tensor, bits: int, group_size: int | None = None) -> GPTQResult
     g = group_size or W.shape[1]
     grids = [grid_params(W[:, start: start + g], bits) for start in range(0, W.shape[1], g)]
     scales, zeros = torch.stack([s for s, _ in grids], 1), torch.stack([z for _, z in grids], 1)
-    idx = torch.arange(W.shape[1]) // g
+    idx = torch.arange(W.shape[1], device=W.device) // g
     codes = quantize_on_grid(W, scales[:, idx], zeros[:, idx], bits)
     return GPTQResult(codes.to(torch.uint8), scales, zeros, bits, g)
 
@@ -173,7 +174,7 @@ def _block_inputs(block, x: Tensor, cfg) -> tuple[dict[str, Tensor], Tensor]:
     """The inputs each linear of ``block`` sees for hidden states x (B, T, d), and the block's output."""
     B, L, d = x.shape
     hd = d // cfg.n_heads
-    positions = torch.arange(L)
+    positions = torch.arange(L, device=x.device)
     h = T.rmsnorm(x, block.attn_norm.weight, cfg.norm_eps)
     split = lambda t: t.reshape(B, L, cfg.n_heads, hd).transpose(1, 2)  # noqa: E731
     q, k, v = split(T.linear(h, block.wq)), split(T.linear(h, block.wk)), split(T.linear(h, block.wv))

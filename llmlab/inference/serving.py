@@ -12,12 +12,8 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from llmlab import metrics
 from llmlab.inference.engine import Engine, Request, SamplingParams
-
-# buckets containing the inference SLO thresholds (loadtests/slos.yaml)
-TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30)
-ITL_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
-E2E_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120)
 
 
 class Overloaded(RuntimeError):
@@ -34,12 +30,12 @@ class VLLMMetrics:
         self.kv_usage = Gauge("vllm:kv_cache_usage_perc", "KV-cache usage (1 = full)", label, registry=registry)
         self.prompt_tokens = Counter("vllm:prompt_tokens", "Prefill tokens processed", label, registry=registry)
         self.generation_tokens = Counter("vllm:generation_tokens", "Generated tokens", label, registry=registry)
-        self.ttft = Histogram("vllm:time_to_first_token_seconds", "Time to first token", label, buckets=TTFT_BUCKETS,
+        self.ttft = Histogram(metrics.TTFT, "Time to first token", label, buckets=metrics.TTFT_BUCKETS,
                               registry=registry)
-        self.itl = Histogram("vllm:inter_token_latency_seconds", "Time between output tokens", label,
-                             buckets=ITL_BUCKETS, registry=registry)
-        self.e2e = Histogram("vllm:e2e_request_latency_seconds", "Request latency from arrival to finish", label,
-                             buckets=E2E_BUCKETS, registry=registry)
+        self.itl = Histogram(metrics.ITL, "Time between output tokens", label, buckets=metrics.ITL_BUCKETS,
+                             registry=registry)
+        self.e2e = Histogram(metrics.E2E, "Request latency from arrival to finish", label,
+                             buckets=metrics.E2E_BUCKETS, registry=registry)
         self.success = Counter("vllm:request_success", "Finished requests", ["model_name", "finished_reason"],
                                registry=registry)
         self.drafts = Counter("vllm:spec_decode_num_drafts", "Speculative steps", label, registry=registry)

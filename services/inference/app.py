@@ -16,16 +16,18 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 from pydantic import BaseModel, Field
 
-from llmlab import __version__
+from llmlab import __version__, metrics
 from llmlab.inference import Engine, SamplingParams
 from llmlab.inference.serving import AsyncEngine, Overloaded
 from services.inference.settings import InferenceSettings
 
 DEFAULT_CHAT_TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}\n{% endfor %}"
                          "{% if add_generation_prompt %}<|assistant|>\n{% endif %}")
+
+UNCOUNTED = ("/metrics", "/health", "/version")  # vLLM's server leaves these out of http_requests_total too
 
 
 class APIError(Exception):
@@ -91,6 +93,18 @@ def create_app(settings: InferenceSettings, engine: Engine | None = None) -> Fas
     app = FastAPI(title="llmlab inference", version=__version__, lifespan=lifespan,
                   description="OpenAI-compatible completions and chat over llmlab's engine.")
     app.state.runner = runner
+
+    requests = Counter(metrics.HTTP_REQUESTS, "HTTP requests by handler, method and status class (as vLLM's server)",
+                       ["handler", "method", "status"], registry=runner.registry)
+
+    @app.middleware("http")
+    async def count_requests(request: Request, call_next):
+        response = await call_next(request)
+        route = request.scope.get("route")
+        handler = getattr(route, "path", "none")
+        if handler not in UNCOUNTED:
+            requests.labels(handler, request.method, f"{response.status_code // 100}xx").inc()
+        return response
 
     @app.exception_handler(APIError)
     async def api_error(request: Request, exc: APIError):
@@ -189,7 +203,7 @@ def create_app(settings: InferenceSettings, engine: Engine | None = None) -> Fas
         return {"version": __version__, "engine": "builtin"}
 
     @app.get("/metrics")
-    def metrics():
+    def prometheus_metrics():
         return Response(generate_latest(runner.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
