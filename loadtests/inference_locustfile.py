@@ -8,7 +8,8 @@ Each simulated user streams chat completions. Locust records the whole request a
 event ``TTFT /v1/chat/completions``, the entry the SLO gate holds to the TTFT objective. A 429 (the bounded
 queue shedding load, with Retry-After) is the service working as designed and not counted as a failure;
 anything else that is not a complete stream ending in ``[DONE]`` is. Prompts are short passages of Tiny
-Shakespeare (LLMLAB_LOADTEST_PROMPTS overrides the file). LLMLAB_API_KEY is sent when set. Loopback only.
+Shakespeare, or the lines of the file LLMLAB_LOADTEST_PROMPTS (one prompt a line); LLMLAB_LOADTEST_MAX_TOKENS
+sets the completion length (default 32). LLMLAB_API_KEY is sent when set. Loopback only.
 """
 
 from __future__ import annotations
@@ -29,11 +30,10 @@ MAX_TOKENS = int(os.environ.get("LLMLAB_LOADTEST_MAX_TOKENS", "32"))
 def _prompts() -> list[str]:
     path = os.environ.get("LLMLAB_LOADTEST_PROMPTS")
     if path:
-        text = Path(path).read_text()
-    else:
-        from llmlab.data import shakespeare
+        return [line for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    from llmlab.data import shakespeare
 
-        text = shakespeare.split()[1]
+    text = shakespeare.split()[1]
     return [text[i: i + 200] for i in range(0, min(len(text), 200 * 200), 200)]
 
 

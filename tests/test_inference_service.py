@@ -137,8 +137,9 @@ def test_locust_gate(server, tmp_path):
         spec = yaml.safe_load((repo / "loadtests" / "slos.yaml").read_text())
         spec["services"]["inference"]["latency"][0]["threshold_seconds"] = threshold  # both are bucket boundaries
         (tmp_path / f"slo-{threshold}.yaml").write_text(yaml.safe_dump(spec))
+        (tmp_path / "prompts.txt").write_text("the quick brown\nTHE LAZY DOG\nfox jumps over\n")  # the tiny vocabulary
         env = {**os.environ, "LLMLAB_SLO_FILE": str(tmp_path / f"slo-{threshold}.yaml"), "LLMLAB_API_KEY": "sk-test",
-               "LLMLAB_LOADTEST_MAX_TOKENS": "24"}
+               "LLMLAB_LOADTEST_MAX_TOKENS": "24", "LLMLAB_LOADTEST_PROMPTS": str(tmp_path / "prompts.txt")}
         return subprocess.run([sys.executable, str(repo / "loadtests" / "run.py"), "--service", "inference", "--host",
                                server, "--users", "3", "--duration", "8s", "--out", str(tmp_path / "out")],
                               env=env, capture_output=True, text=True, timeout=180)
@@ -148,7 +149,7 @@ def test_locust_gate(server, tmp_path):
     assert "SLO gate passed" in ok.stderr and "SLO TTFT /v1/chat/completions: p95" in ok.stderr
     stats = (tmp_path / "out" / "inference_stats.csv").read_text()
     assert "TTFT,/v1/chat/completions" in stats and "POST,/v1/chat/completions" in stats
-    missed = run(0.01)
+    missed = run(0.001)
     assert missed.returncode != 0 and "SLO gate failed: TTFT /v1/chat/completions: p95" in missed.stderr
 
 
