@@ -1,10 +1,14 @@
 """llmlab's builtin engine against the baselines a user would pick instead, on the same trained models
-(a character-level target and a much smaller draft, trained here on Tiny Shakespeare for a few minutes):
+(a character-level target and two much smaller drafts, trained here on Tiny Shakespeare for a few minutes
+and kept under benchmarks/results/models/ for the next run):
 
 - greedy decode throughput and p95 request latency at batch 1 and 8 vs Hugging Face ``generate`` (the same
-  weights loaded as LlamaForCausalLM from llmlab's export);
-- speculative decoding (draft model, n-gram lookup) vs the same engine without it, and vs HF assisted
-  generation at batch 1;
+  weights loaded as LlamaForCausalLM from llmlab's export), for two workloads: every request asks for 64
+  tokens, and output lengths vary as they do in serving (heavy-tailed: exponential with mean 48, clipped to
+  4..128; ``generate`` runs each static batch until its longest request is done and only requested tokens
+  count);
+- speculative decoding (two draft models, n-gram lookup) vs the same engine without it, and vs HF assisted
+  generation, at batch 1;
 - INT8 and GPTQ 4-bit vs full precision: tokens/s, bytes of weights, validation perplexity;
 - the HTTP service vs the engine in-process at the same load (p95 latency).
 """
@@ -25,9 +29,13 @@ import numpy as np
 import torch
 
 NEW_TOKENS = 64
+MODELS = Path(__file__).parent / "results" / "models"
+# (name, d_model, layers, heads, training steps, peak learning rate)
+SPECS = (("target", 512, 4, 8, 300, 1e-3), ("draft-64", 64, 1, 2, 300, 3e-3), ("draft-128", 128, 2, 4, 300, 3e-3))
 
 
-def _models(steps: int = 250):
+def _models():
+    from llmlab import hf
     from llmlab import transformer as T
     from llmlab.data import shakespeare
     from llmlab.tokenization import CharTokenizer
@@ -35,14 +43,19 @@ def _models(steps: int = 250):
     train, val = shakespeare.split()
     tok = CharTokenizer.train(train + val)
     tr, va = np.array(tok.encode(train)), np.array(tok.encode(val))
-    out = []
-    for d, layers, heads, seed in ((256, 4, 8, 0), (64, 1, 2, 1)):
-        m = T.TransformerLM(T.TransformerConfig(tok.vocab_size, context=160, d_model=d, n_layers=layers,
-                                                n_heads=heads), seed=seed)
-        T.train(m, tr, va, T.TrainConfig(steps=steps, eval_every=steps, eval_batches=5, warmup=50),
-                desc=f"bench model d={d}")
-        out.append(m.eval())
-    return tok, out[0], out[1], va
+    out = {}
+    for name, d, layers, heads, steps, lr in SPECS:
+        folder = MODELS / f"{name}-d{d}-l{layers}-s{steps}"
+        if (folder / "config.json").exists():
+            out[name] = hf.load(folder).eval()
+            continue
+        m = T.TransformerLM(T.TransformerConfig(tok.vocab_size, context=192, d_model=d, n_layers=layers,
+                                                n_heads=heads), seed=len(out))
+        T.train(m, tr, va, T.TrainConfig(steps=steps, batch_size=16, eval_every=steps, eval_batches=5, warmup=30,
+                                         max_lr=lr, min_lr=lr / 10), desc=f"bench model {name}")
+        hf.export(m, folder, tok)
+        out[name] = m.eval()
+    return tok, out, va
 
 
 def _prompts(va, n: int, length: int = 32) -> list[list[int]]:
@@ -50,13 +63,20 @@ def _prompts(va, n: int, length: int = 32) -> list[list[int]]:
     return [va[s: s + length].tolist() for s in starts]
 
 
-def _engine_run(engine, prompts, batch: int) -> dict:
+def _lengths(n: int, mixed: bool) -> list[int]:
+    if not mixed:
+        return [NEW_TOKENS] * n
+    draws = np.random.default_rng(1).exponential(48, size=n)
+    return [int(x) for x in np.clip(np.round(draws), 4, 128)]
+
+
+def _engine_run(engine, prompts, batch: int, lengths: list[int] | None = None) -> dict:
     from llmlab.inference import SamplingParams
 
+    lengths = lengths or [NEW_TOKENS] * len(prompts)
     engine.max_batch = batch  # requests beyond it wait: all arrive at t0
-    params = SamplingParams(max_tokens=NEW_TOKENS, temperature=0)
     t0 = time.perf_counter()
-    reqs = [engine.add(p, params) for p in prompts]
+    reqs = [engine.add(p, SamplingParams(max_tokens=n, temperature=0)) for p, n in zip(prompts, lengths, strict=True)]
     while engine.has_work():
         engine.step()
     seconds = time.perf_counter() - t0
@@ -64,17 +84,22 @@ def _engine_run(engine, prompts, batch: int) -> dict:
     return {"tokens_per_s": sum(len(r.output_ids) for r in reqs) / seconds, "p95_s": float(np.percentile(lat, 95))}
 
 
-def _hf_run(hf_model, prompts, batch: int, assistant=None) -> dict:
-    """All prompts arrive at t0 (as in _engine_run); a request's latency ends when its batch is done."""
+def _hf_run(hf_model, prompts, batch: int, assistant=None, lengths: list[int] | None = None) -> dict:
+    """All prompts arrive at t0 (as in _engine_run), in static batches of ``batch`` in arrival order; each
+    batch generates until its longest request is done, and a request's latency ends with its batch. Only
+    the tokens each request asked for count."""
+    lengths = lengths or [NEW_TOKENS] * len(prompts)
     lat, tokens, t0 = [], 0, time.perf_counter()
     with torch.no_grad():
         for i in range(0, len(prompts), batch):
             ids = torch.tensor(prompts[i: i + batch])
-            out = hf_model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=NEW_TOKENS,
-                                    min_new_tokens=NEW_TOKENS, do_sample=False, pad_token_id=0,
+            longest = max(lengths[i: i + batch])
+            out = hf_model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=longest,
+                                    min_new_tokens=longest, do_sample=False, pad_token_id=0,
                                     assistant_model=assistant)
+            assert out.shape[1] - ids.shape[1] == longest
             lat += [time.perf_counter() - t0] * len(ids)
-            tokens += (out.shape[1] - ids.shape[1]) * len(ids)
+            tokens += sum(lengths[i: i + batch])
     return {"tokens_per_s": tokens / (time.perf_counter() - t0), "p95_s": float(np.percentile(lat, 95))}
 
 
@@ -134,28 +159,35 @@ def main() -> dict:
     from llmlab import transformer as T
     from llmlab.inference import Engine, quant
 
-    tok, target, draft, va = _models()
-    prompts = _prompts(va, 16)
+    tok, models, va = _models()
+    target = models["target"]
+    prompts = _prompts(va, 32)
     with tempfile.TemporaryDirectory(prefix="llmlab-bench-") as d:
-        tf, df = hf.export(target, Path(d) / "target", tok), hf.export(draft, Path(d) / "draft", tok)
-        hf_target = AutoModelForCausalLM.from_pretrained(tf, dtype=torch.float32).eval()
-        hf_draft = AutoModelForCausalLM.from_pretrained(df, dtype=torch.float32).eval()
+        folders = {name: hf.export(m, Path(d) / name, tok) for name, m in models.items()}
+        hf_models = {name: AutoModelForCausalLM.from_pretrained(f, dtype=torch.float32).eval()
+                     for name, f in folders.items()}
         decode = {}
-        for batch in (1, 8):
-            ours = _engine_run(Engine(target, tok), prompts, batch)
-            theirs = _hf_run(hf_target, prompts, batch)
-            decode[batch] = {"llmlab": ours, "hf_generate": theirs,
-                             "ratio": ours["tokens_per_s"] / theirs["tokens_per_s"]}
-        spec = {"plain": _engine_run(Engine(target, tok), prompts, 1)}
-        for name, kw in (("draft k=4", {"draft": draft, "spec_tokens": 4}), ("n-gram k=4", {"ngram": (3, 1),
-                                                                                            "spec_tokens": 4})):
+        for workload in ("equal", "mixed"):
+            lengths = _lengths(len(prompts), workload == "mixed")
+            for batch in (1, 8):
+                ours = _engine_run(Engine(target, tok), prompts, batch, lengths)
+                theirs = _hf_run(hf_models["target"], prompts, batch, lengths=lengths)
+                decode[f"{workload} batch {batch}"] = {"llmlab": ours, "hf_generate": theirs,
+                                                       "ratio": ours["tokens_per_s"] / theirs["tokens_per_s"]}
+        few = prompts[:12]
+        spec = {"plain": _engine_run(Engine(target, tok), few, 1)}
+        variants = [(f"{name} k={k}", {"draft": models[name], "spec_tokens": k})
+                    for name in ("draft-64", "draft-128") for k in (2, 4)]
+        for name, kw in [*variants, ("n-gram k=4", {"ngram": (3, 1), "spec_tokens": 4})]:
             e = Engine(target, tok, **kw)
-            spec[name] = {**_engine_run(e, prompts, 1), "acceptance": e.spec.acceptance_rate,
+            spec[name] = {**_engine_run(e, few, 1), "acceptance": e.spec.acceptance_rate,
                           "per_token_acceptance": e.spec.per_token_acceptance,
                           "tokens_per_step": e.spec.tokens_per_step}
             spec[name]["speedup"] = spec[name]["tokens_per_s"] / spec["plain"]["tokens_per_s"]
-        spec["hf assisted (draft)"] = _hf_run(hf_target, prompts[:8], 1, assistant=hf_draft)
-        service = _service_vs_engine(tf, prompts)
+        for name in ("draft-64", "draft-128"):
+            spec[f"hf assisted ({name})"] = _hf_run(hf_models["target"], few[:6], 1, assistant=hf_models[name])
+        spec["hf generate"] = _hf_run(hf_models["target"], few[:6], 1)
+        service = _service_vs_engine(folders["target"], prompts[:16])
     calib = torch.from_numpy(np.asarray(tok.encode("".join(tok.decode(p) for p in prompts)))[:512].reshape(4, 128))
     quantized = {}
     for name, qc, bits in (("fp32", None, None), ("int8", quant.QuantConfig("int8"), 8),
@@ -163,14 +195,35 @@ def main() -> dict:
         m = copy.deepcopy(target)
         if qc:
             quant.quantize_model(m, qc, calib)
-        quantized[name] = {**_engine_run(Engine(m, tok), prompts, 8), "weight_bytes": _weight_bytes(m, bits),
+        quantized[name] = {**_engine_run(Engine(m, tok), prompts[:16], 8), "weight_bytes": _weight_bytes(m, bits),
                            "val_ppl": math.exp(T.evaluate(m, va, 20, 16))}
-    return {"name": "inference", "target_params": target.n_params, "draft_params": draft.n_params,
+    return {"name": "inference", "params": {n: m.n_params for n, m in models.items()},
             "new_tokens": NEW_TOKENS, "prompts": len(prompts), "decode": decode, "speculative": spec,
             "quantized": quantized, "service": service}
+
+
+def report(inf: dict) -> None:
+    params = ", ".join(f"{n} {p / 1e6:.2f}M" for n, p in inf["params"].items())
+    print(f"inference: llmlab engine ({params} params), {inf['prompts']} prompts, greedy")
+    for key, row in inf["decode"].items():
+        print(f"  {key:<15} llmlab {row['llmlab']['tokens_per_s']:.0f} tok/s (p95 {row['llmlab']['p95_s']:.2f}s)  "
+              f"HF generate {row['hf_generate']['tokens_per_s']:.0f} tok/s (p95 {row['hf_generate']['p95_s']:.2f}s)  "
+              f"ratio {row['ratio']:.2f}x")
+    for name, row in inf["speculative"].items():
+        extra = (f"  speedup {row['speedup']:.2f}x, acceptance {row['acceptance']:.2f}, "
+                 f"{row['tokens_per_step']:.2f} tokens/step") if "speedup" in row else ""
+        print(f"  {name:<26} {row['tokens_per_s']:.0f} tok/s{extra}")
+    for name, row in inf["quantized"].items():
+        print(f"  {name:<10} {row['tokens_per_s']:.0f} tok/s  weights {row['weight_bytes'] / 1e6:.2f} MB  "
+              f"val ppl {row['val_ppl']:.3f}")
+    svc = inf["service"]
+    print(f"  HTTP p95 {svc['http']['p95_s']:.2f}s vs in-process {svc['in_process']['p95_s']:.2f}s "
+          f"({svc['p95_ratio']:.2f}x)")
 
 
 if __name__ == "__main__":
     import json
 
-    print(json.dumps(main(), indent=2))
+    result = main()
+    print(json.dumps(result, indent=2))
+    report(result)

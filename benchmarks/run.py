@@ -40,21 +40,7 @@ def main() -> None:
     print(f"  encode  llmlab {enc['llmlab_mb_s']:.1f} MB/s (cold cache {enc['llmlab_cold_mb_s']:.1f})   "
           f"tiktoken {enc['tiktoken_mb_s']:.1f} MB/s   ratio {enc['ratio_vs_tiktoken']:.2f}x   "
           f"same ids: {tok['same_ids']}")
-    print(f"inference: llmlab engine, target {inf['target_params'] / 1e6:.1f}M / draft "
-          f"{inf['draft_params'] / 1e3:.0f}k params, {inf['prompts']} prompts x {inf['new_tokens']} tokens, greedy")
-    for batch, row in inf["decode"].items():
-        print(f"  batch {batch}: llmlab {row['llmlab']['tokens_per_s']:.0f} tok/s (p95 {row['llmlab']['p95_s']:.2f}s)  "
-              f"HF generate {row['hf_generate']['tokens_per_s']:.0f} tok/s (p95 {row['hf_generate']['p95_s']:.2f}s)  "
-              f"ratio {row['ratio']:.2f}x")
-    for name, row in inf["speculative"].items():
-        extra = f"  speedup {row['speedup']:.2f}x, acceptance {row['acceptance']:.2f}" if "speedup" in row else ""
-        print(f"  {name:<22} {row['tokens_per_s']:.0f} tok/s{extra}")
-    for name, row in inf["quantized"].items():
-        print(f"  {name:<10} {row['tokens_per_s']:.0f} tok/s  weights {row['weight_bytes'] / 1e6:.2f} MB  "
-              f"val ppl {row['val_ppl']:.3f}")
-    svc = inf["service"]
-    print(f"  HTTP p95 {svc['http']['p95_s']:.2f}s vs in-process {svc['in_process']['p95_s']:.2f}s "
-          f"({svc['p95_ratio']:.2f}x)")
+    inference_bench.report(inf)
     print(f"wrote {out / 'results.json'}")
 
 

@@ -348,7 +348,7 @@ def serve_grader(host: Annotated[str, typer.Option()] = "127.0.0.1", port: Annot
 
 
 @serve_app.command("inference")
-def serve_inference(model: Annotated[Path, typer.Option("--model", help="a Hugging Face folder (llmlab export)")],
+def serve_inference(model: Annotated[Path, typer.Option("--model", help="a Hugging Face folder (Llama or GPT-2)")],
                     draft: Annotated[Path | None, typer.Option("--draft", help="draft model folder")] = None,
                     spec_tokens: Annotated[int, typer.Option("--spec-tokens", help="tokens proposed per step")] = 4,
                     ngram: Annotated[str | None, typer.Option("--ngram", help="lookup MAX,MIN: 4,2")] = None,
@@ -358,7 +358,8 @@ def serve_inference(model: Annotated[Path, typer.Option("--model", help="a Huggi
                     max_waiting: Annotated[int, typer.Option("--max-waiting")] = 32,
                     name: Annotated[str, typer.Option("--served-model-name")] = "",
                     api_key: Annotated[str | None, typer.Option("--api-key", envvar="LLMLAB_INFERENCE_API_KEY")] = None,
-                    dtype: Annotated[str, typer.Option("--dtype", help="float32 or bfloat16")] = "float32"):
+                    dtype: Annotated[str, typer.Option("--dtype", help="float32 or bfloat16")] = "float32",
+                    device: Annotated[str, typer.Option("--device", help="cpu, cuda or cuda:N (builtin)")] = "cpu"):
     """Serve a model with an OpenAI-compatible API (builtin engine; --engine vllm hands over to `vllm serve`)."""
     if not (model / "config.json").exists():
         raise Fail(f"{model} is not a model folder (no config.json)", 2)
@@ -385,7 +386,8 @@ def serve_inference(model: Annotated[Path, typer.Option("--model", help="a Huggi
             raise Fail("vLLM is not installed here (it needs a CUDA GPU node); use --engine builtin", 2)
         import json as _json
 
-        max_len = _json.loads((model / "config.json").read_text()).get("max_position_embeddings", 2048)
+        config = _json.loads((model / "config.json").read_text())
+        max_len = config.get("max_position_embeddings") or config.get("n_positions", 2048)  # Llama / GPT-2
         os.execv(exe, [exe, "serve", *vllm_args.vllm_serve_args(str(model), served_model_name=name or model.name,
                                                                   max_model_len=max_len, port=port, host=host,
                                                                   speculative=spec, dtype=dtype)])
@@ -396,7 +398,12 @@ def serve_inference(model: Annotated[Path, typer.Option("--model", help="a Huggi
 
     settings = InferenceSettings(model=model, draft_model=draft, ngram=lookup, spec_tokens=spec_tokens,
                                  max_batch=max_batch, max_waiting=max_waiting, served_model_name=name,
-                                 api_key=api_key, dtype=dtype)
+                                 api_key=api_key, dtype=dtype, device=device)
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise Fail(f"--device {device}: no CUDA GPU is visible to torch here", 2)
     uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
 
 

@@ -4,7 +4,8 @@ A Llama-shaped :class:`~llmlab.transformer.TransformerLM` (RoPE, RMSNorm, SwiGLU
 ``LlamaForCausalLM``: config.json, model.safetensors with Llama's parameter names, and the tokenizer files,
 so ``transformers.AutoModelForCausalLM.from_pretrained(folder)`` loads it (and vLLM serves it). Other
 shapes are written with llmlab's own names and ``"architectures": ["LlmlabTransformerLM"]``: llmlab loads
-those back, Hugging Face does not.
+those back, Hugging Face does not. :func:`load` also reads folders llmlab did not write: Llama (grouped-query
+attention included) and GPT-2 (as :class:`~llmlab.gpt2.GPT2LM`), so the inference engine serves them.
 """
 
 from __future__ import annotations

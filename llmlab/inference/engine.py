@@ -224,9 +224,8 @@ class Engine:
                                 logits=False)
             self.prompt_tokens += sum(len(r.prompt_ids) for r in admitted)
             self.running.extend(admitted)
-        if self.speculative:
-            for req in list(self.running):
-                self._speculative_step(req)
+        if self.speculative and self.running:
+            self._speculative_step(self.running)
         elif self.running:
             logits = kvcache.forward(self.model, self.cache, [r.slot for r in self.running],
                                      [[r.all_ids[-1]] for r in self.running])
@@ -291,35 +290,43 @@ class Engine:
                     return ids[start + n: start + n + k]
         return []
 
-    def _speculative_step(self, req: Request) -> None:
-        room = min(req.params.max_tokens - len(req.output_ids), self.context - len(req.all_ids))
-        k = max(0, min(self.spec_tokens, room - 1))
-        proposals: list[int] = []
-        q_probs: list[Tensor] = []
-        if k and self.draft is not None:
-            done = self.draft_cache.lengths[req.draft_slot]
-            pending = req.all_ids[done:]
-            logits = kvcache.forward(self.draft, self.draft_cache, [req.draft_slot], [pending])[0][-1]
-            for i in range(k):
-                q = self._probs(req, logits)
-                x = int(q.argmax()) if req.params.temperature == 0 else int(torch.multinomial(q, 1,
-                                                                                              generator=req.generator))
-                proposals.append(x)
-                q_probs.append(q)
-                if i < k - 1:
-                    logits = kvcache.forward(self.draft, self.draft_cache, [req.draft_slot], [[x]])[0][-1]
-        elif k:
-            proposals = self._propose_ngram(req, k)
-        if not proposals:  # nothing to verify: a plain decode step
-            lg = kvcache.forward(self.model, self.cache, [req.slot], [[req.all_ids[-1]]])[0]
-            self._emit(req, [self._sample(req, lg[-1])], lg)
+    def _speculative_step(self, reqs: list[Request]) -> None:
+        """One speculative step for every running request, batched: the draft proposes for all of them
+        together (k batched draft forwards), then one batched target forward verifies every request's
+        proposals; each request then accepts or rejects its own."""
+        ks = [max(0, min(self.spec_tokens, req.params.max_tokens - len(req.output_ids),
+                         self.context - len(req.all_ids)) - 1) for req in reqs]
+        proposals: list[list[int]] = [[] for _ in reqs]
+        q_probs: list[list[Tensor]] = [[] for _ in reqs]
+        if self.draft is not None:
+            feed = {i: req.all_ids[self.draft_cache.lengths[req.draft_slot]:] for i, req in enumerate(reqs) if ks[i]}
+            for step in range(max(ks)):
+                active = [i for i in feed if ks[i] > step]
+                logits = kvcache.forward(self.draft, self.draft_cache, [reqs[i].draft_slot for i in active],
+                                         [feed[i] for i in active])
+                for i, lg in zip(active, logits, strict=True):
+                    q = self._probs(reqs[i], lg[-1])
+                    x = int(q.argmax()) if reqs[i].params.temperature == 0 else int(
+                        torch.multinomial(q, 1, generator=reqs[i].generator))
+                    proposals[i].append(x)
+                    q_probs[i].append(q)
+                    feed[i] = [x]
+        else:
+            proposals = [self._propose_ngram(req, k) if k else [] for req, k in zip(reqs, ks, strict=True)]
+        target = kvcache.forward(self.model, self.cache, [r.slot for r in reqs],
+                                 [[r.all_ids[-1], *props] for r, props in zip(reqs, proposals, strict=True)])
+        for req, props, qs, lg in zip(reqs, proposals, q_probs, target, strict=True):
+            if props:
+                self._verify(req, props, qs, lg)
+            else:  # nothing proposed: a plain decode step
+                self._emit(req, [self._sample(req, lg[-1])], lg)
             self._sync_draft(req)
-            return
-        start = self.cache.lengths[req.slot]
-        target = kvcache.forward(self.model, self.cache, [req.slot], [[req.all_ids[-1], *proposals]])[0]
-        V = target.shape[-1]
-        p = torch.stack([self._probs(req, target[i]) for i in range(len(proposals) + 1)])
-        q = torch.stack(q_probs) if q_probs else torch.nn.functional.one_hot(torch.tensor(proposals), V).double()
+
+    def _verify(self, req: Request, proposals: list[int], q_probs: list[Tensor], target: Tensor) -> None:
+        """Accept or reject one request's proposals given the target's logits at [last token, *proposals]."""
+        p = self._probs(req, target)  # (k + 1, V): one call for all rows
+        q = torch.stack(q_probs) if q_probs else torch.nn.functional.one_hot(torch.tensor(proposals),
+                                                                           p.shape[-1]).double()
         u = torch.rand(len(proposals), generator=req.generator, dtype=torch.float64)
         n, dist = rejection_step(p, q, proposals, u)
         accepted = proposals[:n]
@@ -331,9 +338,8 @@ class Engine:
         self.spec.emitted_tokens += len(accepted) + 1
         self.spec.rejections += n < len(proposals)
         # keep in the cache the last token and the accepted proposals; drop what was rejected
-        self.cache.lengths[req.slot] = start + 1 + len(accepted)
+        self.cache.lengths[req.slot] -= len(proposals) - len(accepted)
         self._emit(req, [*accepted, final], target[: len(accepted) + 1])
-        self._sync_draft(req)
 
     def _sync_draft(self, req: Request) -> None:
         """Roll the draft's cache back to the tokens both models agree on."""

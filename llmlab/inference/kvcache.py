@@ -78,6 +78,7 @@ def forward(model, cache: KVCache, slots: list[int], tokens: list[list[int]], lo
             ids[b, : len(t)] = torch.tensor(t, device=dev)
     starts = torch.tensor(starts_list, device=dev)
     positions = starts[:, None] + torch.arange(L, device=dev)[None, :]  # (B, L)
+    lookup = positions.clamp(max=cache.context - 1)  # padding past a short slot's end may pass the context
     n_new_t = torch.tensor(n_new, device=dev)
     ends = starts + n_new_t
     total = max(s + n for s, n in zip(starts_list, n_new, strict=True))
@@ -89,13 +90,13 @@ def forward(model, cache: KVCache, slots: list[int], tokens: list[list[int]], lo
     hd = cfg.d_model // cfg.n_heads
     x = T.embedding(ids, model.embed)
     if getattr(model, "pos_embed", None) is not None:
-        x = x + model.pos_embed[positions]
+        x = x + model.pos_embed[lookup]
     elif cfg.positions == "sinusoidal":
-        x = x + model.sinusoid[positions].to(x.dtype)
+        x = x + model.sinusoid[lookup].to(x.dtype)
     x = x.to(cache.dtype)
     rope = cfg.positions == "rope"
     if rope:
-        cos, sin = cache.rope_cos[positions][:, None], cache.rope_sin[positions][:, None]  # (B, 1, L, hd)
+        cos, sin = cache.rope_cos[lookup][:, None], cache.rope_sin[lookup][:, None]  # (B, 1, L, hd)
     if decode:
         write_b, write_t = torch.arange(B, device=dev), torch.zeros(B, dtype=torch.long, device=dev)
     else:

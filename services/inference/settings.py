@@ -13,13 +13,13 @@ class InferenceSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LLMLAB_INFERENCE_", extra="forbid")
 
     engine: Literal["builtin", "vllm"] = "builtin"
-    model: Path  # a Hugging Face folder (llmlab exports)
+    model: Path  # a Hugging Face folder: llmlab's exports, Llama or GPT-2
     served_model_name: str = ""  # default: the folder's name
     draft_model: Path | None = None  # speculative decoding with a draft model...
     ngram: tuple[int, int] | None = None  # ...or n-gram prompt lookup (max, min)
     spec_tokens: int = 4
     dtype: Literal["float32", "bfloat16"] = "float32"
-    device: str = "cpu"
+    device: str = "cpu"  # or cuda, cuda:N
     max_batch: int = 8
     max_waiting: int = 32  # beyond this many waiting requests: 429
     api_key: SecretStr | None = None
