@@ -7,8 +7,8 @@ and kept under benchmarks/results/models/ for the next run):
   tokens, and output lengths vary as they do in serving (heavy-tailed: exponential with mean 48, clipped to
   4..128; ``generate`` runs each static batch until its longest request is done and only requested tokens
   count);
-- speculative decoding (two draft models, n-gram lookup) vs the same engine without it, and vs HF assisted
-  generation, at batch 1;
+- speculative decoding (two draft models, each as trained and distilled on the target's greedy outputs;
+  n-gram lookup) vs the same engine without it, and vs HF assisted generation, at batch 1;
 - INT8 and GPTQ 4-bit vs full precision: tokens/s, bytes of weights, validation perplexity;
 - the HTTP service vs the engine in-process at the same load (p95 latency).
 """
@@ -32,6 +32,7 @@ NEW_TOKENS = 64
 MODELS = Path(__file__).parent / "results" / "models"
 # (name, d_model, layers, heads, training steps, peak learning rate)
 SPECS = (("target", 512, 4, 8, 300, 1e-3), ("draft-64", 64, 1, 2, 300, 3e-3), ("draft-128", 128, 2, 4, 300, 3e-3))
+DISTILL_STEPS = 300
 
 
 def _models():
@@ -55,7 +56,33 @@ def _models():
                                          max_lr=lr, min_lr=lr / 10), desc=f"bench model {name}")
         hf.export(m, folder, tok)
         out[name] = m.eval()
+    for name in ("draft-64", "draft-128"):
+        folder = MODELS / f"{name}-distilled-s{DISTILL_STEPS}"
+        if (folder / "config.json").exists():
+            out[f"{name}-distilled"] = hf.load(folder).eval()
+            continue
+        m = copy.deepcopy(out[name])
+        _distill(m, out["target"], tr, name)
+        hf.export(m, folder, tok)
+        out[f"{name}-distilled"] = m.eval()
     return tok, out, va
+
+
+def _distill(draft, target, train_tokens, name: str) -> None:
+    """Fine-tune a draft on the target's own greedy continuations of training-split prompts (on-policy
+    distillation, as in DistillSpec, Zhou et al. 2023): the draft learns what the target will say, which is
+    what acceptance measures."""
+    from llmlab import transformer as T
+    from llmlab.inference import Engine, SamplingParams
+
+    starts = np.random.default_rng(2).integers(0, len(train_tokens) - 32, size=256)
+    prompts = [train_tokens[s: s + 32].tolist() for s in starts]
+    reqs = Engine(target, max_batch=16).generate(prompts, SamplingParams(max_tokens=128, temperature=0))
+    stream = np.concatenate([np.asarray(r.all_ids) for r in reqs])
+    T.train(draft, stream[:-4096], stream[-4096:], T.TrainConfig(steps=DISTILL_STEPS, batch_size=16,
+                                                                 eval_every=DISTILL_STEPS, eval_batches=5,
+                                                                 warmup=20, max_lr=1e-3, min_lr=1e-4),
+            desc=f"distil {name}")
 
 
 def _prompts(va, n: int, length: int = 32) -> list[list[int]]:
@@ -176,15 +203,15 @@ def main() -> dict:
                                                        "ratio": ours["tokens_per_s"] / theirs["tokens_per_s"]}
         few = prompts[:12]
         spec = {"plain": _engine_run(Engine(target, tok), few, 1)}
-        variants = [(f"{name} k={k}", {"draft": models[name], "spec_tokens": k})
-                    for name in ("draft-64", "draft-128") for k in (2, 4)]
+        drafts = ("draft-64", "draft-128", "draft-64-distilled", "draft-128-distilled")
+        variants = [(f"{name} k={k}", {"draft": models[name], "spec_tokens": k}) for name in drafts for k in (2, 4)]
         for name, kw in [*variants, ("n-gram k=4", {"ngram": (3, 1), "spec_tokens": 4})]:
             e = Engine(target, tok, **kw)
             spec[name] = {**_engine_run(e, few, 1), "acceptance": e.spec.acceptance_rate,
                           "per_token_acceptance": e.spec.per_token_acceptance,
                           "tokens_per_step": e.spec.tokens_per_step}
             spec[name]["speedup"] = spec[name]["tokens_per_s"] / spec["plain"]["tokens_per_s"]
-        for name in ("draft-64", "draft-128"):
+        for name in ("draft-64", "draft-128-distilled"):
             spec[f"hf assisted ({name})"] = _hf_run(hf_models["target"], few[:6], 1, assistant=hf_models[name])
         spec["hf generate"] = _hf_run(hf_models["target"], few[:6], 1)
         service = _service_vs_engine(folders["target"], prompts[:16])

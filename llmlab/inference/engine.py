@@ -294,8 +294,9 @@ class Engine:
         """One speculative step for every running request, batched: the draft proposes for all of them
         together (k batched draft forwards), then one batched target forward verifies every request's
         proposals; each request then accepts or rejects its own."""
-        ks = [max(0, min(self.spec_tokens, req.params.max_tokens - len(req.output_ids),
-                         self.context - len(req.all_ids)) - 1) for req in reqs]
+        # k per request: the room left (max_tokens, context) minus the one token every step emits anyway
+        ks = [max(0, min(self.spec_tokens, req.params.max_tokens - len(req.output_ids) - 1,
+                         self.context - len(req.all_ids) - 1)) for req in reqs]
         proposals: list[list[int]] = [[] for _ in reqs]
         q_probs: list[list[Tensor]] = [[] for _ in reqs]
         if self.draft is not None:
