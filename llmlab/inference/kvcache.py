@@ -69,8 +69,7 @@ def forward(model, cache: KVCache, slots: list[int], tokens: list[list[int]], lo
     if any(s + n > cache.context for s, n in zip(starts_list, n_new, strict=True)):
         raise ValueError("sequence longer than the model's context")
     B, L = len(slots), max(n_new)
-    decode = L == 1  # one new token per slot: no padding, and every cached key is visible
-    if decode:
+    if L == 1:  # one new token per slot: no padding
         ids = torch.tensor(tokens, device=dev)
     else:
         ids = torch.zeros(B, L, dtype=torch.long, device=dev)
@@ -79,12 +78,14 @@ def forward(model, cache: KVCache, slots: list[int], tokens: list[list[int]], lo
     starts = torch.tensor(starts_list, device=dev)
     positions = starts[:, None] + torch.arange(L, device=dev)[None, :]  # (B, L)
     lookup = positions.clamp(max=cache.context - 1)  # padding past a short slot's end may pass the context
-    n_new_t = torch.tensor(n_new, device=dev)
-    ends = starts + n_new_t
-    total = max(s + n for s, n in zip(starts_list, n_new, strict=True))
-    # key j is visible to query (b, i) when j <= position(b, i) and j < end(b)
-    key_pos = torch.arange(total, device=dev)
-    allowed = (key_pos[None, None, :] <= positions[:, :, None]) & (key_pos[None, None, :] < ends[:, None, None])
+    ends_list = [s + n for s, n in zip(starts_list, n_new, strict=True)]
+    total = max(ends_list)
+    mask = None  # one token per slot and slots of one length: every cached key is visible, no mask
+    if L > 1 or min(ends_list) != total:  # key j is visible to query (b, i) when j <= position(b, i) < end(b)
+        key_pos = torch.arange(total, device=dev)
+        ends = torch.tensor(ends_list, device=dev)
+        mask = ((key_pos[None, None, :] <= positions[:, :, None]) & (key_pos[None, None, :] < ends[:, None, None]))[
+            :, None]
     contiguous = slots == list(range(slots[0], slots[0] + B))
     rows = slice(slots[0], slots[0] + B) if contiguous else torch.tensor(slots, device=dev)
     hd = cfg.d_model // cfg.n_heads
@@ -97,12 +98,14 @@ def forward(model, cache: KVCache, slots: list[int], tokens: list[list[int]], lo
     rope = cfg.positions == "rope"
     if rope:
         cos, sin = cache.rope_cos[lookup][:, None], cache.rope_sin[lookup][:, None]  # (B, 1, L, hd)
-    if decode:
-        write_b, write_t = torch.arange(B, device=dev), torch.zeros(B, dtype=torch.long, device=dev)
-    else:
-        write_b, write_t = (torch.arange(L, device=dev)[None, :] < n_new_t[:, None]).nonzero(as_tuple=True)
-    write_slot, write_pos = torch.tensor(slots, device=dev)[write_b], positions[write_b, write_t]
-    mask = allowed[:, None]
+    single = B == 1  # one slot (batch 1, a draft's proposals): its new keys go in as one slice
+    if not single:
+        if L == 1:
+            write_b, write_t = torch.arange(B, device=dev), torch.zeros(B, dtype=torch.long, device=dev)
+        else:
+            n_new_t = torch.tensor(n_new, device=dev)
+            write_b, write_t = (torch.arange(L, device=dev)[None, :] < n_new_t[:, None]).nonzero(as_tuple=True)
+        write_slot, write_pos = torch.tensor(slots, device=dev)[write_b], positions[write_b, write_t]
     split = lambda t: t.reshape(B, L, cfg.n_heads, hd).transpose(1, 2)  # noqa: E731
     d = cfg.d_model
     for li, block in enumerate(model.blocks):
@@ -111,8 +114,12 @@ def forward(model, cache: KVCache, slots: list[int], tokens: list[list[int]], lo
         if rope:
             q, k = _rope(q, cos, sin), _rope(k, cos, sin)
         # write the new keys/values into their slots at their positions
-        cache.k[li, write_slot, :, write_pos] = k[write_b, :, write_t]
-        cache.v[li, write_slot, :, write_pos] = v[write_b, :, write_t]
+        if single:
+            cache.k[li, slots[0], :, starts_list[0]: total] = k[0]
+            cache.v[li, slots[0], :, starts_list[0]: total] = v[0]
+        else:
+            cache.k[li, write_slot, :, write_pos] = k[write_b, :, write_t]
+            cache.v[li, write_slot, :, write_pos] = v[write_b, :, write_t]
         keys, values = cache.k[li, rows, :, :total], cache.v[li, rows, :, :total]  # (B, H, total, hd)
         y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
         x = x + F.linear(y.transpose(1, 2).reshape(B, L, d), block.wo, getattr(block, "bo", None))
