@@ -138,12 +138,31 @@ def _weight_bytes(model, bits: int | None) -> int:
     return rest * 4 + (n_linear * 4 if bits is None else math.ceil(n_linear * bits / 8))
 
 
+def _closed_loop(engine, prompts, concurrency: int) -> dict:
+    """The engine in-process under the HTTP test's load: ``concurrency`` requests in flight, the next one
+    added as one finishes; a request's latency runs from its add to its last token."""
+    from llmlab.inference import SamplingParams
+
+    params = SamplingParams(max_tokens=NEW_TOKENS, temperature=0)
+    pending, lat, tokens = list(prompts), [], 0
+    t0 = time.perf_counter()
+    for _ in range(min(concurrency, len(pending))):
+        engine.add(pending.pop(0), params)
+    while engine.has_work():
+        for r in engine.step():
+            lat.append(r.token_times[-1] - r.arrival)
+            tokens += len(r.output_ids)
+            if pending:
+                engine.add(pending.pop(0), params)
+    return {"tokens_per_s": tokens / (time.perf_counter() - t0), "p95_s": float(np.percentile(lat, 95))}
+
+
 def _service_vs_engine(folder: Path, prompts, concurrency: int = 4) -> dict:
     import httpx
 
     from llmlab.inference import Engine
 
-    inproc = _engine_run(Engine.from_folder(folder), prompts, concurrency)
+    inproc = _closed_loop(Engine.from_folder(folder, max_batch=concurrency), prompts, concurrency)
     port = 18000 + os.getpid() % 1000
     proc = subprocess.Popen([str(Path(sys.executable).with_name("llmlab")), "serve", "inference", "--model",
                              str(folder), "--port", str(port), "--max-batch", str(concurrency)],

@@ -54,6 +54,7 @@ class _Stream:
     request: Request
     queue: asyncio.Queue
     loop: asyncio.AbstractEventLoop
+    tokens: bool = True  # deliver tokens as they come (streaming), or only the finished request
     sent: int = 0
 
 
@@ -86,14 +87,14 @@ class AsyncEngine:
     def alive(self) -> bool:
         return self._thread.is_alive() and self.error is None
 
-    def submit(self, prompt_ids: list[int], params: SamplingParams) -> _Stream:
+    def submit(self, prompt_ids: list[int], params: SamplingParams, stream: bool = True) -> _Stream:
         """Queue a request; raises Overloaded when ``max_waiting`` requests are already waiting, ValueError
-        for a bad request."""
+        for a bad request. With ``stream=False`` the handler is woken once, when the request finishes."""
         request = self.engine.new_request(prompt_ids, params)  # no engine state touched: safe off-thread
         with self._lock:
             if len(self._incoming) + len(self.engine.waiting) >= self.max_waiting:
                 raise Overloaded(f"{self.max_waiting} requests are waiting; retry shortly")
-            stream = _Stream(request, asyncio.Queue(), asyncio.get_running_loop())
+            stream = _Stream(request, asyncio.Queue(), asyncio.get_running_loop(), tokens=stream)
             self._incoming.append(stream)
         self._wake.set()
         return stream
@@ -138,8 +139,9 @@ class AsyncEngine:
             return
         new = req.output_ids[s.sent:]
         if new or req.finished:
-            s.sent = len(req.output_ids)
-            s.loop.call_soon_threadsafe(s.queue.put_nowait, (new, req))
+            if s.tokens or req.finished:
+                s.sent = len(req.output_ids)
+                s.loop.call_soon_threadsafe(s.queue.put_nowait, (new, req))
             if before is None:  # its first tokens: time to first token
                 self.metrics.ttft.labels(self.metrics.model_name).observe(req.first_token_at - req.arrival)
             else:

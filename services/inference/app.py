@@ -139,9 +139,9 @@ def create_app(settings: InferenceSettings, engine: Engine | None = None) -> Fas
             raise APIError(400, str(e)) from None
         return p
 
-    async def run(prompt_ids: list[int], sp: SamplingParams):
+    async def run(prompt_ids: list[int], sp: SamplingParams, stream: bool):
         try:
-            return runner.submit(prompt_ids, sp)
+            return runner.submit(prompt_ids, sp, stream=stream)
         except Overloaded as e:
             raise APIError(429, str(e), "rate_limit_exceeded", headers={"Retry-After": "1"}) from None
         except ValueError as e:
@@ -160,7 +160,7 @@ def create_app(settings: InferenceSettings, engine: Engine | None = None) -> Fas
                 raise APIError(400, "one prompt per request", param="prompt")
             body.prompt = body.prompt[0]
         prompt_ids = tok.encode(body.prompt) if isinstance(body.prompt, str) else list(body.prompt)
-        stream = await run(prompt_ids, params(body, body.logprobs))
+        stream = await run(prompt_ids, params(body, body.logprobs), body.stream)
         rid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
         head = {"id": rid, "object": "text_completion", "created": created, "model": engine.name}
         if body.stream:
@@ -176,7 +176,7 @@ def create_app(settings: InferenceSettings, engine: Engine | None = None) -> Fas
         check_model(body.model)
         text = template.render(messages=[m.model_dump() for m in body.messages], add_generation_prompt=True)
         prompt_ids = tok.encode(text)
-        stream = await run(prompt_ids, params(body, (body.top_logprobs or 0) if body.logprobs else None))
+        stream = await run(prompt_ids, params(body, (body.top_logprobs or 0) if body.logprobs else None), body.stream)
         rid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         head = {"id": rid, "created": created, "model": engine.name}
         if body.stream:
