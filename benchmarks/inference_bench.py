@@ -242,7 +242,7 @@ def main() -> dict:
         variants = [(f"{name} k={k}", {"draft": models[name], "spec_tokens": k}) for name in drafts for k in (2, 4)]
         for name, kw in [*variants, ("n-gram k=4", {"ngram": (3, 1), "spec_tokens": 4})]:
             spec[name] = paired(**kw)
-        for name in ("draft-64", "draft-128-distilled"):
+        for name in ("draft-64", "draft-64-distilled"):
             spec[f"hf assisted ({name})"] = _hf_run(hf_models["target"], few[:6], 1, assistant=hf_models[name])
         spec["hf generate"] = _hf_run(hf_models["target"], few[:6], 1)
         service = _service_vs_engine(folders["target"], prompts[:16])
