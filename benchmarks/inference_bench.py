@@ -69,20 +69,16 @@ def _models():
 
 
 def _distill(draft, target, train_tokens, name: str) -> None:
-    """Fine-tune a draft on the target's own greedy continuations of training-split prompts (on-policy
-    distillation, as in DistillSpec, Zhou et al. 2023): the draft learns what the target will say, which is
-    what acceptance measures."""
+    """Fine-tune a draft on the target's greedy continuations of 512 training-split prompts (on-policy
+    distillation: llmlab.inference.distill)."""
     from llmlab import transformer as T
-    from llmlab.inference import Engine, SamplingParams
+    from llmlab.inference.distill import distill_draft
 
     starts = np.random.default_rng(2).integers(0, len(train_tokens) - 32, size=512)
     prompts = [train_tokens[s: s + 32].tolist() for s in starts]
-    reqs = Engine(target, max_batch=16).generate(prompts, SamplingParams(max_tokens=128, temperature=0))
-    stream = np.concatenate([np.asarray(r.all_ids) for r in reqs])
-    T.train(draft, stream[:-4096], stream[-4096:], T.TrainConfig(steps=DISTILL_STEPS, batch_size=16,
-                                                                 eval_every=DISTILL_STEPS, eval_batches=5,
-                                                                 warmup=20, max_lr=1e-3, min_lr=1e-4),
-            desc=f"distil {name}")
+    distill_draft(draft, target, prompts, 128, T.TrainConfig(steps=DISTILL_STEPS, batch_size=16,
+                                                             eval_every=DISTILL_STEPS, eval_batches=5, warmup=20,
+                                                             max_lr=1e-3, min_lr=1e-4), desc=f"distil {name}")
 
 
 def _prompts(va, n: int, length: int = 32) -> list[list[int]]:

@@ -121,3 +121,34 @@ def test_max_batch_bounds_the_running_batch(models):
         engine.step()
         seen.append(len(engine.running))
     assert max(seen) <= 2
+
+
+def test_distillation_raises_acceptance(models):
+    """On-policy distillation (llmlab.inference.distill): a draft fine-tuned on the target's greedy
+    continuations is accepted more often on prompts it never saw."""
+    import copy
+
+    from llmlab import transformer as T
+    from llmlab.inference.distill import distill_draft
+
+    target, draft = models
+    draft = copy.deepcopy(draft)
+    gen = torch.Generator().manual_seed(5)
+    train = [torch.randint(0, V, (8,), generator=gen).tolist() for _ in range(96)]
+    held_out = [torch.randint(0, V, (8,), generator=gen).tolist() for _ in range(12)]
+
+    def acceptance() -> float:
+        engine = Engine(target, max_batch=12, draft=draft, spec_tokens=3)
+        engine.generate(held_out, SamplingParams(max_tokens=24, temperature=0))
+        return engine.spec.per_token_acceptance
+
+    before = acceptance()
+    hist = distill_draft(draft, target, train, max_tokens=48,
+                         cfg=T.TrainConfig(steps=150, batch_size=16, eval_every=150, eval_batches=2, warmup=10,
+                                           max_lr=3e-3, min_lr=3e-4))
+    after = acceptance()
+    assert hist["tokens"] == 96 * 48 and hist["val_loss"][-1] < hist["val_loss"][0]
+    assert after > before + 0.2, (before, after)
+    with pytest.raises(ValueError, match="vocabulary"):
+        distill_draft(TransformerLM(TransformerConfig(V + 1, context=64, d_model=32, n_heads=2, n_layers=1)),
+                      target, train)
