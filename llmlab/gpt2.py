@@ -10,12 +10,11 @@ load), and the block exposes the same names the KV-cache engine reads (``attn_no
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor, nn
 
 from llmlab import transformer as T
+from llmlab.attention import scaled_dot_product_attention
 from llmlab.transformer import Norm, TransformerConfig
 
 # transformers' ACT2FN names that are the tanh approximation (GPT-2's own) or the exact erf GELU
@@ -43,9 +42,7 @@ class GPT2Block(nn.Module):
         h = self.attn_norm(x)
         q, k, v = (T.linear(h, w, b).reshape(B, L, H, d // H).transpose(1, 2)
                    for w, b in ((self.wq, self.bq), (self.wk, self.bk), (self.wv, self.bv)))
-        scores = q @ k.transpose(-2, -1) / math.sqrt(d // H)
-        causal = torch.ones(L, L, dtype=torch.bool, device=x.device).tril()
-        y = torch.softmax(scores.masked_fill(~causal, float("-inf")).float(), -1).to(x.dtype) @ v
+        y = scaled_dot_product_attention(q, k, v, causal=True)
         x = x + T.linear(y.transpose(1, 2).reshape(B, L, d), self.wo, self.bo)
         return x + self.mlp(self.ffn_norm(x))
 

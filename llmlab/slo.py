@@ -6,6 +6,8 @@ the error budget burns at 14.4x over 1h and 5m, or 6x over 6h and 30m; open a ti
 
 from __future__ import annotations
 
+import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -178,9 +180,6 @@ def locust_gate(service: str, objectives: list[Objective] | None = None) -> dict
 def enforce_locust_gate(environment, service: str, path: Path | None = None) -> list[str]:
     """Hold a finished Locust run to the service's SLOs (call it from a ``quitting`` listener): each gated
     entry's p95 and the failure ratio. Sets a non-zero exit code and returns the misses."""
-    import logging
-    import os
-
     log = logging.getLogger("llmlab.loadtest")
     gate = locust_gate(service, load(Path(path or os.environ.get("LLMLAB_SLO_FILE", SLO_FILE))))
     misses = []

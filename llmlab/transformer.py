@@ -77,7 +77,11 @@ def rope(x: Tensor, positions: Tensor, theta: float = 10000.0) -> Tensor:
     """Rotary position embedding of x (..., T, head_dim) at integer ``positions`` (T,): rotates each pair
     (x_i, x_{i+d/2}) by position * theta^(-2i/d). Relative: <rope(q, m), rope(k, n)> depends on m - n only."""
     cos, sin = rope_angles(positions, x.shape[-1], theta)
-    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+    return apply_rope(x, cos.to(x.dtype), sin.to(x.dtype))
+
+
+def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """The rotation itself, given cos and sin of the angles (broadcastable to x): pairs (i, i + d/2)."""
     half = x.shape[-1] // 2
     rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
     return x * cos + rotated * sin

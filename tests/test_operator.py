@@ -125,7 +125,8 @@ async def test_submission_becomes_a_rayjob_and_its_result_comes_back(operator, r
     job = await _eventually(lambda: _get_or_none(kmock, _jobs_path("grade-ada-m01")))
     assert job["metadata"]["ownerReferences"][0]["name"] == "ada-m01"  # adopted: deleted with its owner
     assert not chart.validate_custom({k: v for k, v in job.items() if k != "status"}, CRDS)
-    sub = await _api(kmock, "GET", _subs_path("ada-m01"))
+    # the operator writes the status after creating the RayJob: wait for it rather than race it
+    sub = await _eventually(lambda: _phase(kmock, "ada-m01", "Pending"))
     assert sub["status"]["phase"] == "Pending" and sub["status"]["rayJob"] == "grade-ada-m01"
 
     # play KubeRay: run the grading as the Ray job the RayJob names, on a real local Ray head

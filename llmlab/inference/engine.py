@@ -246,7 +246,14 @@ class Engine:
     def _sample(self, req: Request, logits: Tensor) -> int:
         if req.params.temperature == 0:
             return int(logits.argmax())
-        return int(torch.multinomial(self._probs(req, logits), 1, generator=req.generator))
+        return self._draw(req, self._probs(req, logits))
+
+    @staticmethod
+    def _draw(req: Request, probs: Tensor) -> int:
+        """A token from a distribution: its argmax for greedy requests, else a draw with the request's seed."""
+        if req.params.temperature == 0:
+            return int(probs.argmax())
+        return int(torch.multinomial(probs, 1, generator=req.generator))
 
     def _emit(self, req: Request, tokens: list[int], logits: Tensor) -> None:
         """Append tokens (with the logits they were drawn from), then check the stopping rules."""
@@ -307,8 +314,7 @@ class Engine:
                                          [feed[i] for i in active])
                 for i, lg in zip(active, logits, strict=True):
                     q = self._probs(reqs[i], lg[-1])
-                    x = int(q.argmax()) if reqs[i].params.temperature == 0 else int(
-                        torch.multinomial(q, 1, generator=reqs[i].generator))
+                    x = self._draw(reqs[i], q)
                     proposals[i].append(x)
                     q_probs[i].append(q)
                     feed[i] = [x]
@@ -331,8 +337,7 @@ class Engine:
         u = torch.rand(len(proposals), generator=req.generator, dtype=torch.float64)
         n, dist = rejection_step(p, q, proposals, u)
         accepted = proposals[:n]
-        final = int(dist.argmax()) if req.params.temperature == 0 else int(torch.multinomial(
-            dist, 1, generator=req.generator))
+        final = self._draw(req, dist)
         self.spec.drafts += 1
         self.spec.draft_tokens += len(proposals)
         self.spec.accepted_tokens += len(accepted)

@@ -112,7 +112,7 @@ def forward(model, cache: KVCache, slots: list[int], tokens: list[list[int]], lo
         wqkv, bqkv, w_up = packed(block)
         q, k, v = (split(t) for t in F.linear(_norm(x, block.attn_norm), wqkv, bqkv).split(d, dim=-1))
         if rope:
-            q, k = _rope(q, cos, sin), _rope(k, cos, sin)
+            q, k = T.apply_rope(q, cos, sin), T.apply_rope(k, cos, sin)
         # write the new keys/values into their slots at their positions
         if single:
             cache.k[li, slots[0], :, starts_list[0]: total] = k[0]
@@ -142,8 +142,7 @@ def packed(block) -> tuple[Tensor, Tensor | None, Tensor | None]:
     projections as one (2 d_ff, d): one matmul each instead of three and two. The model's own parameters
     become views into these, so nothing is stored twice; if they are replaced (``model.to(...)``, a
     ``load_state_dict`` that assigns), the packing is redone."""
-    names = ["wq", "wk", "wv", "bq", "bk", "bv"] + (["w1", "w3"] if hasattr(block, "w1") else [])
-    params = [getattr(block, n, None) for n in names]
+    params = [getattr(block, n, None) for n in ("wq", "wk", "wv", "bq", "bk", "bv", "w1", "w3")]
     ptrs = tuple(p.data_ptr() if p is not None else None for p in params)
     cached = block.__dict__.get("_llmlab_packed")
     if cached is not None and cached[0] == ptrs:
@@ -158,7 +157,7 @@ def packed(block) -> tuple[Tensor, Tensor | None, Tensor | None]:
                 p.data = whole[offset: offset + p.shape[0]]
                 offset += p.shape[0]
             return whole
-        result = (fuse(params[0:3]), fuse(params[3:6]), fuse(params[6:8]) if len(params) > 6 else None)
+        result = (fuse(params[0:3]), fuse(params[3:6]), fuse(params[6:8]))  # None where the block has none
     ptrs = tuple(p.data_ptr() if p is not None else None for p in params)
     block.__dict__["_llmlab_packed"] = (ptrs, result)
     return result
@@ -172,8 +171,3 @@ def _norm(x: Tensor, norm) -> Tensor:
     if x.dtype == torch.float32:
         return F.rms_norm(x, shape, norm.weight, norm.eps)
     return F.rms_norm(x.float(), shape, eps=norm.eps).to(x.dtype) * norm.weight
-
-
-def _rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    half = x.shape[-1] // 2
-    return x * cos + torch.cat([-x[..., half:], x[..., :half]], dim=-1) * sin
