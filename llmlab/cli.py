@@ -359,7 +359,9 @@ def serve_inference(model: Annotated[Path, typer.Option("--model", help="a Huggi
                     name: Annotated[str, typer.Option("--served-model-name")] = "",
                     api_key: Annotated[str | None, typer.Option("--api-key", envvar="LLMLAB_INFERENCE_API_KEY")] = None,
                     dtype: Annotated[str, typer.Option("--dtype", help="float32 or bfloat16")] = "float32",
-                    device: Annotated[str, typer.Option("--device", help="cpu, cuda or cuda:N (builtin)")] = "cpu"):
+                    device: Annotated[str, typer.Option("--device", help="cpu, cuda or cuda:N (builtin)")] = "cpu",
+                    compile: Annotated[bool, typer.Option("--compile", help="builtin: torch.compile the decode "
+                                                          "step (built at startup)")] = False):
     """Serve a model with an OpenAI-compatible API (builtin engine; --engine vllm hands over to `vllm serve`)."""
     if not (model / "config.json").exists():
         raise Fail(f"{model} is not a model folder (no config.json)", 2)
@@ -398,7 +400,7 @@ def serve_inference(model: Annotated[Path, typer.Option("--model", help="a Huggi
 
     settings = InferenceSettings(model=model, draft_model=draft, ngram=lookup, spec_tokens=spec_tokens,
                                  max_batch=max_batch, max_waiting=max_waiting, served_model_name=name,
-                                 api_key=api_key, dtype=dtype, device=device)
+                                 api_key=api_key, dtype=dtype, device=device, compile=compile)
     if device.startswith("cuda"):
         import torch
 

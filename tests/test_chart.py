@@ -126,6 +126,7 @@ def test_vllm_arguments_and_gpus_follow_the_values(rendered):
     c = builtin["spec"]["template"]["spec"]["containers"][0]
     assert c["image"].startswith("ghcr.io/llmlab/llmlab:") and c["command"] == ["llmlab"]
     assert c["args"][:2] == ["serve", "inference"] and "--ngram=3,1" in c["args"] and "--spec-tokens=3" in c["args"]
+    assert "--compile" in c["args"]
     assert "tolerations" not in builtin["spec"]["template"]["spec"]
 
 

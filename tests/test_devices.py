@@ -44,7 +44,7 @@ def test_cuda_float32_greedy_is_exact(mode):
             for _ in range(16):
                 ids.append(int(target(torch.tensor([ids], device="cuda"))[0, -1].argmax()))
             assert r.output_ids == ids[len(p):]
-    assert engine.cache.k.device.type == "cuda"
+    assert engine.cache.k[0].device.type == "cuda"
 
 
 @needs_cuda
@@ -93,7 +93,7 @@ def test_llama_folder_in_bfloat16_on_cuda_against_transformers(tmp_path):
     model = TransformerLM(TransformerConfig(tok.vocab_size, context=96, d_model=64, n_heads=4), seed=3)
     folder = hf.export(model, tmp_path / "m", tok)
     engine = Engine.from_folder(folder, dtype=torch.bfloat16, device="cuda", max_batch=2)
-    assert engine.cache.k.dtype == torch.bfloat16 and engine.cache.k.device.type == "cuda"
+    assert engine.cache.k[0].dtype == torch.bfloat16 and engine.cache.k[0].device.type == "cuda"
     theirs = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).cuda().eval()
     for r in engine.generate(["the quick brown fox", "ABC def"], SamplingParams(max_tokens=16, temperature=0)):
         with torch.no_grad():

@@ -134,7 +134,8 @@ class Engine:
     """Continuous batching over one model (and an optional draft model or n-gram lookup for speculation)."""
 
     def __init__(self, model, tokenizer=None, max_batch: int = 8, draft=None, spec_tokens: int = 0,
-                 ngram: tuple[int, int] | None = None, eos_token_id: int | None = None, name: str = "llmlab"):
+                 ngram: tuple[int, int] | None = None, eos_token_id: int | None = None, name: str = "llmlab",
+                 compile: bool = False):
         if draft is not None and ngram is not None:
             raise ValueError("speculate with a draft model or with n-gram lookup, not both")
         if (draft is not None or ngram is not None) and spec_tokens < 1:
@@ -143,6 +144,7 @@ class Engine:
             raise ValueError("the draft model must share the target's vocabulary")
         self.model, self.tokenizer, self.draft, self.name = model.eval(), tokenizer, draft, name
         self.spec_tokens, self.ngram = spec_tokens, ngram
+        self.compile = compile  # run equal-length steps through torch.compile (kvcache.forward)
         self.max_batch = max_batch
         self.cache = kvcache.KVCache(model, max_batch)
         self.draft_cache = kvcache.KVCache(draft.eval(), max_batch) if draft is not None else None
@@ -206,6 +208,28 @@ class Engine:
             self.step()
         return reqs
 
+    def warm_up(self) -> float:
+        """With ``compile=True``, build the compiled graphs before serving: three short requests that leave
+        one by one, then two of one token, take every kind of step a server will (one slot or more; one
+        token or k + 1 per slot), so the first real requests do not wait for the compiler. Counters are
+        left as they were. Returns the seconds it took (up to a minute on two CPU cores; 0 without
+        ``compile``)."""
+        if not self.compile:
+            return 0.0
+        t0, counters = time.perf_counter(), (self.spec, self.prompt_tokens, self.generation_tokens)
+        per_step = self.spec_tokens + 1 if self.speculative else 1
+        batch, self.max_batch = self.max_batch, min(self.max_batch, 3)
+        try:
+            for lengths in ((3 * per_step, 6 * per_step, 9 * per_step), (1, 1)):  # (1, 1): k = 0 for both
+                for n in lengths:
+                    self.add([0, 1, 0, 1], SamplingParams(max_tokens=min(n, self.context - 5), temperature=0))
+                while self.has_work():
+                    self.step()
+        finally:
+            self.max_batch = batch
+            self.spec, self.prompt_tokens, self.generation_tokens = counters
+        return time.perf_counter() - t0
+
     # --- one scheduler step ------------------------------------------------------------------------------
     def step(self) -> list[Request]:
         """Admit, prefill, decode; returns the requests that finished in this step."""
@@ -220,24 +244,30 @@ class Engine:
             prefixes = [r.prompt_ids[:-1] for r in admitted]
             with_prefix = [(r, p) for r, p in zip(admitted, prefixes, strict=True) if p]
             if with_prefix:
-                kvcache.forward(self.model, self.cache, [r.slot for r, _ in with_prefix], [p for _, p in with_prefix],
-                                logits=False)
+                self._forward(self.model, self.cache, [r.slot for r, _ in with_prefix], [p for _, p in with_prefix],
+                              logits=False)
             self.prompt_tokens += sum(len(r.prompt_ids) for r in admitted)
             self.running.extend(admitted)
         if self.speculative and self.running:
             self._speculative_step(self.running)
         elif self.running:
-            logits = kvcache.forward(self.model, self.cache, [r.slot for r in self.running],
-                                     [[r.all_ids[-1]] for r in self.running])
+            logits = self._forward(self.model, self.cache, [r.slot for r in self.running],
+                                   [[r.all_ids[-1]] for r in self.running])
             for req, lg in zip(self.running, logits, strict=True):
                 self._emit(req, [self._sample(req, lg[-1])], lg[-1:])
         done = [r for r in self.running if r.finished]
-        for req in done:
-            self.running.remove(req)
-            self.cache.release(req.slot)
+        if done:  # free their slots, and move the others' down so the running rows stay one slice
+            self.running = [r for r in self.running if not r.finished]
+            for req, slot in zip(self.running, self.cache.compact([r.slot for r in self.running]), strict=True):
+                req.slot = slot
             if self.draft_cache is not None:
-                self.draft_cache.release(req.draft_slot)
+                slots = self.draft_cache.compact([r.draft_slot for r in self.running])
+                for req, slot in zip(self.running, slots, strict=True):
+                    req.draft_slot = slot
         return done
+
+    def _forward(self, model, cache, slots, tokens, logits: bool = True) -> list[Tensor]:
+        return kvcache.forward(model, cache, slots, tokens, logits, compiled=self.compile)
 
     def _probs(self, req: Request, logits: Tensor) -> Tensor:
         p = req.params
@@ -310,18 +340,21 @@ class Engine:
             feed = {i: req.all_ids[self.draft_cache.lengths[req.draft_slot]:] for i, req in enumerate(reqs) if ks[i]}
             for step in range(max(ks)):
                 active = [i for i in feed if ks[i] > step]
-                logits = kvcache.forward(self.draft, self.draft_cache, [reqs[i].draft_slot for i in active],
-                                         [feed[i] for i in active])
+                logits = self._forward(self.draft, self.draft_cache, [reqs[i].draft_slot for i in active],
+                                       [feed[i] for i in active])
                 for i, lg in zip(active, logits, strict=True):
-                    q = self._probs(reqs[i], lg[-1])
-                    x = self._draw(reqs[i], q)
+                    if reqs[i].params.temperature == 0:  # greedy: q is one-hot at the argmax, no need to build it
+                        x = int(lg[-1].argmax())
+                    else:
+                        q = self._probs(reqs[i], lg[-1])
+                        x = self._draw(reqs[i], q)
+                        q_probs[i].append(q)
                     proposals[i].append(x)
-                    q_probs[i].append(q)
                     feed[i] = [x]
         else:
             proposals = [self._propose_ngram(req, k) if k else [] for req, k in zip(reqs, ks, strict=True)]
-        target = kvcache.forward(self.model, self.cache, [r.slot for r in reqs],
-                                 [[r.all_ids[-1], *props] for r, props in zip(reqs, proposals, strict=True)])
+        target = self._forward(self.model, self.cache, [r.slot for r in reqs],
+                               [[r.all_ids[-1], *props] for r, props in zip(reqs, proposals, strict=True)])
         for req, props, qs, lg in zip(reqs, proposals, q_probs, target, strict=True):
             if props:
                 self._verify(req, props, qs, lg)
@@ -331,13 +364,18 @@ class Engine:
 
     def _verify(self, req: Request, proposals: list[int], q_probs: list[Tensor], target: Tensor) -> None:
         """Accept or reject one request's proposals given the target's logits at [last token, *proposals]."""
-        p = self._probs(req, target)  # (k + 1, V): one call for all rows
-        q = torch.stack(q_probs) if q_probs else torch.nn.functional.one_hot(torch.tensor(proposals),
-                                                                           p.shape[-1]).double()
-        u = torch.rand(len(proposals), generator=req.generator, dtype=torch.float64)
-        n, dist = rejection_step(p, q, proposals, u)
+        if req.params.temperature == 0:  # p and q one-hot: accept while the target's argmax agrees
+            best = target.argmax(-1).tolist()
+            n = next((i for i, x in enumerate(proposals) if x != best[i]), len(proposals))
+            final = best[n]
+        else:
+            p = self._probs(req, target)  # (k + 1, V): one call for all rows
+            q = torch.stack(q_probs) if q_probs else torch.nn.functional.one_hot(torch.tensor(proposals),
+                                                                               p.shape[-1]).double()
+            u = torch.rand(len(proposals), generator=req.generator, dtype=torch.float64)
+            n, dist = rejection_step(p, q, proposals, u)
+            final = self._draw(req, dist)
         accepted = proposals[:n]
-        final = self._draw(req, dist)
         self.spec.drafts += 1
         self.spec.draft_tokens += len(proposals)
         self.spec.accepted_tokens += len(accepted)

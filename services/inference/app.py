@@ -77,6 +77,7 @@ def create_app(settings: InferenceSettings, engine: Engine | None = None) -> Fas
     engine = engine or Engine.from_folder(settings.model, settings.draft_model,
                                           dtype=getattr(torch, settings.dtype), device=settings.device,
                                           max_batch=settings.max_batch, ngram=settings.ngram,
+                                          compile=settings.compile,
                                           spec_tokens=settings.spec_tokens if (settings.draft_model or settings.ngram)
                                           else 0)
     engine.name = settings.served_model_name or engine.name
@@ -86,6 +87,7 @@ def create_app(settings: InferenceSettings, engine: Engine | None = None) -> Fas
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        engine.warm_up()  # compiled graphs are built before the server takes requests (no-op when eager)
         runner.start()
         yield
         runner.stop()

@@ -21,6 +21,7 @@ class InferenceSettings(BaseSettings):
     dtype: Literal["float32", "bfloat16"] = "float32"
     device: str = "cpu"  # or cuda, cuda:N
     max_batch: int = 8
+    compile: bool = False  # builtin: decode steps through torch.compile, built at startup (vLLM: not --enforce-eager)
     max_waiting: int = 32  # beyond this many waiting requests: 429
     api_key: SecretStr | None = None
     gpu_memory_utilization: float = 0.9  # vllm only
