@@ -2,13 +2,15 @@
 (a character-level target and two much smaller drafts, trained here on Tiny Shakespeare for a few minutes
 and kept under benchmarks/results/models/ for the next run):
 
-- greedy decode throughput and p95 request latency at batch 1 and 8 vs Hugging Face ``generate`` (the same
-  weights loaded as LlamaForCausalLM from llmlab's export), for two workloads: every request asks for 64
-  tokens, and output lengths vary as they do in serving (heavy-tailed: exponential with mean 48, clipped to
-  4..128; ``generate`` runs each static batch until its longest request is done and only requested tokens
-  count);
+- greedy decode throughput and p95 request latency at batch 1 and 8, llmlab eager and compiled
+  (``Engine(compile=True)``, after its warm-up) vs Hugging Face ``generate`` (the same weights loaded as
+  LlamaForCausalLM from llmlab's export), for two workloads: 32 requests of 64 tokens each, and a stream of
+  128 requests whose output lengths vary as they do in serving (heavy-tailed: exponential with mean 48,
+  clipped to 4..128; ``generate`` runs each static batch until its longest request is done and only
+  requested tokens count);
 - speculative decoding (two draft models, each as trained and distilled on the target's greedy outputs;
-  n-gram lookup) vs the same engine without it, and vs HF assisted generation, at batch 1;
+  n-gram lookup) vs the same engine without it (eager and compiled), and vs HF assisted generation, at
+  batch 1;
 - INT8 and GPTQ 4-bit vs full precision: tokens/s, bytes of weights, validation perplexity;
 - the HTTP service vs the engine in-process at the same load (p95 latency).
 """
@@ -208,24 +210,35 @@ def main() -> dict:
         folders = {name: hf.export(m, Path(d) / name, tok) for name, m in models.items()}
         hf_models = {name: AutoModelForCausalLM.from_pretrained(f, dtype=torch.float32).eval()
                      for name, f in folders.items()}
+        compiled = {}  # one warmed-up compiled engine per configuration; its graphs serve later engines too
+        for name, kw in (("plain", {}), ("draft-64-distilled k=4", {"draft": models["draft-64-distilled"],
+                                                                    "spec_tokens": 4}),
+                         ("draft-64-distilled k=8", {"draft": models["draft-64-distilled"], "spec_tokens": 8})):
+            compiled[name] = Engine(target, tok, compile=True, **kw).warm_up()
         decode = {}
         for workload in ("equal", "mixed"):
-            lengths = _lengths(len(prompts), workload == "mixed")
+            # equal: 32 requests of 64 tokens; mixed: a stream of 128 requests with heavy-tailed lengths, long
+            # enough that the batch is full for most of the run (as on a loaded server), not mostly draining
+            n = len(prompts) if workload == "equal" else 4 * len(prompts)
+            reqs, lengths = _prompts(va, n), _lengths(n, workload == "mixed")
             for batch in (1, 8):
-                ours = _engine_run(Engine(target, tok), prompts, batch, lengths)
-                theirs = _hf_run(hf_models["target"], prompts, batch, lengths=lengths)
-                decode[f"{workload} batch {batch}"] = {"llmlab": ours, "hf_generate": theirs,
-                                                       "ratio": ours["tokens_per_s"] / theirs["tokens_per_s"]}
+                ours = _engine_run(Engine(target, tok), reqs, batch, lengths)
+                fast = _engine_run(Engine(target, tok, compile=True), reqs, batch, lengths)
+                theirs = _hf_run(hf_models["target"], reqs, batch, lengths=lengths)
+                decode[f"{workload} batch {batch}"] = {
+                    "requests": n, "llmlab": ours, "llmlab_compiled": fast, "hf_generate": theirs,
+                    "ratio": ours["tokens_per_s"] / theirs["tokens_per_s"],
+                    "ratio_compiled": fast["tokens_per_s"] / theirs["tokens_per_s"]}
         few = prompts[:12]
 
-        def paired(**kw) -> dict:
+        def paired(compile: bool = False, **kw) -> dict:
             """A variant against plain decoding, run in alternation 3 times (A B A B A B), so both see the
             same state of this machine (its speed drifts by 10-30% between minutes); the speedup is the
             median of the 3 pair ratios, the figures those of the median pair."""
             pairs = []
             for _ in range(3):
-                base = _engine_run(Engine(target, tok), few, 1)
-                e = Engine(target, tok, **kw)
+                base = _engine_run(Engine(target, tok, compile=compile), few, 1)
+                e = Engine(target, tok, compile=compile, **kw)
                 run = _engine_run(e, few, 1)
                 pairs.append((run["tokens_per_s"] / base["tokens_per_s"], run, base, e))
             ratio, run, base, e = sorted(pairs, key=lambda x: x[0])[1]
@@ -236,7 +249,11 @@ def main() -> dict:
         spec = {"plain": _engine_run(Engine(target, tok), few, 1)}
         drafts = ("draft-64", "draft-128", "draft-64-distilled", "draft-128-distilled")
         variants = [(f"{name} k={k}", {"draft": models[name], "spec_tokens": k}) for name in drafts for k in (2, 4)]
-        for name, kw in [*variants, ("n-gram k=4", {"ngram": (3, 1), "spec_tokens": 4})]:
+        variants += [("draft-64-distilled k=8", {"draft": models["draft-64-distilled"], "spec_tokens": 8}),
+                     ("n-gram k=4", {"ngram": (3, 1), "spec_tokens": 4})]
+        variants += [(f"compiled: {name}", {**kw, "compile": True}) for name, kw in variants
+                     if name.startswith("draft-64-distilled k=") and name != "draft-64-distilled k=2"]
+        for name, kw in variants:
             spec[name] = paired(**kw)
         for name in ("draft-64", "draft-64-distilled"):
             spec[f"hf assisted ({name})"] = _hf_run(hf_models["target"], few[:6], 1, assistant=hf_models[name])
@@ -252,21 +269,26 @@ def main() -> dict:
         quantized[name] = {**_engine_run(Engine(m, tok), prompts[:16], 8), "weight_bytes": _weight_bytes(m, bits),
                            "val_ppl": math.exp(T.evaluate(m, va, 20, 16))}
     return {"name": "inference", "params": {n: m.n_params for n, m in models.items()},
-            "new_tokens": NEW_TOKENS, "prompts": len(prompts), "decode": decode, "speculative": spec,
+            "new_tokens": NEW_TOKENS, "prompts": len(prompts), "compile_warm_up_s": compiled, "decode": decode,
+            "speculative": spec,
             "quantized": quantized, "service": service}
 
 
 def report(inf: dict) -> None:
     params = ", ".join(f"{n} {p / 1e6:.2f}M" for n, p in inf["params"].items())
     print(f"inference: llmlab engine ({params} params), {inf['prompts']} prompts, greedy")
+    warm = ", ".join(f"{name} {s:.0f}s" for name, s in inf["compile_warm_up_s"].items())
+    print(f"  torch.compile warm-up: {warm}")
     for key, row in inf["decode"].items():
-        print(f"  {key:<15} llmlab {row['llmlab']['tokens_per_s']:.0f} tok/s (p95 {row['llmlab']['p95_s']:.2f}s)  "
-              f"HF generate {row['hf_generate']['tokens_per_s']:.0f} tok/s (p95 {row['hf_generate']['p95_s']:.2f}s)  "
-              f"ratio {row['ratio']:.2f}x")
+        ours, fast, hf = row["llmlab"], row["llmlab_compiled"], row["hf_generate"]
+        print(f"  {key:<15} ({row['requests']} requests) llmlab {ours['tokens_per_s']:.0f} tok/s "
+              f"(p95 {ours['p95_s']:.2f}s), compiled {fast['tokens_per_s']:.0f} (p95 {fast['p95_s']:.2f}s)  "
+              f"HF generate {hf['tokens_per_s']:.0f} tok/s (p95 {hf['p95_s']:.2f}s)  "
+              f"ratio {row['ratio']:.2f}x, compiled {row['ratio_compiled']:.2f}x")
     for name, row in inf["speculative"].items():
         extra = (f"  speedup {row['speedup']:.2f}x, acceptance {row['acceptance']:.2f}, "
                  f"{row['tokens_per_step']:.2f} tokens/step") if "speedup" in row else ""
-        print(f"  {name:<26} {row['tokens_per_s']:.0f} tok/s{extra}")
+        print(f"  {name:<36} {row['tokens_per_s']:.0f} tok/s{extra}")
     for name, row in inf["quantized"].items():
         print(f"  {name:<10} {row['tokens_per_s']:.0f} tok/s  weights {row['weight_bytes'] / 1e6:.2f} MB  "
               f"val ppl {row['val_ppl']:.3f}")

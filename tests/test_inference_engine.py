@@ -167,3 +167,35 @@ def test_distillation_raises_acceptance(models):
     with pytest.raises(ValueError, match="vocabulary"):
         distill_draft(TransformerLM(TransformerConfig(V + 1, context=64, d_model=32, n_heads=2, n_layers=1)),
                       target, train)
+
+
+@pytest.mark.parametrize("kind", ["bpe", "unigram"])
+def test_incremental_detokenization_matches_a_full_decode(kind):
+    """The engine extends each request's text by its new tokens only; sampled at random from a model over a
+    byte-level BPE or a unigram vocabulary with byte fallback (characters split over tokens, invalid byte
+    runs), the text equals a decode of all the output, and a stop string cuts it where a full decode
+    would."""
+    from llmlab import tokenization as tk
+
+    text = "naïve café, 日本語の文章 and ünïcödé ñ — " * 20
+    tok = tk.BPETokenizer.train(text, 300) if kind == "bpe" else tk.UnigramTokenizer.train(text, 300)
+    model = TransformerLM(TransformerConfig(tok.vocab_size, context=128, d_model=32, n_heads=2, n_layers=1), seed=3)
+    engine = Engine(model, tok, max_batch=4)
+
+    def run(stop=()):
+        reqs = [engine.add("café", SamplingParams(max_tokens=60, temperature=1.5, seed=i, stop=list(stop)))
+                for i in range(6)]
+        while engine.has_work():
+            engine.step()
+        return reqs, [tok.decode(r.output_ids) for r in reqs]
+
+    reqs, outputs = run()
+    assert len(set(outputs)) == 6 and any("\ufffd" in o for o in outputs)  # characters split over tokens
+    assert [r.text for r in reqs] == outputs
+    stop = next(o for o in outputs if len(o) > 20)[10:12]
+    stopped, _ = run([stop])
+    assert sum(r.finish_reason == "stop" for r in stopped) >= 1
+    for r in stopped:  # the same seeds: the same tokens up to the stop string
+        full = tok.decode(r.output_ids)
+        assert r.text == (full[: full.find(stop)] if r.finish_reason == "stop" else full)
+        assert r.finish_reason == "stop" or stop not in full
