@@ -34,13 +34,13 @@ def model_dir(tmp_path_factory) -> Path:
     return hf.export(model, tmp_path_factory.mktemp("model") / "tiny", tok)
 
 
-def _serve(model_dir: Path, *extra: str) -> tuple[subprocess.Popen, str]:
+def _serve(model_dir: Path, *extra: str, tries: int = 120) -> tuple[subprocess.Popen, str]:
     port = free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([CLI, "serve", "inference", "--model", str(model_dir), "--port", str(port), *extra],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     base = f"http://127.0.0.1:{port}"
-    for _ in range(120):
+    for _ in range(tries):
         try:
             if httpx.get(f"{base}/health", timeout=1).status_code == 200:
                 return proc, base
@@ -190,3 +190,22 @@ def test_vllm_arguments_equal_the_charts():
     with pytest.raises(ValueError):
         vllm_args.speculative_config("draft_model", 4)
     assert "vllm" not in sys.modules  # the vLLM path is contract-tested, never imported
+
+
+@pytest.mark.slow
+def test_compiled_server_answers_as_the_eager_engine(model_dir):
+    """`serve inference --compile` builds its torch.compile graphs before it answers /health (so startup
+    takes longer), then serves the same greedy text as the eager engine in-process."""
+    prompts = ["the quick", "THE", "lazy dog. the"]
+    want = [r.text for r in Engine.from_folder(model_dir).generate(prompts, SamplingParams(max_tokens=24,
+                                                                                           temperature=0))]
+    proc, base = _serve(model_dir, "--compile", tries=600)
+    try:
+        assert httpx.get(f"{base}/version").json()["compile"] is True
+        client = openai.OpenAI(base_url=f"{base}/v1", api_key="none")
+        got = [client.completions.create(model="tiny", prompt=p, max_tokens=24, temperature=0).choices[0].text
+               for p in prompts]
+        assert got == want
+    finally:
+        proc.kill()
+        proc.wait()

@@ -202,7 +202,7 @@ def create_app(settings: InferenceSettings, engine: Engine | None = None) -> Fas
 
     @app.get("/version")
     def version():
-        return {"version": __version__, "engine": "builtin"}
+        return {"version": __version__, "engine": "builtin", "compile": engine.compile}
 
     @app.get("/metrics")
     def prometheus_metrics():
