@@ -1,7 +1,8 @@
 """Decode throughput of llmlab's engine against Hugging Face ``generate`` on one device (run it on a GPU
 node: ``python benchmarks/inference_device.py --device cuda``). The model is Llama-shaped with random
 weights (tokens/s does not depend on the values): greedy, 16 prompts of 32 tokens, 64 new tokens each, all
-arriving at once, at batch 1 and 8, in float32 and bfloat16. One run; ratios are llmlab / HF.
+arriving at once, at batch 1 and 8, in float32 and bfloat16, llmlab eager and (with ``--compile``) with
+``Engine(compile=True)`` after its warm-up. One run; ratios are llmlab / HF.
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def _ours(model, prompts, batch: int, device: str) -> float:
-    engine = Engine(model, max_batch=batch)
+def _ours(model, prompts, batch: int, device: str, compile: bool = False) -> float:
+    engine = Engine(model, max_batch=batch, compile=compile)
+    engine.warm_up()
     engine.generate(prompts[:batch], SamplingParams(max_tokens=4, temperature=0))  # warm-up
     _sync(device)
     t0 = time.perf_counter()
@@ -59,6 +61,7 @@ def main(argv=None) -> dict:
     p.add_argument("--layers", type=int, default=12)
     p.add_argument("--vocab", type=int, default=32000)
     p.add_argument("--dtypes", default="float32,bfloat16")
+    p.add_argument("--compile", action="store_true", help="also llmlab's engine through torch.compile")
     args = p.parse_args(argv)
     from transformers import AutoModelForCausalLM
 
@@ -80,6 +83,9 @@ def main(argv=None) -> dict:
                 key = f"{str(dtype).removeprefix('torch.')} batch {batch}"
                 out["results"][key] = {"llmlab_tok_s": round(a, 1), "hf_generate_tok_s": round(b, 1),
                                        "ratio": round(a / b, 2)}
+                if args.compile:
+                    c = _ours(ours_model, prompts, batch, args.device, compile=True)
+                    out["results"][key] |= {"llmlab_compiled_tok_s": round(c, 1), "ratio_compiled": round(c / b, 2)}
                 print(key, out["results"][key], flush=True)
             del ours_model, theirs_model
     return out
