@@ -214,8 +214,8 @@ class Engine:
         """With ``compile=True``, build the compiled graphs before serving: three short requests that leave
         one by one, then two of one token, take every kind of step a server will (one slot or more; one
         token or k + 1 per slot), so the first real requests do not wait for the compiler. Counters are
-        left as they were. Returns the seconds it took (up to a minute on two CPU cores; 0 without
-        ``compile``)."""
+        left as they were. Returns the seconds it took (30-70 s on two CPU cores with a cold inductor
+        cache, seconds with a warm one; 0 without ``compile``)."""
         if not self.compile:
             return 0.0
         t0, counters = time.perf_counter(), (self.spec, self.prompt_tokens, self.generation_tokens)
