@@ -260,12 +260,11 @@ class Engine:
         done = [r for r in self.running if r.finished]
         if done:  # free their slots, and move the others' down so the running rows stay one slice
             self.running = [r for r in self.running if not r.finished]
-            for req, slot in zip(self.running, self.cache.compact([r.slot for r in self.running]), strict=True):
-                req.slot = slot
-            if self.draft_cache is not None:
-                slots = self.draft_cache.compact([r.draft_slot for r in self.running])
-                for req, slot in zip(self.running, slots, strict=True):
-                    req.draft_slot = slot
+            for cache, attr in ((self.cache, "slot"), (self.draft_cache, "draft_slot")):
+                if cache is not None:
+                    for req, slot in zip(self.running, cache.compact([getattr(r, attr) for r in self.running]),
+                                         strict=True):
+                        setattr(req, attr, slot)
         return done
 
     def _forward(self, model, cache, slots, tokens, logits: bool = True) -> list[Tensor]:

@@ -50,10 +50,6 @@ class KVCache:
         self.lengths[slot] = 0
         return slot
 
-    def release(self, slot: int) -> None:
-        self.lengths[slot] = 0
-        self.free.append(slot)
-
     def compact(self, slots: list[int]) -> list[int]:
         """Move the sequences in ``slots`` (increasing) to slots 0..n-1, keeping their order, and free the
         rest; returns their new slots. The engine compacts after requests leave, so the running requests'
@@ -151,9 +147,9 @@ def _indices(cache: KVCache, slots: list[int], tokens: list[list[int]], starts_l
 
 def _equal_step(model, packs, k_cache, v_cache, rope, ids, starts, key_pos) -> Tensor:
     """:func:`_layers` for slots 0..B-1 (the running requests, which the engine keeps compacted there) with
-    the same number of new tokens each (B, L), positions
-    from ``starts`` (B,), attending over key positions ``key_pos`` (0..total-1; a tensor, so its length is a
-    dynamic size): the positions, mask and writes are computed here, inside the compiled graph."""
+    the same number of new tokens each (B, L), positions from ``starts`` (B,), attending over key positions
+    ``key_pos`` (0..total-1; a tensor, so its length is a dynamic size): the positions, mask and writes are
+    computed here, inside the compiled graph."""
     B, L = ids.shape
     total = key_pos.shape[0]
     positions = starts[:, None] + torch.arange(L, device=ids.device)
