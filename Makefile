@@ -15,9 +15,9 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 install: $(VENV)/.installed
 
-system-deps:  ## Debian packages the tests use (run as root; .ci/run does): Prometheus, PostgreSQL, Graphviz
+system-deps:  ## Debian packages the tests use (run as root; .ci/run does): Prometheus, PostgreSQL, Graphviz, bubblewrap (the grader's sandbox)
 	apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus postgresql graphviz
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus postgresql graphviz bubblewrap
 
 run: install  ## the main job: every built lab's deliverable and grading as Ray jobs, on a local Ray head
 	$(VENV)/bin/llmlab run --profile $(PROFILE)

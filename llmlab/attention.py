@@ -69,7 +69,9 @@ def attention_entropy(scores: Tensor, temperature: float = 1.0) -> Tensor:
     maximum is unique); T -> inf tends to log(n) (uniform over the row's n keys)."""
     if temperature <= 0:
         raise ValueError("temperature must be > 0")
-    logp = torch.log_softmax(scores / temperature, dim=-1)
+    z = scores / temperature
+    z = z - z.amax(-1, keepdim=True)  # log-softmax, stable: the row's maximum is 0
+    logp = z - z.exp().sum(-1, keepdim=True).log()
     p = logp.exp()
     return -(p * torch.where(p > 0, logp, torch.zeros_like(logp))).sum(-1)
 

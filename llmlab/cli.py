@@ -119,9 +119,15 @@ def print_result(result, as_json: bool) -> None:
                       c.message)
     out.print(table)
     out.print(f"[bold]score {result.score:g}/{result.max_score:g}[/] ({100 * result.fraction:.0f}%)  "
-              f"seed {result.seed}  {result.duration_s:.1f}s  sha256 {result.submission_sha256[:12]}")
+              f"seed {result.seed}  {result.duration_s:.1f}s  sha256 {result.submission_sha256[:12]}  "
+              f"sandbox: {result.isolation}")
     if result.error:
         out.print(f"[red]{result.error}[/]")
+    for finding in result.findings:
+        out.print(f"[yellow]scan:[/] {finding}", markup=True, highlight=False)
+    if result.output:
+        out.print("[dim]the submission's output (escaped):[/]")
+        out.print(result.output, markup=False, highlight=False)
 
 
 def _record(result, source: str, enabled: bool) -> None:
@@ -141,17 +147,20 @@ def grade_cmd(lab_id: Annotated[str, typer.Argument(metavar="ID")],
               as_json: Annotated[bool, typer.Option("--json")] = False,
               record: Annotated[bool, typer.Option(help="store the result in the gradebook")] = True):
     """Grade a submission locally, in a sandboxed process. Exit 0 whenever grading happened."""
-    from llmlab.grading import grade
+    from llmlab.grading import grade, isolation
     from llmlab.grading.runner import with_limits
 
     lab = _lab(lab_id)
     limits = with_limits(lab.limits, timeout=timeout, memory_mb=memory_mb)
+    if (why := isolation.available()) is not None:
+        err.print(f"[yellow]warning:[/] grading without OS isolation ({why}); the submission runs with your "
+                  "rights. Grade only code you trust; the grading service and Ray jobs refuse to do this.")
     try:
         if as_json:
-            result = grade(lab, path, learner=learner, seed=seed, limits=limits)
+            result = grade(lab, path, learner=learner, seed=seed, limits=limits, allow_unisolated=True)
         else:
             with out.status("grading") as status:
-                result = grade(lab, path, learner=learner, seed=seed, limits=limits,
+                result = grade(lab, path, learner=learner, seed=seed, limits=limits, allow_unisolated=True,
                                progress=lambda name: status.update(f"grading {lab.id}: {name}"))
     except (FileNotFoundError, ValueError) as e:
         raise Fail(str(e), 2) from None

@@ -11,7 +11,7 @@ import platform as _platform
 import sys
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 SCHEMA_VERSION = 1
 
@@ -26,11 +26,18 @@ class CheckResult(_Record):
     """One graded check of one submission."""
 
     name: str
-    points: float  # points earned
-    max_points: float
+    points: float = Field(ge=0)  # points earned: all of max_points when passed, else none
+    max_points: float = Field(ge=0)
     passed: bool
     message: str = ""
     duration_s: float = 0.0
+
+    @model_validator(mode="after")
+    def _all_or_nothing(self) -> CheckResult:
+        if self.points != (self.max_points if self.passed else 0.0):
+            raise ValueError(f"check {self.name!r}: {self.points} points for a check that "
+                             f"{'passed' if self.passed else 'failed'} (max {self.max_points})")
+        return self
 
 
 class Environment(_Record):
@@ -47,6 +54,7 @@ class Limits(_Record):
     call_timeout_s: float  # one call into the submission
     total_timeout_s: float  # the whole grading
     memory_mb: int  # address-space limit of the submission's process
+    judge_timeout_s: float = 60.0  # the grader's own judging of one check
 
 
 class GradeResult(_Record):
@@ -67,6 +75,19 @@ class GradeResult(_Record):
     started_at: dt.datetime
     duration_s: float
     environment: Environment
+    isolation: Literal["bubblewrap", "none"] = "none"  # the OS sandbox the submission ran in
+    output: str = ""  # what the submission printed (stdout and stderr, capped, control characters escaped)
+    findings: list[str] = []  # the static scan: off-limits calls and indirection (reported, not scored)
+
+    @model_validator(mode="after")
+    def _earned(self) -> GradeResult:
+        earned = sum(c.points for c in self.checks)
+        if not 0 <= self.score <= self.max_score:
+            raise ValueError(f"score {self.score} outside [0, {self.max_score}]")
+        if abs(self.score - earned) > 1e-9 or abs(self.max_score - sum(c.max_points for c in self.checks)) > 1e-9:
+            raise ValueError(f"score {self.score}/{self.max_score} is not the sum of the checks' points "
+                             f"({earned}/{sum(c.max_points for c in self.checks)})")
+        return self
 
     @property
     def fraction(self) -> float:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import html
 import json
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -51,36 +50,31 @@ def run_course(profile: str = "quick", address: str | None = None, labs: list[st
     console.print(f"Ray: {address}  ->  {out_dir}")
     t0 = time.monotonic()
     jobs: dict[tuple[str, str], str] = {}
-    with tempfile.TemporaryDirectory(prefix="llmlab-course-") as stage:
+    for lab_id in labs:
+        jobs[(lab_id, "deliverable")] = _submit(
+            address, ["python", "-m", "llmlab.jobs.deliverable_job", lab_id, "--profile", profile,
+                      "--out", str(out_dir / lab_id)], None,
+            {"llmlab.kind": "deliverable", "llmlab.lab": lab_id, "llmlab.learner": LEARNER})
+        jobs[(lab_id, "grade")] = _submit(
+            address, ["python", "-m", "llmlab.jobs.grade_job", lab_id, "--reference", "--learner", LEARNER],
+            None, {"llmlab.kind": "grade", "llmlab.lab": lab_id, "llmlab.learner": LEARNER})
+    status = {key: "PENDING" for key in jobs}
+    ray = client.connect(address)
+
+    def table() -> Table:
+        t = Table("lab", "deliverable", "grading", title=f"llmlab run ({profile}), {time.monotonic() - t0:.0f}s")
         for lab_id in labs:
-            lab = get_lab(lab_id)
-            sub = Path(stage) / lab_id
-            sub.mkdir()
-            lab.write_submission(sub / "submission.py")
-            jobs[(lab_id, "deliverable")] = _submit(
-                address, ["python", "-m", "llmlab.jobs.deliverable_job", lab_id, "--profile", profile,
-                          "--out", str(out_dir / lab_id)], None,
-                {"llmlab.kind": "deliverable", "llmlab.lab": lab_id, "llmlab.learner": LEARNER})
-            jobs[(lab_id, "grade")] = _submit(
-                address, ["python", "-m", "llmlab.jobs.grade_job", lab_id, "submission.py", "--learner", LEARNER],
-                str(sub), {"llmlab.kind": "grade", "llmlab.lab": lab_id, "llmlab.learner": LEARNER})
-        status = {key: "PENDING" for key in jobs}
-        ray = client.connect(address)
+            t.add_row(f"{lab_id} {BY_ID[lab_id].title}", status[(lab_id, "deliverable")],
+                      status[(lab_id, "grade")])
+        return t
 
-        def table() -> Table:
-            t = Table("lab", "deliverable", "grading", title=f"llmlab run ({profile}), {time.monotonic() - t0:.0f}s")
-            for lab_id in labs:
-                t.add_row(f"{lab_id} {BY_ID[lab_id].title}", status[(lab_id, "deliverable")],
-                          status[(lab_id, "grade")])
-            return t
-
-        with Live(table(), console=console, refresh_per_second=2) as live:
-            while any(s not in client.TERMINAL for s in status.values()):
-                time.sleep(1)
-                for key, job_id in jobs.items():
-                    if status[key] not in client.TERMINAL:
-                        status[key] = str(ray.get_job_status(job_id).value)
-                live.update(table())
+    with Live(table(), console=console, refresh_per_second=2) as live:
+        while any(s not in client.TERMINAL for s in status.values()):
+            time.sleep(1)
+            for key, job_id in jobs.items():
+                if status[key] not in client.TERMINAL:
+                    status[key] = str(ray.get_job_status(job_id).value)
+            live.update(table())
 
     book = Gradebook()
     rows = []

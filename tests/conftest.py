@@ -81,3 +81,27 @@ def postgres_url():
     yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
     run(f"{bindir}/pg_ctl", "-D", str(data), "-m", "fast", "-w", "stop")
     shutil.rmtree(home, ignore_errors=True)
+
+
+# m01 as a learner would hand it in: one self-contained file (llmlab is not importable in the sandbox),
+# optionally with a seeded mistake redefining one function after the reference's own.
+M01_BUGS = {
+    "svd_ascending": "_svd = batched_svd\n\n\ndef batched_svd(A, max_sweeps=60):\n"
+                     "    U, S, Vh = _svd(A, max_sweeps)\n    return U.flip(-1), S.flip(-1), Vh.flip(-2)\n",
+    "attention_mask_ignored": "_attention = attention\n\n\ndef attention(q, k, v, mask=None):\n"
+                              "    return _attention(q, k, v)\n",
+}
+
+
+def m01_source(bug: str | None = None, extra: str = "") -> str:
+    from llmlab.labs import get_lab
+
+    return get_lab("m01").standalone_source() + "\n\n" + (M01_BUGS[bug] if bug else "") + extra
+
+
+def needs_isolation() -> None:
+    """Tests of the OS sandbox need bubblewrap and user namespaces (`make system-deps`)."""
+    from llmlab.grading import isolation
+
+    why = isolation.available()
+    needs(why is None, f"no OS sandbox here: {why}")

@@ -13,7 +13,9 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,7 @@ import psutil
 
 from llmlab import __version__
 from llmlab.contracts import CheckResult, Environment, GradeResult, Limits
-from llmlab.grading import protocol
+from llmlab.grading import isolation, protocol, scan
 from llmlab.labs.base import CheckContext, CheckFailed, Lab, LabLimits
 
 log = logging.getLogger(__name__)
@@ -43,35 +45,92 @@ def submission_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-class Sandbox:
-    """One sandbox process holding the imported submission. Restarted after a crash or a timeout."""
+OUTPUT_KEEP_BYTES = 16 * 1024  # of the submission's stdout/stderr, kept (escaped) for the learner
 
-    def __init__(self, lab: Lab, submission: Path, limits: LabLimits, workdir: Path):
-        self.lab, self.submission, self.limits = lab, submission, limits
-        self.dir = workdir
+
+class _OutputTap:
+    """Drains the sandbox's stdout/stderr pipe on a thread: keeps the first bytes, counts the rest. The
+    submission's output never reaches the grader's own stdout (and so never a job's logs)."""
+
+    def __init__(self, fd: int):
+        self.fd, self.kept, self.total = fd, bytearray(), 0
+        self.thread = threading.Thread(target=self._drain, daemon=True)
+        self.thread.start()
+
+    def _drain(self) -> None:
+        while chunk := os.read(self.fd, 1 << 16):
+            self.total += len(chunk)
+            if len(self.kept) < OUTPUT_KEEP_BYTES:
+                self.kept += chunk[: OUTPUT_KEEP_BYTES - len(self.kept)]
+        os.close(self.fd)
+
+    def text(self) -> str:
+        self.thread.join(timeout=5)
+        shown = escape_output(bytes(self.kept))
+        if self.total > len(self.kept):
+            shown += f"\n[... {self.total - len(self.kept)} more bytes of output not kept]"
+        return shown
+
+
+def escape_output(data: bytes) -> str:
+    """Learner output made safe to show: every control character but newline and tab escaped, and each
+    line indented, so it cannot forge a result record or move a terminal's cursor."""
+    text = data.decode("utf-8", errors="backslashreplace")
+    text = "".join(c if c in "\n\t" or (c.isprintable() and c not in "\x85\u2028\u2029")
+                   else c.encode("unicode_escape").decode() for c in text)
+    return "\n".join("  " + line for line in text.splitlines())
+
+
+class Sandbox:
+    """One sandbox process holding the imported submission. Restarted after a crash or a timeout.
+
+    ``workdir`` holds ``scratch/`` (the only place the submission may write) and ``submission/`` (a copy of
+    the submission, read-only inside, so it cannot change under the grader)."""
+
+    def __init__(self, lab: Lab, submission: Path, limits: LabLimits, workdir: Path, *, isolated: bool,
+                 trusted: bool = False):
+        self.lab, self.limits, self.isolated, self.trusted = lab, limits, isolated, trusted
+        self.scratch = workdir / "scratch"
+        self.scratch.mkdir()
+        self.staged = _stage(submission, workdir / "submission")
         self.proc: subprocess.Popen | None = None
+        self.tap: _OutputTap | None = None
+        self.output: list[str] = []
         self.import_error: str | None = None
 
     def start(self, deadline: float) -> None:
         req_r, req_w = os.pipe()
         rep_r, rep_w = os.pipe()
-        cfg = {"req_fd": req_r, "rep_fd": rep_w, "sandbox_dir": str(self.dir), "submission": str(self.submission),
-               "memory_mb": self.limits.memory_mb, "preload": [self.lab.module, *self.lab.preload]}
-        env = {"PATH": "/usr/bin:/bin", "HOME": str(self.dir), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+        out_r, out_w = os.pipe()
+        inside = (isolation.SCRATCH, f"{isolation.SUBMISSION}/{self.staged.name}") if self.isolated else (
+            str(self.scratch), str(self.staged))
+        cfg = {"req_fd": req_r, "rep_fd": rep_w, "scratch": inside[0], "submission": inside[1],
+               "memory_mb": self.limits.memory_mb, "preload": list(self.lab.preload), "lab": self.lab.id,
+               "forbidden": list(self.lab.forbidden), "isolated": self.isolated,
+               "trusted": self.trusted,
+               "max_processes": isolation.MAX_PROCESSES}
+        env = {"PATH": "/usr/bin:/bin", "HOME": inside[0], "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
                "OPENBLAS_NUM_THREADS": "1", "MALLOC_ARENA_MAX": "2", "PYTHONDONTWRITEBYTECODE": "1",
-               "LANG": "C.UTF-8"}
+               "LANG": "C.UTF-8", "TMPDIR": "/tmp" if self.isolated else inside[0]}
         for keep in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
             if keep in os.environ:
                 env[keep] = os.environ[keep]
-        with open(self.dir / "stdout.txt", "ab") as out, open(self.dir / "stderr.txt", "ab") as err:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-I", "-m", "llmlab.grading.sandbox", json.dumps(cfg)],
-                stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=self.dir, env=env,
-                pass_fds=(req_r, rep_w), start_new_session=True,
-            )
-        os.close(req_r)
-        os.close(rep_w)
+        agent_args = [json.dumps(cfg)]
+        if self.isolated:
+            isolation.prepare(self.scratch)
+            cmd = isolation.command(agent_args, scratch=self.scratch, submission=self.staged.parent,
+                                    expose_llmlab=self.trusted)
+            cmd[1:1] = [a for k, v in env.items() for a in ("--setenv", k, v)]
+        else:
+            cmd = [sys.executable, "-I", "-u", str(Path(__file__).with_name("sandbox.py")), *agent_args]
+        cpu = int(self.limits.total_timeout_s) + 10
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out_w, stderr=out_w, cwd=self.scratch,
+                                     env=env, pass_fds=(req_r, rep_w), start_new_session=True,
+                                     preexec_fn=lambda: isolation.preexec_limits(cpu))
+        for fd in (req_r, rep_w, out_w):
+            os.close(fd)
         self.req_w, self.rep_r = req_w, rep_r
+        self.tap = _OutputTap(out_r)
         try:
             hello = self._receive(deadline, what="importing the submission")
         except SubmissionError as e:  # a hang or crash at import fails every check; don't retry it
@@ -83,8 +142,13 @@ class Sandbox:
             raise SubmissionError(self.import_error)
 
     def _watch_memory(self) -> None:
-        try:
-            rss = psutil.Process(self.proc.pid).memory_info().rss
+        try:  # the whole tree: the agent's resident memory, and what its children hold of their own (USS:
+            # forked children share the agent's pages until they write to them)
+            procs = [psutil.Process(self.proc.pid)]
+            procs += procs[0].children(recursive=True)
+            sizes = [p.memory_info().rss for p in procs]
+            agent = sizes.index(max(sizes))
+            rss = sizes[agent] + sum(p.memory_full_info().uss for i, p in enumerate(procs) if i != agent)
         except psutil.Error:
             return
         if rss > (self.limits.memory_mb + 1024) * 2**20:  # + the runtime's own baseline
@@ -100,8 +164,10 @@ class Sandbox:
             raise SubmissionError(f"timed out {what} (limit {self.limits.call_timeout_s:g}s per call, "
                                   f"{self.limits.total_timeout_s:g}s in all)") from None
         except protocol.ChannelClosed:
-            code = self.stop()
-            raise SubmissionError(f"the submission's process ended while {what} ({_describe_exit(code)})") from None
+            code = self.stop(grace=1.0)
+            last = self.output[-1].strip().splitlines()[-1:] if self.output and self.output[-1].strip() else []
+            raise SubmissionError(f"the submission's process ended while {what} ({_describe_exit(code)})"
+                                  + (f"; its last output: {last[0].strip()[:300]}" if last else "")) from None
         except protocol.ChannelCorrupt as e:
             self.stop()
             raise SubmissionError(f"the submission corrupted the grader's channel: {e}") from None
@@ -110,23 +176,29 @@ class Sandbox:
             raise SubmissionError("the submission corrupted the grader's channel")
         return reply
 
-    def call(self, probe: str, args: tuple, kwargs: dict, deadline: float) -> Any:
+    def call(self, probe: str | Callable, args: tuple, kwargs: dict, deadline: float) -> Any:
         try:
-            protocol.send_request(self.req_w, (probe, args, kwargs))
+            protocol.send_request(self.req_w, _pickle_request(probe, args, kwargs))
         except OSError:
             code = self.stop()
             raise SubmissionError(f"the submission's process is gone ({_describe_exit(code)})") from None
-        reply = self._receive(deadline, what=f"running {probe.rpartition(':')[2]}")
+        name = probe if isinstance(probe, str) else probe.__name__
+        reply = self._receive(deadline, what=f"running {name}")
         if not reply.get("ok"):
             raise CheckFailed(str(reply.get("error")))
         return reply.get("value")
 
-    def stop(self) -> int | None:
+    def stop(self, grace: float = 0.0) -> int | None:
+        """Kill the sandbox (after ``grace`` seconds to exit by itself, when it is already ending)."""
         if self.proc is None:
             return None
         try:
+            self.proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            pass
+        try:  # the sandbox's session: with a PID namespace, bwrap's death takes every descendant with it
             os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
+        except (ProcessLookupError, PermissionError):
             pass
         code = self.proc.wait()
         for fd in (self.req_w, self.rep_r):
@@ -134,8 +206,41 @@ class Sandbox:
                 os.close(fd)
             except OSError:
                 pass
+        if self.tap is not None:
+            self.output.append(self.tap.text())
+            self.tap = None
         self.proc = None
         return code
+
+
+def _stage(submission: Path, into: Path) -> Path:
+    """Copy the submission (world-readable: the sandbox's uid must read it) and return the copy's path."""
+    into.mkdir(mode=0o755)
+    if submission.is_dir():
+        target = into / "pkg"
+        shutil.copytree(submission, target, symlinks=False, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    else:
+        target = into / submission.name
+        shutil.copyfile(submission, target)
+    for path in (target, *(target.rglob("*") if target.is_dir() else ())):
+        os.chmod(path, 0o755 if path.is_dir() else 0o644)
+    return target
+
+
+_PICKLED_BY_VALUE = False
+
+
+def _pickle_request(probe, args, kwargs) -> bytes:
+    """The request for the sandbox. Probes travel by value (cloudpickle): llmlab is not importable there."""
+    global _PICKLED_BY_VALUE
+    import cloudpickle
+
+    import llmlab
+
+    if not _PICKLED_BY_VALUE:
+        cloudpickle.register_pickle_by_value(llmlab)
+        _PICKLED_BY_VALUE = True
+    return cloudpickle.dumps((probe, args, kwargs), protocol=5)
 
 
 def _describe_exit(code: int | None) -> str:
@@ -147,33 +252,54 @@ def _describe_exit(code: int | None) -> str:
     return f"exit code {code}"
 
 
+class JudgingTimeout(Exception):
+    """The grader's own judging of one check ran over its limit."""
+
+
+def _on_alarm(signum, frame):
+    raise JudgingTimeout()
+
+
 def grade(lab: Lab, submission: Path, *, learner: str = "anonymous", seed: int | None = None,
-          limits: LabLimits | None = None, progress=None) -> GradeResult:
+          limits: LabLimits | None = None, progress=None, trusted: bool = False,
+          allow_unisolated: bool = False) -> GradeResult:
     """Grade ``submission`` (a .py file or a folder) against ``lab``. Never raises for a bad submission:
-    its faults are reported in the result. Raises FileNotFoundError/ValueError when grading cannot run."""
+    its faults are reported in the result. Raises FileNotFoundError/ValueError when grading cannot run, and
+    IsolationUnavailable when no OS sandbox exists (see ``isolation``) unless ``allow_unisolated`` (one's
+    own code, ``llmlab grade``) or ``trusted`` (llmlab's own reference and seeded bugs, which also see the
+    llmlab package inside the sandbox)."""
     submission = Path(submission).resolve()
     if not submission.exists():
         raise FileNotFoundError(f"no such submission: {submission}")
     if submission.is_file() and submission.suffix != ".py":
         raise ValueError(f"a submission is a .py file or a folder, not {submission.name}")
+    isolated = isolation.require(untrusted=not (trusted or allow_unisolated))
     limits = limits or lab.limits
     seed = secrets.randbits(63) if seed is None else seed
     started, t0 = dt.datetime.now(dt.UTC), time.monotonic()
     total_deadline = t0 + limits.total_timeout_s
     results: list[CheckResult] = []
     workdir = Path(tempfile.mkdtemp(prefix=f"llmlab-grade-{lab.id}-"))
-    box = Sandbox(lab, submission, limits, workdir)
+    timed = threading.current_thread() is threading.main_thread()  # SIGALRM bounds judging in the main thread
     fatal: str | None = None
+    box = None
     try:
+        box = Sandbox(lab, submission, limits, workdir, isolated=isolated, trusted=trusted)
         for index, check in enumerate(lab.checks):
             c0 = time.monotonic()
             if progress:
                 progress(check.name)
 
             def caller(probe, args, kwargs):
-                if box.proc is None:
-                    box.start(min(time.monotonic() + limits.call_timeout_s * 2, total_deadline))
-                return box.call(probe, args, kwargs, min(time.monotonic() + limits.call_timeout_s, total_deadline))
+                paused = signal.setitimer(signal.ITIMER_REAL, 0)[0] if timed else 0.0  # sandbox time is not judging
+                try:
+                    if box.proc is None:
+                        box.start(min(time.monotonic() + limits.call_timeout_s * 2, total_deadline))
+                    return box.call(probe, args, kwargs, min(time.monotonic() + limits.call_timeout_s,
+                                                             total_deadline))
+                finally:
+                    if paused:
+                        signal.setitimer(signal.ITIMER_REAL, paused)
 
             passed, message = False, ""
             if fatal:
@@ -181,7 +307,10 @@ def grade(lab: Lab, submission: Path, *, learner: str = "anonymous", seed: int |
             elif time.monotonic() > total_deadline:
                 message = f"not run: the grading's total time limit ({limits.total_timeout_s:g}s) was reached"
             else:
+                previous = signal.signal(signal.SIGALRM, _on_alarm) if timed else None
                 try:
+                    if timed:
+                        signal.setitimer(signal.ITIMER_REAL, limits.judge_timeout_s)
                     check.fn(CheckContext(_check_seed(seed, index), caller))
                     passed = True
                 except CheckFailed as e:
@@ -190,13 +319,21 @@ def grade(lab: Lab, submission: Path, *, learner: str = "anonymous", seed: int |
                     message = str(e)
                     if box.import_error:
                         fatal = box.import_error
+                except JudgingTimeout:
+                    message = (f"judging the submission's values took over {limits.judge_timeout_s:g}s "
+                               f"(values of an unreasonable size or shape?)")
                 except Exception as e:  # a value of the wrong type or shape that the judging code tripped on
                     message = f"the submission's result could not be judged: {type(e).__name__}: {e}"
+                finally:
+                    if timed:
+                        signal.setitimer(signal.ITIMER_REAL, 0)
+                        signal.signal(signal.SIGALRM, previous)
             results.append(CheckResult(name=check.name, points=check.points if passed else 0.0,
                                        max_points=check.points, passed=passed, message=message[:2000],
                                        duration_s=round(time.monotonic() - c0, 4)))
     finally:
-        box.stop()
+        if box is not None:
+            box.stop()
         shutil.rmtree(workdir, ignore_errors=True)
     import torch
 
@@ -205,11 +342,13 @@ def grade(lab: Lab, submission: Path, *, learner: str = "anonymous", seed: int |
         checks=results, score=sum(r.points for r in results), max_score=lab.max_score, error=fatal,
         limits=Limits(**vars(limits)), started_at=started, duration_s=round(time.monotonic() - t0, 3),
         environment=Environment(llmlab=__version__, torch=torch.__version__),
+        isolation="bubblewrap" if isolated else "none", output="\n".join(o for o in box.output if o)[:64_000],
+        findings=[] if trusted else scan.scan(submission, lab.forbidden),
     )
 
 
 def grade_source(lab: Lab, source: str, **kwargs) -> GradeResult:
-    """Grade a submission given as Python source (used for the reference and the seeded bugs)."""
+    """Grade a submission given as Python source (``trusted=True`` for llmlab's reference and seeded bugs)."""
     with tempfile.TemporaryDirectory(prefix="llmlab-src-") as d:
         path = Path(d) / "submission.py"
         path.write_text(source)

@@ -39,6 +39,7 @@ class LabLimits:
     call_timeout_s: float = 30.0
     total_timeout_s: float = 300.0
     memory_mb: int = 2048
+    judge_timeout_s: float = 60.0  # the grader's own judging of one check (trusted side)
 
 
 @dataclass
@@ -64,12 +65,13 @@ class CheckContext:
     # --- calling the submission --------------------------------------------------------------------
     def call(self, name: str, *args, **kwargs) -> Any:
         """Call ``submission.<name>(*args, **kwargs)`` in the sandbox and return its value."""
-        return self._caller("llmlab.labs.base:probe_call", (name, *args), kwargs)
+        return self._caller(name, args, kwargs)
 
     def run(self, probe: Callable, *args, **kwargs) -> Any:
         """Run a module-level ``probe(submission, *args, **kwargs)`` in the sandbox (for classes and
-        procedures, e.g. stepping a learner's optimizer)."""
-        return self._caller(f"{probe.__module__}:{probe.__qualname__}", args, kwargs)
+        procedures, e.g. stepping a learner's optimizer). The probe travels by value (llmlab is not
+        importable in the sandbox): it may use torch, numpy, scipy and module-level helpers of its lab."""
+        return self._caller(probe, args, kwargs)
 
     # --- hidden inputs ------------------------------------------------------------------------------
     def randn(self, *shape: int, dtype=torch.float64) -> torch.Tensor:
@@ -105,29 +107,6 @@ class CheckContext:
                               + (f" + {rtol:g}*|expected|" if rtol else "") + ")")
 
 
-def probe_call(submission, name: str, *args, **kwargs):
-    """Sandbox side of :meth:`CheckContext.call`."""
-    fn = getattr(submission, name, None)
-    if fn is None:
-        raise AttributeError(f"the submission does not define {name!r}")
-    return fn(*args, **kwargs)
-
-
-def to_wire(value):
-    """Turn a submission's value into what the grader accepts back: tensors, numbers, str, lists, dicts."""
-    if isinstance(value, np.ndarray):
-        return torch.from_numpy(np.ascontiguousarray(value))
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, torch.Tensor):
-        return value.detach().clone()
-    if isinstance(value, tuple | list):
-        return [to_wire(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): to_wire(v) for k, v in value.items()}
-    return value
-
-
 @dataclass
 class Lab:
     """One lab's contract. ``reference`` is the library module implementing the ``spec`` names; a spec
@@ -141,6 +120,11 @@ class Lab:
     checks: list[Check] = field(default_factory=list)
     bugs: dict[str, dict[str, str]] = field(default_factory=dict)
     preload: tuple[str, ...] = ()  # modules the sandbox imports before capping memory
+    # What the learner writes themselves, and the library calls that would do it for them: those fail in
+    # the sandbox (OffLimits) and the static scan reports them. ``pkg`` blocks a whole package's import;
+    # ``module.attr`` / ``module.Class.attr`` replaces one callable.
+    own_work: str = ""
+    forbidden: tuple[str, ...] = ()
 
     def check(self, points: float, name: str | None = None):
         def register(fn):
@@ -178,7 +162,8 @@ class Lab:
         return getattr(importlib.import_module(module), name)
 
     def submission_source(self, bug: str | None = None) -> str:
-        """Python source of a submission that is the reference, or the reference with a seeded bug."""
+        """Python source of a submission that is the reference, or the reference with a seeded bug. It imports
+        llmlab, so it grades only as trusted code (``grade(..., trusted=True)``); see ``standalone_source``."""
         lines = [f'"""{"Seeded bug " + bug if bug else "Reference"} submission for lab {self.id}."""']
         for module in dict.fromkeys(m for m, _ in self._origins()):
             names = [n for m, n in self._origins() if m == module]
@@ -187,6 +172,18 @@ class Lab:
             mod, _, attr = qual.partition(":")
             lines.append(f"from {mod} import {attr} as {target}  # noqa: F401")
         return "\n".join(lines) + "\n"
+
+    def standalone_source(self) -> str:
+        """The reference as one file that imports nothing from llmlab, as a learner's submission must be: the
+        reference modules' own source, when they import nothing from llmlab themselves (m01's does)."""
+        parts = []
+        for module in dict.fromkeys(m for m, _ in self._origins()):
+            source = inspect.getsource(importlib.import_module(module))
+            imports = [ln for ln in source.splitlines() if ln.lstrip().startswith(("import ", "from "))]
+            if any("llmlab" in ln for ln in imports):
+                raise ValueError(f"{module} imports llmlab: lab {self.id} has no standalone reference")
+            parts.append(source)
+        return "\n\n".join(parts)
 
     def write_submission(self, path: Path, bug: str | None = None) -> Path:
         path.write_text(self.submission_source(bug))

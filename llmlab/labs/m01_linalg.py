@@ -20,6 +20,14 @@ LAB = Lab(
     spec=["batched_svd", "projector", "low_rank_approx", "discarded_norm", "bilinear", "attention",
           "multihead_attention"],
     limits=LabLimits(call_timeout_s=30, total_timeout_s=240, memory_mb=2048),
+    own_work=("the SVD itself (one-sided Jacobi or another algorithm you write), projectors and low-rank truncation "
+              "from your SVD, attention from matrix products and einsum"),
+    forbidden=("torch.linalg:svd", "torch.linalg:svdvals", "torch:svd", "torch:svd_lowrank", "torch:pca_lowrank",
+               "torch:Tensor.svd", "torch.linalg:eig", "torch.linalg:eigh", "torch.linalg:eigvals",
+               "torch.linalg:eigvalsh", "torch.linalg:pinv", "torch.linalg:lstsq", "numpy.linalg:svd",
+               "numpy.linalg:eig", "numpy.linalg:eigh", "numpy.linalg:pinv", "numpy.linalg:lstsq", "scipy",
+               "torch.nn.functional:scaled_dot_product_attention",
+               "torch.nn.functional:multi_head_attention_forward", "torch.nn:MultiheadAttention"),
 )
 
 RECON_TOL = 1e-6  # relative reconstruction error, float64

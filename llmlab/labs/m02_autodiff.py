@@ -21,6 +21,13 @@ LAB = Lab(
     spec=["Value", "Tensor", "layer_norm", "ffn_block", "transformer_layer", "numerical_gradient", "Dual", "jvp",
           "jacobian", "hessian"],
     limits=LabLimits(call_timeout_s=60, total_timeout_s=300, memory_mb=2048),
+    own_work=("the derivatives: reverse mode (Value, Tensor on NumPy), finite differences, forward mode (Dual), "
+              "Jacobians and Hessians from your own engines"),
+    forbidden=("torch:Tensor.backward", "torch.autograd:grad", "torch.autograd:backward",
+               "torch.autograd.functional:jacobian", "torch.autograd.functional:hessian",
+               "torch.autograd.functional:jvp", "torch.autograd.functional:vjp", "torch.func:grad",
+               "torch.func:jacrev", "torch.func:jacfwd", "torch.func:hessian", "torch.func:jvp", "torch.func:vjp",
+               "jax", "autograd", "numdifftools", "scipy.optimize:approx_fprime"),
     preload=("scipy.special",),
 )
 

@@ -22,6 +22,12 @@ LAB = Lab(
     spec=["entropy", "cross_entropy", "kl_divergence", "nll_from_logits", "masked_softmax", "filtered_probs",
           "sample", "llmlab.evals.perplexity:perplexity"],
     limits=LabLimits(call_timeout_s=60, total_timeout_s=300, memory_mb=2048),
+    own_work=("entropy, cross-entropy, KL, log-likelihoods, masked softmax, top-k/top-p filtering and perplexity "
+              "from their definitions (drawing from a finished distribution with torch.multinomial is allowed)"),
+    forbidden=("torch.nn.functional:cross_entropy", "torch.nn.functional:nll_loss", "torch.nn.functional:kl_div",
+               "torch.nn:CrossEntropyLoss", "torch.nn:NLLLoss", "torch.nn:KLDivLoss", "torch.special:entr",
+               "torch.distributions:Categorical", "scipy.stats:entropy", "scipy.special:rel_entr",
+               "scipy.special:kl_div", "scipy.special:entr", "evaluate"),
 )
 
 

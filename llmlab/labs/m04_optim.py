@@ -19,6 +19,10 @@ from llmlab.plots import figure
 LAB = Lab(
     "m04", module=__name__, reference="llmlab.optim", spec=["SGD", "Adam", "AdamW", "Lion"],
     limits=LabLimits(call_timeout_s=60, total_timeout_s=300, memory_mb=2048),
+    own_work="each optimizer's update rule, as a torch.optim.Optimizer subclass",
+    forbidden=("torch.optim:SGD", "torch.optim:Adam", "torch.optim:AdamW", "torch.optim:NAdam", "torch.optim:RAdam",
+               "torch.optim:Adamax", "torch.optim.sgd:sgd", "torch.optim.adam:adam", "torch.optim.adamw:adamw",
+               "lion_pytorch"),
 )
 STEPS = 100
 

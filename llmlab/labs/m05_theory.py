@@ -20,6 +20,9 @@ LAB = Lab(
     spec=["realizable", "shatters", "vc_dimension", "pac_sample_size", "polyfit_predict", "bias_variance",
           "min_norm_fit"],
     limits=LabLimits(call_timeout_s=60, total_timeout_s=300, memory_mb=2048),
+    own_work=("realizability, shattering, VC dimension, PAC sample sizes, polynomial fits and the bias-variance "
+              "decomposition (least squares through numpy.linalg is allowed)"),
+    forbidden=("numpy:polyfit", "numpy.polynomial.polynomial:polyfit", "numpy.polynomial:Polynomial.fit", "sklearn"),
     preload=("scipy.optimize",),
 )
 TRUE_VC = {"threshold": 1, "interval": 2, "halfplane": 3, "rectangle": 4}

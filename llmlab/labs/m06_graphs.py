@@ -19,7 +19,13 @@ from llmlab.plots import figure
 LAB = Lab("m06", module=__name__, reference="llmlab.suffix",
           spec=["SuffixTree", "llmlab.graphs:attention_pattern", "llmlab.graphs:reachability",
                 "llmlab.graphs:shortest_path_lengths"],
-          limits=LabLimits(call_timeout_s=20, total_timeout_s=180, memory_mb=2048))
+          limits=LabLimits(call_timeout_s=20, total_timeout_s=180, memory_mb=2048),
+          own_work="the suffix tree (linear time) and the graph algorithms on attention patterns",
+          forbidden=("networkx", "scipy.sparse.csgraph:shortest_path", "scipy.sparse.csgraph:dijkstra",
+                     "scipy.sparse.csgraph:floyd_warshall", "scipy.sparse.csgraph:bellman_ford",
+                     "scipy.sparse.csgraph:johnson", "scipy.sparse.csgraph:breadth_first_order",
+                     "scipy.sparse.csgraph:breadth_first_tree", "scipy.sparse.csgraph:connected_components",
+                     "suffix_tree", "pysuffixarray"))
 
 
 def _strings(ctx: CheckContext, count: int) -> list[str]:

@@ -18,7 +18,10 @@ from llmlab.plots import figure
 
 LAB = Lab("m07", module=__name__, reference="llmlab.rnn",
           spec=["llmlab.ngram:KneserNeyLM", "gru_cell", "lstm_cell", "gru", "lstm"],
-          limits=LabLimits(call_timeout_s=60, total_timeout_s=240, memory_mb=2048))
+          limits=LabLimits(call_timeout_s=60, total_timeout_s=240, memory_mb=2048),
+          own_work="interpolated Kneser-Ney counting and the GRU and LSTM equations",
+          forbidden=("torch.nn:GRU", "torch.nn:LSTM", "torch.nn:GRUCell", "torch.nn:LSTMCell", "torch.nn:RNN",
+                     "torch:gru", "torch:lstm", "torch:gru_cell", "torch:lstm_cell", "nltk", "kenlm"))
 
 
 def _corpus(ctx: CheckContext, n: int = 3000) -> list[str]:

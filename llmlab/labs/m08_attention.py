@@ -19,7 +19,15 @@ from llmlab.plots import figure
 
 LAB = Lab("m08", module=__name__, reference="llmlab.attention",
           spec=["stable_softmax", "scaled_dot_product_attention", "attention_entropy"],
-          limits=LabLimits(call_timeout_s=30, total_timeout_s=180, memory_mb=2048))
+          limits=LabLimits(call_timeout_s=30, total_timeout_s=180, memory_mb=2048),
+          own_work=("a numerically stable softmax, masked scaled dot-product attention and attention entropy, from "
+                    "exp, max and sums"),
+          forbidden=("torch:softmax", "torch:log_softmax", "torch:Tensor.softmax", "torch:Tensor.log_softmax",
+                     "torch.nn.functional:softmax", "torch.nn.functional:log_softmax", "torch.special:softmax",
+                     "torch.special:log_softmax", "torch:logsumexp", "torch:Tensor.logsumexp", "torch.nn:Softmax",
+                     "torch.nn.functional:scaled_dot_product_attention",
+                     "torch.nn.functional:multi_head_attention_forward", "torch.nn:MultiheadAttention",
+                     "scipy.special:softmax", "scipy.special:logsumexp", "scipy.stats:entropy"))
 
 
 def _qkv(ctx: CheckContext, B: int, H: int, T: int, d: int):

@@ -21,7 +21,16 @@ LAB = Lab("m09", module=__name__, reference="llmlab.transformer",
                 "multihead_self_attention", "transformer_block", "cross_entropy", "clip_grad_norm", "cosine_lr",
                 "get_batch", "save_checkpoint", "load_checkpoint"],
           limits=LabLimits(call_timeout_s=60, total_timeout_s=240, memory_mb=3072),
-          preload=("transformers.models.llama.modeling_llama",))
+          own_work=("every transformer component from tensor arithmetic (torch.nn containers, parameters and "
+                    "torch.optim are allowed for training)"),
+          forbidden=("torch.nn.functional:linear", "torch.nn.functional:embedding", "torch.nn.functional:rms_norm",
+                     "torch.nn.functional:layer_norm", "torch.nn.functional:silu", "torch.nn.functional:softmax",
+                     "torch.nn.functional:log_softmax", "torch.nn.functional:scaled_dot_product_attention",
+                     "torch.nn.functional:multi_head_attention_forward", "torch.nn.functional:cross_entropy",
+                     "torch.nn.functional:nll_loss", "torch:softmax", "torch:log_softmax", "torch:Tensor.softmax",
+                     "torch:Tensor.log_softmax", "torch.nn:MultiheadAttention", "torch.nn:TransformerEncoderLayer",
+                     "torch.nn:RMSNorm", "torch.nn:LayerNorm", "torch.nn:CrossEntropyLoss",
+                     "torch.nn.utils:clip_grad_norm_", "torch.optim.lr_scheduler:CosineAnnealingLR"))
 
 
 @LAB.check(points=1)

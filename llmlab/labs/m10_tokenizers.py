@@ -18,7 +18,9 @@ from llmlab.plots import figure
 
 LAB = Lab("m10", module=__name__, reference="llmlab.tokenization",
           spec=["train_bpe", "bpe_encode", "bpe_decode", "viterbi_segment", "isotropy"],
-          limits=LabLimits(call_timeout_s=20, total_timeout_s=300, memory_mb=3072))
+          limits=LabLimits(call_timeout_s=20, total_timeout_s=300, memory_mb=3072),
+          own_work="BPE training, encoding and decoding, Viterbi segmentation and the isotropy measure",
+          forbidden=("tokenizers", "tiktoken", "sentencepiece", "transformers"))
 SPECIAL = "<|endoftext|>"
 
 

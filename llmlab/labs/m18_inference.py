@@ -21,7 +21,10 @@ from llmlab.plots import figure
 LAB = Lab("m18", module=__name__, reference="llmlab.inference.quant",
           spec=["llmlab.inference.engine:rejection_step", "int8_absmax_quantize", "int8_dequantize",
                 "gptq_block_update"],
-          limits=LabLimits(call_timeout_s=60, total_timeout_s=240, memory_mb=2048))
+          limits=LabLimits(call_timeout_s=60, total_timeout_s=240, memory_mb=2048),
+          own_work="the rejection step, absmax INT8 quantization and the GPTQ column-block update",
+          forbidden=("torch:quantize_per_tensor", "torch:quantize_per_channel",
+                     "torch.ao.quantization:quantize_dynamic", "bitsandbytes", "auto_gptq", "gptqmodel", "optimum"))
 
 
 def _dists(ctx: CheckContext, rows: int, V: int, sparse: bool = True) -> torch.Tensor:
