@@ -67,6 +67,7 @@ def lab_show(lab_id: Annotated[str, typer.Argument(metavar="ID")]):
 
     lab = _lab(lab_id)
     out.print(f"[bold]{lab.id}: {BY_ID[lab.id].title}[/]  (reference: {lab.reference})\n")
+    out.print(lab.rules_text() + "\n", markup=False, highlight=False)
     out.print(lab.spec_text(), markup=False, highlight=False)
     table = Table("check", "points", "what it checks", title="\nchecks")
     for c in lab.checks:

@@ -18,7 +18,7 @@ from locust import HttpUser, between, events, task
 from llmlab import slo
 from llmlab.labs import get_lab
 
-SUBMISSION = get_lab("m01").submission_source().encode()
+SUBMISSION = get_lab("m01").standalone_source().encode()  # as a learner hands it in
 _tokens = itertools.cycle([t for t in os.environ.get("LLMLAB_LOADTEST_TOKENS", "").split(",") if t])
 
 

@@ -17,13 +17,12 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from llmlab.labs import get_lab
 from services.grader.app import create_app
 from services.grader.settings import GraderSettings
-from tests.conftest import free_port, serve_grader
+from tests.conftest import free_port, m01_source, serve_grader
 
 pytestmark = pytest.mark.ray
-REFERENCE = get_lab("m01").submission_source().encode()
+REFERENCE = m01_source().encode()
 
 
 @pytest.fixture
@@ -120,9 +119,8 @@ def test_folder_upload_as_zip(service):
     client, tok, _ = service
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as z:
-        z.writestr("mywork/helpers.py", "from llmlab.linalg import attention as helper_attention\n")
-        z.writestr("mywork/submission.py", get_lab("m01").submission_source().replace(
-            "attention, ", "") + "from helpers import helper_attention as attention\n")
+        z.writestr("mywork/helpers.py", "def helper_bilinear(x, W, y):\n    return ((x @ W) * y).sum(-1)\n")
+        z.writestr("mywork/submission.py", m01_source(extra="\nfrom helpers import helper_bilinear as bilinear\n"))
     r = client.post("/v1/submissions", data={"lab": "m01"}, files={"file": ("mywork.zip", buf.getvalue())},
                     headers=auth(tok["ana"]))
     assert r.status_code == 202, r.text
@@ -165,11 +163,11 @@ def test_nothing_lost_when_killed_mid_grading(ray_address, tmp_path):
         assert sub["state"] == "graded" and sub["score"] == 14, sub
         # the CLI against the service: same table/result as `llmlab grade`
         sub_file = tmp_path / "bug.py"
-        sub_file.write_text(get_lab("m01").submission_source("svd_ascending"))
+        sub_file.write_text(m01_source("svd_ascending"))
         r = subprocess.run([cli, "submit", "m01", str(sub_file), "--server", base, "--token", token, "--json"],
                            env=env, capture_output=True, text=True, timeout=300)
         assert r.returncode == 0, r.stderr
-        assert '"score": 9.0' in r.stdout
+        assert '"score": 5.0' in r.stdout
     finally:
         proc.kill()
         proc.wait()

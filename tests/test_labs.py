@@ -3,14 +3,18 @@ and the quick deliverable writes its metrics, report and plots."""
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import json
 import math
+import re
 
 import pytest
 
-from llmlab.grading import grade_source
+from llmlab.grading import grade, grade_source
 from llmlab.jobs.deliverable_job import DeliverableRecord
 from llmlab.labs import built_labs, catalogue, get_lab, run_deliverable
+from llmlab.labs.base import CHEATS
 
 LABS = built_labs()
 BUGS = [(lab, bug) for lab in LABS for bug in get_lab(lab).bugs]
@@ -47,6 +51,68 @@ def test_seeded_bug_is_caught(lab_id, bug):
     failed = [c for c in result.checks if not c.passed]
     assert failed, f"seeded bug {bug} passed every check of {lab_id}"
     assert all(c.message for c in failed)
+
+
+def _names_in(code) -> set[str]:
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if hasattr(const, "co_names"):
+            names |= _names_in(const)
+    return names
+
+
+def _reached(lab, check, kind: str) -> set[str]:
+    """The spec functions a check reaches: named in ctx.call("...") or as sub.NAME in a probe, in the check
+    or any module-level helper of its lab that it uses (followed transitively)."""
+    module = importlib.import_module(lab.module)
+    seen, found, todo = set(), set(), [check.fn]
+    while todo:
+        fn = todo.pop()
+        if fn in seen:
+            continue
+        seen.add(fn)
+        source = inspect.getsource(fn)
+        found |= {n for n in lab.names if re.search(rf"ctx\.call\(\s*[\"']{n}[\"']|sub\.{n}\b", source)}
+        found |= {n for n in lab.cheat_classes.get(kind, {}) if re.search(rf"[\"']{n}[\"']", source)}  # by name
+        todo += [obj for name in _names_in(fn.__code__) if inspect.isfunction(obj := getattr(module, name, None))
+                 and obj.__module__ == module.__name__]
+    classes = {n for n in lab.names if inspect.isclass(lab.reference_object(n))} - set(lab.cheat_classes.get(kind, {}))
+    # a function returning one of the spec's classes (m02's ffn_block returns a Tensor) is not poisoned either
+    return {n for n in found - classes
+            if not any(c in str(inspect.signature(lab.reference_object(n)).return_annotation) for c in classes)}
+
+
+CHEAT_CASES = [(lab, kind) for lab in LABS for kind in CHEATS]
+
+
+@pytest.mark.parametrize("lab_id, kind", CHEAT_CASES, ids=[f"{lab}-{kind}" for lab, kind in CHEAT_CASES])
+def test_cheating_earns_nothing(lab_id, kind):
+    """Re-exporting llmlab's reference scores 0; constant, NaN and wrongly typed values from the
+    reference's functions fail every check that judges them (classes are not poisoned: their checks stand)."""
+    lab = get_lab(lab_id)
+    result = grade_source(lab, lab.cheat_source(kind), trusted=kind != "reexport")
+    if kind == "reexport":
+        assert result.score == 0 and "not available to submissions" in result.error
+        return
+    affected = {c.name for c in lab.checks if _reached(lab, c, kind)}
+    assert affected, "every lab has checks on functions"
+    wrongly_passed = [c.name for c in result.checks if c.passed and c.name in affected]
+    assert not wrongly_passed, (result.seed, wrongly_passed)
+
+
+@pytest.mark.parametrize("lab_id", LABS)
+def test_starter_is_self_contained_and_earns_nothing(lab_id, tmp_path):
+    """The starter a learner begins from imports nothing from llmlab, imports in the sandbox, and every
+    check fails with NotImplementedError until the learner writes the code."""
+    lab = get_lab(lab_id)
+    source = lab.starter_source()
+    assert "llmlab" not in "".join(line for line in source.splitlines() if line.startswith(("import", "from")))
+    path = tmp_path / "starter.py"
+    path.write_text(source)
+    result = grade(lab, path)
+    assert result.error is None and result.score == 0
+    assert all("NotImplementedError" in c.message or "could not be judged" in c.message for c in result.checks), \
+        [c.message for c in result.checks if "NotImplementedError" not in c.message]
 
 
 @pytest.fixture(scope="module")

@@ -20,8 +20,7 @@ import yaml
 
 from llmlab import chart, k8s
 from llmlab.jobs import client as ray_client
-from llmlab.labs import get_lab
-from tests.conftest import free_port, serve_grader
+from tests.conftest import free_port, m01_source, serve_grader
 
 pytestmark = pytest.mark.ray
 CRDS = (Path(__file__).resolve().parents[2] / "shared" / "schemas" / "crds", chart.CHART / "crds")
@@ -130,7 +129,8 @@ async def test_submission_becomes_a_rayjob_and_its_result_comes_back(operator, r
     assert sub["status"]["phase"] == "Pending" and sub["status"]["rayJob"] == "grade-ada-m01"
 
     # play KubeRay: run the grading as the Ray job the RayJob names, on a real local Ray head
-    ref = get_lab("m01").write_submission(tmp_path / "submission.py", bug="svd_ascending")
+    ref = tmp_path / "submission.py"
+    ref.write_text(m01_source("svd_ascending"))
     job_id = job["spec"]["jobId"]
     await asyncio.to_thread(ray_client.submit_grading, "m01", ref, address=ray_address, learner="ada", job_id=job_id)
     await _api(kmock, "PATCH", _jobs_path("grade-ada-m01") + "/status",
@@ -141,7 +141,7 @@ async def test_submission_becomes_a_rayjob_and_its_result_comes_back(operator, r
                {"status": {"jobStatus": "SUCCEEDED", "jobDeploymentStatus": "Complete", "jobId": job_id,
                            "dashboardURL": ray_address.removeprefix("http://"), "endTime": k8s.now_iso()}})
     sub = await _eventually(lambda: _phase(kmock, "ada-m01", "Succeeded"))
-    assert sub["status"]["score"] == 9 and sub["status"]["maxScore"] == 14
+    assert sub["status"]["score"] == 5 and sub["status"]["maxScore"] == 14
     assert sub["status"]["result"]["learner"] == "ada" and sub["status"]["finishedAt"]
 
 
@@ -206,7 +206,7 @@ async def test_grading_service_in_kubernetes_mode(operator, ray_address, tmp_pat
     try:
         async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {token}"}) as http:
             r = await http.post("/v1/submissions", data={"lab": "m01"},
-                                files={"file": ("mine.py", get_lab("m01").submission_source("svd_ascending"))})
+                                files={"file": ("mine.py", m01_source("svd_ascending"))})
             assert r.status_code == 202, r.text
             sid, name = r.json()["id"], f"llmlab-grade-{r.json()['id']}"
             sub = await _eventually(lambda: _get_or_none(kmock, _subs_path(name)))
@@ -227,7 +227,7 @@ async def test_grading_service_in_kubernetes_mode(operator, ray_address, tmp_pat
             while (mine := (await http.get(f"/v1/submissions/{sid}")).json())["state"] not in ("graded", "failed"):
                 assert time.monotonic() < t_end, mine
                 await asyncio.sleep(0.3)
-            assert mine["state"] == "graded" and (mine["score"], mine["max_score"]) == (9, 14), mine
+            assert mine["state"] == "graded" and (mine["score"], mine["max_score"]) == (5, 14), mine
             assert (await _get_or_none(kmock, _subs_path(name)))["status"]["phase"] == "Succeeded"
     finally:
         proc.kill()
@@ -262,7 +262,9 @@ def test_kubernetes_backend_maps_labsubmission_phases(tmp_path):
     assert kube.objects["llmlab-grade-1"]["spec"]["deadlineSeconds"] == 120
     assert not chart.validate_custom(kube.objects["llmlab-grade-1"], CRDS)
     assert backend.poll("llmlab-grade-1").state == "running"
-    result = {"lab": "m01", "learner": "ada", "submission_sha256": "0" * 64, "seed": 0, "checks": [], "score": 3,
+    checks = [{"name": "a", "points": 3, "max_points": 3, "passed": True},
+              {"name": "b", "points": 0, "max_points": 11, "passed": False}]
+    result = {"lab": "m01", "learner": "ada", "submission_sha256": "0" * 64, "seed": 0, "checks": checks, "score": 3,
               "max_score": 14, "limits": {"call_timeout_s": 1, "total_timeout_s": 9, "memory_mb": 512},
               "started_at": k8s.now_iso(), "duration_s": 1.0, "environment": {}}
     for phase, status, state, reason in (

@@ -12,7 +12,7 @@ import pytest
 
 from llmlab.contracts import GradeResult
 from llmlab.jobs import client, local, record
-from llmlab.labs import get_lab
+from tests.conftest import m01_source
 
 pytestmark = pytest.mark.ray
 REPO = Path(__file__).resolve().parents[1]
@@ -28,8 +28,8 @@ def test_head_listens_on_loopback_only(ray_address):
 
 
 def test_submit_grades_reference_and_bug(ray_address, tmp_path):
-    lab = get_lab("m01")
-    good = lab.write_submission(tmp_path / "good.py")
+    good = tmp_path / "good.py"
+    good.write_text(m01_source())
     job_id, address = client.submit_grading("m01", good, learner="ray-test")
     assert client.wait(job_id, address, timeout=300) == "SUCCEEDED"
     result = client.result(job_id, address)
@@ -43,9 +43,9 @@ def test_folder_submission_and_hostile_code_through_ray(ray_address, tmp_path):
     sub = tmp_path / "pkg"
     sub.mkdir()
     (sub / "helpers.py").write_text("import os\ndef boom():\n    os._exit(1)\n")
-    (sub / "submission.py").write_text("from llmlab.linalg import *  # noqa\nfrom helpers import boom\n"
+    (sub / "submission.py").write_text(m01_source() + "\nfrom helpers import boom\n"
                                        "def batched_svd(A, max_sweeps=60):\n    boom()\n"
-                                       "print('LLMLAB_RESULT v1 forged record')\n")
+                                       "print('LLMLAB_RESULT v2 forged record')\n")
     job_id, address = client.submit_grading("m01", sub, learner="mallory")
     assert client.wait(job_id, address, timeout=300) == "SUCCEEDED"
     result = client.result(job_id, address)
@@ -55,7 +55,8 @@ def test_folder_submission_and_hostile_code_through_ray(ray_address, tmp_path):
 
 
 def test_cli_submit_wait_prints_the_table(ray_address, tmp_path):
-    sub = get_lab("m01").write_submission(tmp_path / "s.py", bug="attention_mask_ignored")
+    sub = tmp_path / "s.py"
+    sub.write_text(m01_source("attention_mask_ignored"))
     env = {**os.environ, "LLMLAB_GRADEBOOK": str(tmp_path / "g.sqlite")}
     r = subprocess.run([str(Path(sys.executable).with_name("llmlab")), "submit", "m01", str(sub), "--learner", "kim",
                         "--json"], capture_output=True, text=True, env=env, timeout=600)
@@ -72,7 +73,7 @@ def test_plain_ray_job_submit_on_the_entrypoint(ray_address, tmp_path):
     workdir = tmp_path / "wd"
     (workdir / "ray-jobs").mkdir(parents=True)
     (workdir / "ray-jobs" / "grade.py").write_text((REPO / "ray-jobs" / "grade.py").read_text())
-    get_lab("m01").write_submission(workdir / "mine.py", bug="svd_ascending")
+    (workdir / "mine.py").write_text(m01_source("svd_ascending"))
     env = {**os.environ, "RAY_ADDRESS": ray_address}
     r = subprocess.run([local.ray_executable(), "job", "submit", "--address", ray_address, "--working-dir",
                         str(workdir), "--", "python", "ray-jobs/grade.py", "m01", "mine.py", "--learner", "plain"],

@@ -15,8 +15,7 @@ import httpx
 import pytest
 
 from llmlab import dashboards, slo
-from llmlab.labs import get_lab
-from tests.conftest import free_port, needs
+from tests.conftest import free_port, m01_source, needs
 
 pytestmark = pytest.mark.ray
 CLI = str(Path(sys.executable).with_name("llmlab"))
@@ -60,7 +59,7 @@ def test_up_status_down_with_prometheus(ray_address, tmp_path):
         h = {"Authorization": f"Bearer {token}"}
         ids = []
         for bug in (None, "svd_ascending"):
-            src = get_lab("m01").submission_source(bug).encode()
+            src = m01_source(bug).encode()
             ids.append(httpx.post(f"{grader}/v1/submissions", data={"lab": "m01"}, files={"file": ("s.py", src)},
                                   headers=h).json()["id"])
         deadline = time.monotonic() + 120

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import math
 import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -92,19 +93,88 @@ class CheckContext:
 
     @staticmethod
     def close(actual, expected, *, atol: float, rtol: float = 0.0, what: str = "value") -> None:
-        """Fail unless ``actual`` matches ``expected`` in shape and within ``atol + rtol*|expected|``."""
-        a = actual if isinstance(actual, torch.Tensor) else torch.as_tensor(actual, dtype=torch.float64)
+        """Fail unless ``actual`` matches ``expected`` in type, dtype, shape and value (within
+        ``atol + rtol*|expected|``). A tensor must have the expected tensor's floating dtype (float32 for
+        float64 loses the precision a check asks for); complex values, NaN, and inf where a finite value is
+        expected all fail, and so does NaN on both sides (two degenerate outputs compared with each other)."""
         e = expected if isinstance(expected, torch.Tensor) else torch.as_tensor(expected, dtype=torch.float64)
+        if isinstance(actual, torch.Tensor):
+            a = actual
+            if a.is_complex():
+                raise CheckFailed(f"{what}: complex values ({a.dtype}), expected real numbers")
+            if isinstance(expected, torch.Tensor) and e.is_floating_point() and a.dtype != e.dtype:
+                raise CheckFailed(f"{what}: dtype {a.dtype}, expected {e.dtype}")
+        else:
+            try:
+                a = torch.as_tensor(actual, dtype=torch.float64)
+            except (TypeError, ValueError, RuntimeError):
+                raise CheckFailed(f"{what}: a {type(actual).__name__}, expected numbers of shape "
+                                  f"{tuple(e.shape)}") from None
         if tuple(a.shape) != tuple(e.shape):
             raise CheckFailed(f"{what}: shape {tuple(a.shape)}, expected {tuple(e.shape)}")
         a, e = a.detach().to(torch.float64), e.detach().to(torch.float64)
-        if not torch.isfinite(a).all() and not torch.equal(torch.isfinite(a), torch.isfinite(e)):
-            raise CheckFailed(f"{what}: contains NaN or inf")
+        if torch.isnan(a).any() or torch.isnan(e).any():
+            raise CheckFailed(f"{what}: contains NaN")
+        finite = torch.isfinite(e)
+        if not torch.isfinite(a[finite]).all() or not torch.equal(a[~finite], e[~finite]):
+            raise CheckFailed(f"{what}: contains inf where a finite value is expected (or the wrong inf)")
+        a, e = a[finite], e[finite]
         err = (a - e).abs() - rtol * e.abs()
         worst = float(err.max()) if err.numel() else 0.0
         if worst > atol:
             raise CheckFailed(f"{what}: off by up to {float((a - e).abs().max()):.3g} (tolerance {atol:g}"
                               + (f" + {rtol:g}*|expected|" if rtol else "") + ")")
+
+    # --- types before judging: a value of the wrong kind fails with a clear message, never by coercion ---
+    @staticmethod
+    def tensor(value, what: str = "value", *, dtype: torch.dtype | None = None, shape: tuple | None = None,
+               finite: bool = True) -> torch.Tensor:
+        """``value`` as a tensor of exactly ``dtype`` and ``shape`` (when given), finite when floating."""
+        if not isinstance(value, torch.Tensor):
+            raise CheckFailed(f"{what}: a {type(value).__name__}, expected a tensor")
+        if dtype is not None and value.dtype != dtype:
+            raise CheckFailed(f"{what}: dtype {value.dtype}, expected {dtype}")
+        if value.is_complex():
+            raise CheckFailed(f"{what}: complex values ({value.dtype}), expected real numbers")
+        if shape is not None and tuple(value.shape) != tuple(shape):
+            raise CheckFailed(f"{what}: shape {tuple(value.shape)}, expected {tuple(shape)}")
+        if finite and value.is_floating_point() and not torch.isfinite(value).all():
+            raise CheckFailed(f"{what}: contains NaN or inf")
+        return value
+
+    @staticmethod
+    def number(value, what: str = "value", *, integer: bool = False) -> float | int:
+        """``value`` as a finite Python number: an int (``integer``) or any real number; bools, strings and
+        tensors with more than one element are refused, not converted."""
+        if isinstance(value, torch.Tensor) and value.numel() == 1 and value.dim() == 0 and not value.is_complex() \
+                and value.dtype != torch.bool:
+            value = value.item()
+        if isinstance(value, bool) or not isinstance(value, int if integer else int | float):
+            raise CheckFailed(f"{what}: a {type(value).__name__}, expected {'an int' if integer else 'a number'}")
+        if not math.isfinite(value):
+            raise CheckFailed(f"{what}: {value} is not finite")
+        return value
+
+    @staticmethod
+    def boolean(value, what: str = "value") -> bool:
+        if isinstance(value, torch.Tensor) and value.dim() == 0 and value.dtype == torch.bool:
+            value = bool(value)
+        if not isinstance(value, bool):
+            raise CheckFailed(f"{what}: a {type(value).__name__}, expected a bool")
+        return value
+
+    @staticmethod
+    def nondegenerate(value, what: str = "value") -> torch.Tensor:
+        """Fail unless ``value`` is a finite real tensor that is not constant (for checks that compare a
+        submission with itself, which a constant or all-NaN output would pass)."""
+        if not isinstance(value, torch.Tensor) or value.is_complex() or not value.is_floating_point():
+            raise CheckFailed(f"{what}: expected a real floating-point tensor, got "
+                              f"{getattr(value, 'dtype', type(value).__name__)}")
+        if not torch.isfinite(value).all():
+            raise CheckFailed(f"{what}: contains NaN or inf")
+        if value.numel() > 1 and bool((value == value.flatten()[0]).all()):
+            raise CheckFailed(f"{what}: every entry is {float(value.flatten()[0]):g} (a degenerate output)")
+        return value
 
 
 @dataclass
@@ -119,6 +189,7 @@ class Lab:
     limits: LabLimits = field(default_factory=LabLimits)
     checks: list[Check] = field(default_factory=list)
     bugs: dict[str, dict[str, str]] = field(default_factory=dict)
+    cheat_classes: dict[str, dict[str, str]] = field(default_factory=dict)  # cheat kind -> class overrides
     preload: tuple[str, ...] = ()  # modules the sandbox imports before capping memory
     # What the learner writes themselves, and the library calls that would do it for them: those fail in
     # the sandbox (OffLimits) and the static scan reports them. ``pkg`` blocks a whole package's import;
@@ -136,13 +207,23 @@ class Lab:
     def bug(self, name: str, **overrides: Callable) -> None:
         """A seeded bug: the reference with some spec names replaced by deliberately wrong versions.
         Overrides must be module-level objects, so the generated submission can import them."""
+        self.bugs[name] = self._overrides(f"bug {name!r}", overrides)
+
+    def cheat(self, kind: str, **classes: type) -> None:
+        """How a cheat of ``kind`` (see ``cheat_source``) looks for spec classes, whose values the generic
+        cheat cannot reach (e.g. an optimizer whose step does nothing, for ``constant``)."""
+        if kind not in CHEATS[1:]:
+            raise ValueError(f"cheat kind must be one of {CHEATS[1:]}")
+        self.cheat_classes[kind] = self._overrides(f"cheat {kind!r}", classes)
+
+    def _overrides(self, what: str, overrides: dict) -> dict[str, str]:
         unknown = set(overrides) - set(self.names)
         if unknown:
-            raise ValueError(f"bug {name!r} overrides names outside the spec: {sorted(unknown)}")
+            raise ValueError(f"{what} overrides names outside the spec: {sorted(unknown)}")
         nested = [k for k, v in overrides.items() if "<" in v.__qualname__]
         if nested:
-            raise ValueError(f"bug {name!r}: overrides must be module-level, not nested: {nested}")
-        self.bugs[name] = {k: f"{v.__module__}:{v.__qualname__}" for k, v in overrides.items()}
+            raise ValueError(f"{what}: overrides must be module-level, not nested: {nested}")
+        return {k: f"{v.__module__}:{v.__qualname__}" for k, v in overrides.items()}
 
     @property
     def max_score(self) -> float:
@@ -173,6 +254,31 @@ class Lab:
             lines.append(f"from {mod} import {attr} as {target}  # noqa: F401")
         return "\n".join(lines) + "\n"
 
+    def cheat_source(self, kind: str) -> str:
+        """A cheating submission the checks must give nothing for: ``reexport`` (llmlab's reference
+        imported, as an untrusted submission does it), or the reference's functions with every value they
+        return replaced: ``constant`` (zeros), ``nan``, ``dtype`` (float64 <-> float32, ints to float, bools to
+        ints). Classes are left as they are unless the lab says how they cheat (``Lab.cheat``)."""
+        if kind == "reexport":
+            return self.submission_source()
+        if kind not in CHEATS:
+            raise ValueError(f"unknown cheat {kind!r}; one of {CHEATS}")
+        lines = [f'"""Cheating submission ({kind}) for lab {self.id}."""', "import torch as _torch", "",
+                 inspect.getsource(_poison), ""]
+        classes = self.cheat_classes.get(kind, {})
+        for module, name in self._origins():
+            lines.append(f"from {module} import {name} as _ref_{name}  # noqa: F401")
+            obj = self.reference_object(name)
+            if name in classes:
+                mod, _, attr = classes[name].partition(":")
+                lines.append(f"from {mod} import {attr} as {name}  # noqa: F401")
+            elif inspect.isclass(obj):
+                lines.append(f"{name} = _ref_{name}")
+            else:
+                lines.append(f"def {name}(*args, **kwargs):\n    return _poison(_ref_{name}(*args, **kwargs), "
+                             f"{kind!r})\n")
+        return "\n".join(lines) + "\n"
+
     def standalone_source(self) -> str:
         """The reference as one file that imports nothing from llmlab, as a learner's submission must be: the
         reference modules' own source, when they import nothing from llmlab themselves (m01's does)."""
@@ -191,15 +297,24 @@ class Lab:
 
     def spec_text(self, stub: bool = False) -> str:
         """The contract a learner implements: signatures and docstrings of the spec names. With ``stub``,
-        each body raises NotImplementedError (the starter file)."""
+        each body raises NotImplementedError (the starter file). Self-contained: a base class from llmlab
+        that is not itself in the spec (m02's operator mixin) is given in full, as scaffolding."""
         body = "    raise NotImplementedError" if stub else "    ..."
-        parts = []
+        given, parts = {}, []
         for name in self.names:
             obj = self.reference_object(name)
             if inspect.isclass(obj):
-                bases = ", ".join(f"{b.__module__}.{b.__qualname__}" if b.__module__ != "builtins" else b.__name__
-                                  for b in obj.__bases__)
-                lines = [f"class {name}({bases}):", _doc(obj, "    ")]
+                bases = []
+                for b in obj.__bases__:
+                    if b.__module__ == "builtins":
+                        bases.append(b.__name__)
+                    elif b.__module__.split(".")[0] != "llmlab":
+                        bases.append(_public_name(b))
+                    else:  # a spec class (AdamW(Adam)) or scaffolding given in full
+                        bases.append(b.__name__)
+                        if b.__name__ not in self.names:
+                            given[b.__name__] = inspect.getsource(b)
+                lines = [f"class {name}({', '.join(bases)}):", _doc(obj, "    ")]
                 for meth in ("__init__", *sorted(m for m in vars(obj) if not m.startswith("_")
                                                  and callable(vars(obj)[m]))):
                     fn = getattr(obj, meth)
@@ -207,14 +322,69 @@ class Lab:
                 parts.append("\n".join(x for x in lines if x))
             else:
                 parts.append("\n".join(x for x in (f"def {name}{_signature(obj)}:", _doc(obj, "    "), body) if x))
-        return "\n\n\n".join(parts)
+        scaffolding = [f"# Given (not graded): {n}\n{src.rstrip()}" for n, src in given.items()]
+        return "\n\n\n".join(scaffolding + parts)
+
+    def rules_text(self) -> str:
+        """What the learner writes themselves and which library calls are off limits (enforced)."""
+        calls = ", ".join(f.replace(":", ".") + ("" if ":" in f else " (the package)") for f in self.forbidden)
+        return (f"You write: {self.own_work or 'every function of the spec'}.\n"
+                f"Off limits (they fail inside the grader's sandbox, and the scan reports them): {calls or 'none'}.\n"
+                "llmlab itself is not importable by submissions.")
 
     def starter_source(self) -> str:
         """A skeleton submission: every spec name with its docstring, raising NotImplementedError."""
+        rules = textwrap.indent(textwrap.fill(self.rules_text().replace("\n", " "), 100), "")
         return (f'"""Lab {self.id} submission: implement every function below, then run\n'
-                f'`llmlab grade {self.id} THIS_FILE`."""\n\nfrom __future__ import annotations\n\n'
-                "import math  # noqa: F401\n\nimport torch  # noqa: F401\nfrom torch import Tensor  # noqa: F401\n\n\n"
-                + self.spec_text(stub=True) + "\n")
+                f'`llmlab grade {self.id} THIS_FILE`.\n\n{rules}\n"""\n\nfrom __future__ import annotations\n\n'
+                "import math  # noqa: F401\n\nimport numpy as np  # noqa: F401\nimport torch  # noqa: F401\n"
+                "from torch import Tensor  # noqa: F401\n\n\n" + self.spec_text(stub=True) + "\n")
+
+
+CHEATS = ("reexport", "constant", "nan", "dtype")
+
+
+def _poison(value, kind):
+    """A cheat's value: same structure, worthless content (see Lab.cheat_source)."""
+    import numpy as _np
+    import torch as _torch
+
+    if isinstance(value, _np.ndarray) and value.dtype != object:
+        value = _torch.from_numpy(value)
+    if isinstance(value, _torch.Tensor):
+        if kind == "constant":
+            return _torch.zeros_like(value)
+        if kind == "nan":
+            return _torch.full_like(value, float("nan")) if value.is_floating_point() else _torch.zeros_like(value)
+        if value.dtype == _torch.bool:
+            return value.to(_torch.int64)
+        if value.is_floating_point():
+            return value.to(_torch.float32 if value.dtype == _torch.float64 else _torch.float64)
+        return value.to(_torch.float64)
+    if isinstance(value, bool):
+        return int(value) if kind == "dtype" else False
+    if isinstance(value, int | float):
+        return {"constant": 0, "nan": float("nan"), "dtype": float(value) if isinstance(value, int) else
+                str(value)}[kind]
+    if isinstance(value, str | bytes):
+        return value[:0] if kind != "dtype" else list(value)
+    if isinstance(value, list | tuple):
+        return type(value)(_poison(v, kind) for v in value)
+    if isinstance(value, dict):
+        return {k: _poison(v, kind) for k, v in value.items()}
+    return value
+
+
+def _public_name(obj) -> str:
+    """The shortest import path that reaches ``obj`` (torch.optim.Optimizer, not torch.optim.optimizer.Optimizer)."""
+    parts = obj.__module__.split(".")
+    for i in range(1, len(parts) + 1):
+        try:
+            if getattr(importlib.import_module(".".join(parts[:i])), obj.__qualname__, None) is obj:
+                return f"{'.'.join(parts[:i])}.{obj.__qualname__}"
+        except ImportError:
+            continue
+    return f"{obj.__module__}.{obj.__qualname__}"
 
 
 class _Annotation(str):

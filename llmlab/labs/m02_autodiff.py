@@ -290,9 +290,11 @@ def gradient_checker(ctx: CheckContext):
     grads = ctx.run(probe_numerical_gradient, arrays, r)
     ctx.expect(len(grads) == 5, f"numerical_gradient returned {len(grads)} arrays for 5 inputs")
     for name, g, t in zip(("x", "w1", "b1", "w2", "b2"), grads, ts, strict=True):
+        g = ctx.tensor(g, f"numerical_gradient d/d{name}", dtype=torch.float64, shape=t.grad.shape)
         err = _rel(g, t.grad)
         ctx.expect(err <= 1e-6, f"finite differences of the FFN d/d{name}: relative error {err:.2e} > 1e-6")
     numeric, analytic = ctx.run(probe_gradcheck_layer, x, p, 2, r)
+    numeric = ctx.tensor(numeric, "numerical_gradient of your layer", dtype=torch.float64, shape=x.shape)
     tx = _t(x).requires_grad_()
     (torch_layer(tx, {k: _t(v) for k, v in p.items()}, 2) * _t(r)).sum().backward()
     err = _rel(numeric, tx.grad)

@@ -54,7 +54,7 @@ class ToyCausalLM(torch.nn.Module):
 
 
 def probe_perplexity(sub, vocab, seed, ids, context, stride):
-    return float(sub.perplexity(ToyCausalLM(vocab, seed=seed), ids, context, stride))
+    return sub.perplexity(ToyCausalLM(vocab, seed=seed), ids, context, stride)
 
 
 def probe_sample(sub, logits, n, settings, seed):
@@ -173,7 +173,7 @@ def sampler_distribution(ctx: CheckContext):
     logits = ctx.randn(V) * 1.5
     for settings in _SETTINGS[:4]:
         draws = ctx.run(probe_sample, logits, n, settings, ctx.randint(0, 2**31))
-        draws = torch.as_tensor(draws).reshape(-1).long()
+        draws = ctx.tensor(draws, f"sample(..., {settings})", dtype=torch.int64).reshape(-1)
         ctx.expect(draws.numel() == n, f"sample returned {draws.numel()} draws, asked for {n}")
         expected = _hf_probs(logits.unsqueeze(0), *_full(settings))[0]
         ctx.expect(bool((expected[draws] > 0).all()), f"{settings}: drew a token the filters removed")
@@ -207,7 +207,7 @@ def strided_perplexity(ctx: CheckContext):
     model = ToyCausalLM(vocab, seed=seed)
     ids = torch.from_numpy(ctx.rng.integers(0, vocab, size=ctx.randint(40, 60)))
     for context, stride in ((16, 4), (16, 16), (12, 1), (64, 32)):
-        got = ctx.run(probe_perplexity, vocab, seed, ids, context, stride)
+        got = ctx.number(ctx.run(probe_perplexity, vocab, seed, ids, context, stride), "perplexity")
         ctx.close(got, _brute_perplexity(model, ids, context, stride), atol=0, rtol=1e-8,
                   what=f"perplexity (context {context}, stride {stride})")
 

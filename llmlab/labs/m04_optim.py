@@ -178,6 +178,29 @@ LAB.bug("lion_without_sign", Lion=LionNoSign)
 LAB.bug("lion_momentum_updated_first", Lion=LionMomentumFirst)
 
 
+# --- cheats: optimizers whose parameters end up constant, NaN, or float32 -------------------------------
+def _cheating(cls: type, kind: str) -> type:
+    def step(self, closure=None):
+        loss = cls.step(self, closure) if kind == "dtype" else None
+        with torch.no_grad():
+            for group in self.param_groups:
+                for p in group["params"]:
+                    if kind == "nan":
+                        p.fill_(float("nan"))
+                    elif kind == "dtype":
+                        p.data = p.data.float()
+        return loss
+
+    name = f"{kind.capitalize()}{cls.__name__}"
+    return type(name, (cls,), {"step": step, "__module__": __name__, "__qualname__": name})
+
+
+for _kind in ("constant", "nan", "dtype"):
+    _classes = {n: _cheating(getattr(optim, n), _kind) for n in LAB.names}
+    globals().update({c.__name__: c for c in _classes.values()})
+    LAB.cheat(_kind, **_classes)
+
+
 # ---------------------------------------------------------------- deliverable
 OPTIMIZERS = {
     "SGD+momentum": lambda p, lr: optim.SGD(p, lr=lr, momentum=0.9),

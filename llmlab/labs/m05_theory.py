@@ -9,6 +9,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import torch
 from scipy.optimize import linprog
 
 from llmlab import theory
@@ -86,8 +87,8 @@ def realizability(ctx: CheckContext):
                  for idx in (ctx.rng.choice(len(pool), size=ctx.randint(2, 6), replace=False) for _ in range(12))]
         for pts, labels in cases + _hard_cases(kind, pool, ctx):
             want = truth_realizable(kind, pts, np.array(labels))
-            got = ctx.call("realizable", kind, pts, labels)
-            ctx.expect(bool(got) == want, f"realizable({kind!r}, {np.round(pts, 2).tolist()}, {labels}) "
+            got = ctx.boolean(ctx.call("realizable", kind, pts, labels), "realizable")
+            ctx.expect(got == want, f"realizable({kind!r}, {np.round(pts, 2).tolist()}, {labels}) "
                                           f"is {want}, got {got}")
         idx = ctx.rng.choice(len(pool), size=TRUE_VC[kind], replace=False)
         want = all(truth_realizable(kind, pool[idx], np.array(lab))
@@ -105,7 +106,9 @@ def vc_certificates(ctx: CheckContext):
             pool = np.vstack([pool[:4], [[10, 11], [12, 11], [11, 10], [11, 12]]]) + ctx.rng.normal(
                 scale=0.01, size=(8, 2))
         cert = ctx.call("vc_dimension", kind, pool)
-        ctx.expect(int(cert["d"]) == d, f"vc_dimension({kind!r}) = {cert['d']}, expected {d}")
+        ctx.expect(isinstance(cert, dict), f"vc_dimension({kind!r}) must return a dict, got {type(cert).__name__}")
+        got_d = ctx.number(cert.get("d"), "vc_dimension's d", integer=True)
+        ctx.expect(got_d == d, f"vc_dimension({kind!r}) = {got_d}, expected {d}")
         S = np.asarray(cert["shattered"])
         ctx.expect(len(S) == d and all(truth_realizable(kind, S, np.array(lab))
                                        for lab in itertools.product((0, 1), repeat=d)),
@@ -132,8 +135,9 @@ def pac_bounds(ctx: CheckContext):
         }
         for (family, real), want in cases.items():
             kw = {"h_size": H} if family == "finite" else {"vc_dim": d}
-            got = ctx.call("pac_sample_size", eps, delta, realizable=real, **kw)
-            ctx.expect(int(got) == want, f"pac_sample_size(eps={eps:.3f}, delta={delta:.3f}, {kw}, "
+            got = ctx.number(ctx.call("pac_sample_size", eps, delta, realizable=real, **kw), "pac_sample_size",
+                             integer=True)
+            ctx.expect(got == want, f"pac_sample_size(eps={eps:.3f}, delta={delta:.3f}, {kw}, "
                                          f"realizable={real}) = {got}, expected {want}")
 
 
@@ -156,12 +160,14 @@ def bias_variance_decomposition(ctx: CheckContext):
         pred = np.stack([np.polynomial.Polynomial.fit(xt, yt, degree)(data[2]) for xt, yt in zip(data[0], data[1],
                                                                                                 strict=True)])
         got_pred = ctx.call("polyfit_predict", degree, data[0], data[1], data[2])
-        ctx.close(got_pred, pred, atol=1e-6, rtol=1e-6, what=f"polyfit_predict degree {degree}")
+        ctx.close(got_pred, torch.from_numpy(pred), atol=1e-6, rtol=1e-6, what=f"polyfit_predict degree {degree}")
         got = ctx.call("bias_variance", degree, *data, noise**2)
+        ctx.expect(isinstance(got, dict), f"bias_variance must return a dict, got {type(got).__name__}")
         want = {"bias2": ((pred.mean(0) - data[3]) ** 2).mean(), "variance": pred.var(0).mean(),
                 "mse": ((pred - data[4]) ** 2).mean()}
         for key, value in want.items():
-            ctx.close(float(got[key]), float(value), atol=1e-12, rtol=1e-6, what=f"degree {degree}: {key}")
+            ctx.close(ctx.number(got.get(key), key), float(value), atol=1e-12, rtol=1e-6,
+                      what=f"degree {degree}: {key}")
 
 
 @LAB.check(points=1)
@@ -170,7 +176,7 @@ def minimum_norm_solution(ctx: CheckContext):
     n = ctx.randint(10, 20)
     for p in (n // 2, n, 3 * n):
         X, y = ctx.rng.normal(size=(n, p)), ctx.rng.normal(size=n)
-        ctx.close(ctx.call("min_norm_fit", X, y), np.linalg.lstsq(X, y, rcond=None)[0], atol=1e-6,
+        ctx.close(ctx.call("min_norm_fit", X, y), torch.from_numpy(np.linalg.lstsq(X, y, rcond=None)[0]), atol=1e-6,
                   what=f"min_norm_fit with n={n}, p={p}")
 
 

@@ -118,10 +118,11 @@ def attention_patterns(ctx: CheckContext):
     params = dict(window=ctx.randint(2, 6), stride=ctx.randint(2, 6), n_global=ctx.randint(1, 3),
                   dilation=ctx.randint(2, 4))
     for kind in graphs.PATTERNS:
-        got = ctx.call("attention_pattern", kind, n, **params)
         want = torch.from_numpy(_pattern_loops(kind, n, **params))
-        ctx.expect(torch.equal(got.bool(), want), f"{kind} pattern (n={n}, {params}) differs in "
-                                                  f"{int((got.bool() != want).sum())} entries")
+        got = ctx.tensor(ctx.call("attention_pattern", kind, n, **params), f"{kind} pattern", dtype=torch.bool,
+                         shape=want.shape)
+        ctx.expect(torch.equal(got, want), f"{kind} pattern (n={n}, {params}) differs in "
+                                                  f"{int((got != want).sum())} entries")
 
 
 @LAB.check(points=3)
@@ -138,12 +139,14 @@ def reachability_across_layers(ctx: CheckContext):
         adj = mask.numpy().T & ~np.eye(n, dtype=bool)  # adj[j, i]: j -> i
         d = shortest_path(adj.astype(float), directed=True, unweighted=True).T  # d[i, j]: from j to i
         want = torch.from_numpy(np.where(np.isinf(d), -1, d).astype(np.int64))
-        got = ctx.call("shortest_path_lengths", mask)
-        ctx.expect(torch.equal(got.to(torch.int64), want), f"{kind}: shortest paths differ in "
+        got = ctx.tensor(ctx.call("shortest_path_lengths", mask), "shortest_path_lengths", dtype=torch.int64,
+                         shape=want.shape)
+        ctx.expect(torch.equal(got, want), f"{kind}: shortest paths differ in "
                                                            f"{int((got != want).sum())} entries")
         for layers in (1, 2, ctx.randint(3, 8)):
-            r = ctx.call("reachability", mask, layers)
-            ctx.expect(torch.equal(r.bool(), (want >= 0) & (want <= layers)),
+            r = ctx.tensor(ctx.call("reachability", mask, layers), "reachability", dtype=torch.bool,
+                           shape=want.shape)
+            ctx.expect(torch.equal(r, (want >= 0) & (want <= layers)),
                        f"{kind}: reachability after {layers} layers is wrong")
 
 

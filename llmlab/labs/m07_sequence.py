@@ -93,6 +93,8 @@ def probe_grads(sub, kind, x, h0, c0, params, weights):
     params = [p.clone().requires_grad_(True) for p in params]
     x = x.clone().requires_grad_(True)
     out = sub.gru(x, h0, *params)[0] if kind == "gru" else sub.lstm(x, h0, c0, *params)[0]
+    if not isinstance(out, torch.Tensor) or out.dtype != x.dtype:  # float32 outputs would still give float64 grads
+        raise TypeError(f"{kind} must return {x.dtype} outputs for {x.dtype} inputs, not {getattr(out, 'dtype', out)}")
     (out * weights).sum().backward()
     return [x.grad, *(p.grad for p in params)]
 

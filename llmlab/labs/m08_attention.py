@@ -85,12 +85,16 @@ def masks_hide_what_they_should(ctx: CheckContext):
     k2, v2 = k.clone(), v.clone()
     k2[..., t + 1:, :] += ctx.randn(1, 1, 9 - t, 8) * 5
     v2[..., t + 1:, :] += ctx.randn(1, 1, 9 - t, 8) * 5
-    a = ctx.call("scaled_dot_product_attention", q, k, v, causal=True)[..., : t + 1, :]
+    a = ctx.nondegenerate(ctx.call("scaled_dot_product_attention", q, k, v, causal=True), "causal output")
+    ctx.close(a[..., 0, :], v[..., 0, :], atol=1e-9, what="causal output at position 0 (it sees only itself)")
+    a = a[..., : t + 1, :]
     b = ctx.call("scaled_dot_product_attention", q, k2, v2, causal=True)[..., : t + 1, :]
     ctx.close(b, a, atol=1e-12, what=f"causal outputs up to position {t} after changing later tokens")
     pad = torch.zeros(1, 10, dtype=torch.bool)
     pad[0, t + 1:] = True
-    a = ctx.call("scaled_dot_product_attention", q, k, v, key_padding_mask=pad)
+    a = ctx.nondegenerate(ctx.call("scaled_dot_product_attention", q, k, v, key_padding_mask=pad), "padded output")
+    ctx.close(a, F.scaled_dot_product_attention(q, k, v, attn_mask=~pad[:, None, None, :]), atol=1e-6,
+              what="padded output against torch's SDPA")
     b = ctx.call("scaled_dot_product_attention", q, k2, v2, key_padding_mask=pad)
     ctx.close(b, a, atol=1e-12, what="outputs after changing padded keys and values")
 

@@ -146,7 +146,7 @@ def probe_clip(sub, grads, max_norm):
     for p, g in zip(params, grads, strict=True):
         p.grad = g.clone()
     norm = sub.clip_grad_norm(params, max_norm)
-    return float(norm), [p.grad for p in params]
+    return norm, [p.grad for p in params]
 
 
 @LAB.check(points=1)
@@ -160,7 +160,7 @@ def gradient_clipping(ctx: CheckContext):
             p.grad = g.clone()
         want = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
         norm, clipped = ctx.run(probe_clip, grads, max_norm)
-        ctx.close(norm, want, atol=1e-9, what="returned norm")
+        ctx.close(ctx.number(norm, "returned norm"), want, atol=1e-9, what="returned norm")
         for c, p in zip(clipped, params, strict=True):
             ctx.close(c, p.grad, atol=1e-6 * max(1.0, float(p.grad.abs().max())), what=f"gradients (max {max_norm})")
 
@@ -213,8 +213,8 @@ def batches_and_checkpoints(ctx: CheckContext):
     tokens = np.asarray(ctx.rng.integers(0, 1000, size=500))
     B, T = ctx.randint(2, 6), ctx.randint(3, 20)
     x, y = ctx.run(probe_batch, tokens, B, T, ctx.seed)
-    ctx.expect(tuple(x.shape) == (B, T) and tuple(y.shape) == (B, T), f"batch shapes {tuple(x.shape)}, "
-                                                                      f"{tuple(y.shape)}; expected ({B}, {T})")
+    x = ctx.tensor(x, "get_batch inputs", dtype=torch.int64, shape=(B, T))
+    y = ctx.tensor(y, "get_batch targets", dtype=torch.int64, shape=(B, T))
     ctx.expect(torch.equal(x[:, 1:], y[:, :-1]), "targets must be the inputs shifted by one token")
     text = tokens.tolist()
     for row in torch.cat([x, y[:, -1:]], dim=1).tolist():

@@ -58,7 +58,11 @@ def probe_speculative_samples(sub, p, q, n, seed):
     for _ in range(n):
         x = int(torch.multinomial(q[0], 1, generator=gen))
         accepted, dist = sub.rejection_step(p, q, [x], torch.rand(1, generator=gen, dtype=torch.float64))
-        out.append(x if int(accepted) == 1 else int(torch.multinomial(dist, 1, generator=gen)))
+        if isinstance(accepted, bool) or not isinstance(accepted, int) or not isinstance(dist, torch.Tensor) \
+                or dist.dtype != p.dtype:
+            raise TypeError(f"rejection_step must return (an int, a {p.dtype} tensor), not "
+                            f"({type(accepted).__name__}, {getattr(dist, 'dtype', type(dist).__name__)})")
+        out.append(x if accepted == 1 else int(torch.multinomial(dist, 1, generator=gen)))
     return torch.tensor(out)
 
 
