@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import html
 import json
+import shlex
 import time
 import uuid
 from pathlib import Path
@@ -21,17 +22,16 @@ from rich.table import Table
 from llmlab.gradebook import Gradebook
 from llmlab.jobs import client, local, record
 from llmlab.jobs.deliverable_job import DeliverableRecord
+from llmlab.jobs.grade_job import entrypoint as grade_entrypoint
 from llmlab.labs import BY_ID, PROFILES, built_labs, get_lab
 
 LEARNER = "reference"
 
 
-def _submit(address: str, entrypoint: list[str], working_dir: str | None, meta: dict) -> str:
+def _submit(address: str, entrypoint: str, meta: dict) -> str:
     job_id = f"llmlab-{meta['llmlab.kind']}-{meta['llmlab.lab']}-{uuid.uuid4().hex[:8]}"
-    runtime_env = {"env_vars": client.ONE_CPU_ENV} | ({"working_dir": working_dir} if working_dir else {})
-    client.connect(address).submit_job(
-        entrypoint=" ".join(entrypoint), submission_id=job_id, metadata=meta, entrypoint_num_cpus=1,
-        runtime_env=runtime_env)
+    client.connect(address).submit_job(entrypoint=entrypoint, submission_id=job_id, metadata=meta,
+                                       entrypoint_num_cpus=1, runtime_env={"env_vars": client.ONE_CPU_ENV})
     return job_id
 
 
@@ -52,12 +52,12 @@ def run_course(profile: str = "quick", address: str | None = None, labs: list[st
     jobs: dict[tuple[str, str], str] = {}
     for lab_id in labs:
         jobs[(lab_id, "deliverable")] = _submit(
-            address, ["python", "-m", "llmlab.jobs.deliverable_job", lab_id, "--profile", profile,
-                      "--out", str(out_dir / lab_id)], None,
+            address, shlex.join(["python", "-m", "llmlab.jobs.deliverable_job", lab_id, "--profile", profile,
+                                 "--out", str(out_dir / lab_id)]),
             {"llmlab.kind": "deliverable", "llmlab.lab": lab_id, "llmlab.learner": LEARNER})
         jobs[(lab_id, "grade")] = _submit(
-            address, ["python", "-m", "llmlab.jobs.grade_job", lab_id, "--reference", "--learner", LEARNER],
-            None, {"llmlab.kind": "grade", "llmlab.lab": lab_id, "llmlab.learner": LEARNER})
+            address, grade_entrypoint(lab_id, reference=True, learner=LEARNER),
+            {"llmlab.kind": "grade", "llmlab.lab": lab_id, "llmlab.learner": LEARNER})
     status = {key: "PENDING" for key in jobs}
     ray = client.connect(address)
 

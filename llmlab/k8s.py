@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import yaml
 
+from llmlab.jobs.grade_job import entrypoint as grade_entrypoint
+
 GROUP, VERSION, PLURAL, KIND = "llmlab.dev", "v1alpha1", "labsubmissions", "LabSubmission"
 SUBMISSION_LABEL = "llmlab.dev/submission"
 TERMINAL_PHASES = ("Succeeded", "Failed", "DeadlineExceeded")
@@ -23,6 +25,9 @@ class OperatorSettings:
     ray_cluster: str = ""  # the RayCluster for submissions that name none; empty: an ephemeral one each
     ttl_seconds_after_finished: int = 600
     default_deadline_seconds: int = 900
+    result_key_secret: str = ""  # the Secret holding the result-record key (mounted into ephemeral clusters)
+    bubblewrap: bool = True  # learner-code pods may create user namespaces (seccomp, AppArmor unconfined)
+    runtime_class: str = ""  # a sandboxed RuntimeClass around learner-code pods, e.g. gvisor
 
 
 def rayjob_name(submission_name: str) -> str:
@@ -43,7 +48,7 @@ def rayjob_manifest(sub: dict, settings: OperatorSettings = OperatorSettings()) 
     resources = spec.get("resources", {})
     runtime_env = {"working_dir": source["workingDirURI"]}
     job = {
-        "entrypoint": f"python -m llmlab.jobs.grade_job {spec['lab']} {path} --learner {spec['learner']}",
+        "entrypoint": grade_entrypoint(spec["lab"], path, learner=spec["learner"]),
         "runtimeEnvYAML": yaml.safe_dump(runtime_env, sort_keys=True),
         "jobId": ray_job_id(meta["namespace"], meta["name"]),
         "metadata": {"llmlab.kind": "grade", "llmlab.lab": spec["lab"], "llmlab.learner": spec["learner"]},
@@ -69,13 +74,26 @@ def rayjob_manifest(sub: dict, settings: OperatorSettings = OperatorSettings()) 
 
 
 def _ephemeral_cluster(settings: OperatorSettings, resources: dict) -> dict:
+    """One grading's cluster: the head runs the job (and so the learner's code, under bubblewrap), with the
+    result key mounted and the sandbox's needs (see the chart's ``sandbox`` values)."""
     limits = {"cpu": str(resources.get("cpu", 1)), "memory": str(resources.get("memory", "2Gi"))}
     security = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
-    return {"headGroupSpec": {"rayStartParams": {}, "template": {"metadata": {"labels": {
-        "llmlab.dev/runs-learner-code": "true"}}, "spec": {
-        "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "seccompProfile": {"type": "RuntimeDefault"}},
-        "containers": [{"name": "ray-head", "image": settings.llmlab_image,
-                        "resources": {"requests": limits, "limits": limits}, "securityContext": security}]}}}}
+    pod_security = {"runAsNonRoot": True, "runAsUser": 1000,
+                    "seccompProfile": {"type": "Unconfined" if settings.bubblewrap else "RuntimeDefault"}}
+    container = {"name": "ray-head", "image": settings.llmlab_image, "securityContext": security,
+                 "resources": {"requests": limits, "limits": limits}}
+    pod = {"securityContext": pod_security, "containers": [container]}
+    metadata = {"labels": {"llmlab.dev/runs-learner-code": "true"}}
+    if settings.bubblewrap:
+        metadata["annotations"] = {"container.apparmor.security.beta.kubernetes.io/ray-head": "unconfined"}
+    if settings.runtime_class:
+        pod["runtimeClassName"] = settings.runtime_class
+    if settings.result_key_secret:
+        container["env"] = [{"name": "LLMLAB_RESULT_KEY_FILE", "value": "/etc/llmlab/result-key/key"}]
+        container["volumeMounts"] = [{"name": "result-key", "mountPath": "/etc/llmlab/result-key", "readOnly": True}]
+        pod["volumes"] = [{"name": "result-key", "secret": {"secretName": settings.result_key_secret,
+                                                              "defaultMode": 0o400}}]
+    return {"headGroupSpec": {"rayStartParams": {}, "template": {"metadata": metadata, "spec": pod}}}
 
 
 JOB_PHASES = {"PENDING": "Pending", "RUNNING": "Running", "SUCCEEDED": "Succeeded", "FAILED": "Failed",

@@ -26,6 +26,9 @@ from llmlab.jobs import client as ray_client
 SETTINGS = k8s.OperatorSettings(
     llmlab_image=os.environ.get("LLMLAB_IMAGE", k8s.OperatorSettings.llmlab_image),
     ray_cluster=os.environ.get("LLMLAB_RAY_CLUSTER", ""),
+    result_key_secret=os.environ.get("LLMLAB_RESULT_KEY_SECRET", ""),
+    bubblewrap=os.environ.get("LLMLAB_SANDBOX_BUBBLEWRAP", "true").lower() == "true",
+    runtime_class=os.environ.get("LLMLAB_SANDBOX_RUNTIME_CLASS", ""),
 )
 _conn: kopf.ConnectionInfo | None = None
 

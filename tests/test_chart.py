@@ -65,16 +65,20 @@ def test_crd_validation_catches_a_wrong_field(rendered):
     assert any("rayStartParam" in e for e in chart.validate_custom(ray, CRDS))
 
 
-def _pods(docs):
+def _pods(docs: list[dict]) -> list[tuple[str, dict, dict]]:
+    """(name, pod metadata, pod spec) of every pod template, RayCluster groups included."""
+    out = []
     for d in docs:
-        if d["kind"] == "Deployment":
-            yield d["metadata"]["name"], d["spec"]["template"]["spec"]
+        spec = d.get("spec", {})
+        if d["kind"] in ("Deployment", "StatefulSet"):
+            out.append((d["metadata"]["name"], spec["template"].get("metadata", {}), spec["template"]["spec"]))
         elif d["kind"] == "Pod":
-            yield d["metadata"]["name"], d["spec"]
+            out.append((d["metadata"]["name"], d["metadata"], spec))
         elif d["kind"] == "RayCluster":
-            yield d["metadata"]["name"] + "/head", d["spec"]["headGroupSpec"]["template"]["spec"]
-            for g in d["spec"]["workerGroupSpecs"]:
-                yield d["metadata"]["name"] + "/" + g["groupName"], g["template"]["spec"]
+            groups = [("head", spec["headGroupSpec"])] + [(g["groupName"], g) for g in spec["workerGroupSpecs"]]
+            out += [(f"{d['metadata']['name']}/{n}", g["template"].get("metadata", {}), g["template"]["spec"])
+                    for n, g in groups]
+    return out
 
 
 def test_labels_security_images_and_probes(rendered):
@@ -84,9 +88,11 @@ def test_labels_security_images_and_probes(rendered):
             for key in ("app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/version",
                         "app.kubernetes.io/managed-by", "app.kubernetes.io/component", "helm.sh/chart"):
                 assert key in labels, (d["kind"], d["metadata"]["name"], key)
-        for name, spec in _pods(docs):
+        for name, meta, spec in _pods(docs):
             psc = spec["securityContext"]
-            assert psc["runAsNonRoot"] is True and psc["seccompProfile"]["type"] == "RuntimeDefault", name
+            learner = meta.get("labels", {}).get("llmlab.dev/runs-learner-code") == "true"  # see the sandbox test
+            assert psc["runAsNonRoot"] is True and psc["seccompProfile"]["type"] == (
+                "Unconfined" if learner else "RuntimeDefault"), name
             for c in spec["containers"]:
                 sc = c["securityContext"]
                 assert sc["allowPrivilegeEscalation"] is False and sc["capabilities"]["drop"] == ["ALL"], name
@@ -230,3 +236,47 @@ def test_kubernetes_mode_needs_the_operator():
 
     with pytest.raises(helm_python.HelmError, match="needs operator.enabled"):
         chart.render({"grader": {"backend": "kubernetes"}, "operator": {"enabled": False}})
+
+
+def test_learner_code_pods_get_the_sandbox_they_need_and_the_result_key(rendered):
+    """Pods that run learner code may create user namespaces (bubblewrap: seccomp and AppArmor unconfined,
+    nothing else relaxed) and hold the result key; of the others only the grader and the operator do."""
+    for name, docs in rendered.items():
+        for pod, meta, spec in _pods(docs):
+            learner = meta.get("labels", {}).get("llmlab.dev/runs-learner-code") == "true"
+            mounts = {m["name"] for c in spec["containers"] for m in c.get("volumeMounts", [])}
+            if learner:
+                assert spec["securityContext"]["seccompProfile"] == {"type": "Unconfined"}, (name, pod)
+                assert spec["securityContext"]["runAsNonRoot"] is True
+                assert all(c["securityContext"]["capabilities"] == {"drop": ["ALL"]} and
+                           c["securityContext"]["allowPrivilegeEscalation"] is False for c in spec["containers"])
+                assert meta["annotations"] == {
+                    f"container.apparmor.security.beta.kubernetes.io/{spec['containers'][0]['name']}": "unconfined"}
+                assert "result-key" in mounts, (name, pod)
+                env = {e["name"]: e.get("value") for e in spec["containers"][0]["env"]}
+                assert env["LLMLAB_RESULT_KEY_FILE"] == "/etc/llmlab/result-key/key"
+                assert "LLMLAB_INSECURE_NO_SANDBOX" not in env
+            else:
+                assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, (name, pod)
+                holds_key = pod.endswith(("-grader", "-operator"))
+                assert ("result-key" in mounts) == holds_key, (name, pod)
+        secrets = [d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"].endswith("-result-key")]
+        assert len(secrets) == 1 and len(secrets[0]["data"]["key"]) >= 64
+
+
+def test_sandbox_values_render():
+    docs = chart.render({"sandbox": {"runtimeClassName": "gvisor", "insecureNoSandbox": True,
+                                     "bubblewrap": {"enabled": False}}, "resultKeySecret": "mine"})
+    workers = [(p, m, s) for p, m, s in _pods(docs) if m.get("labels", {}).get("llmlab.dev/runs-learner-code")]
+    assert workers
+    for _, meta, spec in workers:
+        assert spec["runtimeClassName"] == "gvisor" and not meta.get("annotations")
+        assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        env = {e["name"]: e.get("value") for e in spec["containers"][0]["env"]}
+        assert env["LLMLAB_INSECURE_NO_SANDBOX"] == "1"
+        assert {"name": "result-key", "secret": {"secretName": "mine", "defaultMode": 0o400}} in spec["volumes"]
+    assert not [d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"].endswith("-result-key")]
+    operator = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-operator"))
+    env = {e["name"]: e.get("value") for e in operator["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["LLMLAB_RESULT_KEY_SECRET"] == "mine" and env["LLMLAB_SANDBOX_RUNTIME_CLASS"] == "gvisor"
+    assert env["LLMLAB_SANDBOX_BUBBLEWRAP"] == "false"

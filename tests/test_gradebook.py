@@ -7,8 +7,10 @@ from llmlab.gradebook import WEIGHTS, Gradebook
 
 
 def _result(lab: str, learner: str, score: float, max_score: float = 10) -> GradeResult:
-    return GradeResult(lab=lab, learner=learner, submission_sha256="0" * 64, seed=1,
-                       checks=[CheckResult(name="c", points=score, max_points=max_score, passed=score == max_score)],
+    """A result whose checks add up: one passed check worth ``score``, one failed worth the rest."""
+    checks = [CheckResult(name="passed", points=score, max_points=score, passed=True),
+              CheckResult(name="failed", points=0, max_points=max_score - score, passed=False)]
+    return GradeResult(lab=lab, learner=learner, submission_sha256="0" * 64, seed=1, checks=checks,
                        score=score, max_score=max_score, limits=Limits(call_timeout_s=1, total_timeout_s=1,
                                                                         memory_mb=1),
                        started_at=dt.datetime.now(dt.UTC), duration_s=1.0, environment=Environment())

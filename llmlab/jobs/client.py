@@ -18,6 +18,7 @@ from pathlib import Path
 
 from llmlab.contracts import GradeResult, JobRecord
 from llmlab.jobs import local, record
+from llmlab.jobs.grade_job import entrypoint
 
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
 # A job reserves one CPU (entrypoint_num_cpus=1): its math libraries get one thread, because two jobs that
@@ -76,12 +77,10 @@ def submit_grading(lab: str, submission: Path, *, address: str | None = None, le
     job_id = job_id or f"llmlab-{lab}-{uuid.uuid4().hex[:12]}"
     with tempfile.TemporaryDirectory(prefix="llmlab-stage-") as d:
         rel = _stage(submission, Path(d))
-        args = ["python", "-m", "llmlab.jobs.grade_job", lab, rel, "--learner", learner]
-        if seed is not None:
-            args += ["--seed", str(seed)]
         try:
             ray.submit_job(
-                entrypoint=" ".join(args), submission_id=job_id, entrypoint_num_cpus=1,
+                entrypoint=entrypoint(lab, rel, learner=learner, seed=seed), submission_id=job_id,
+                entrypoint_num_cpus=1,
                 runtime_env={"working_dir": d, "env_vars": ONE_CPU_ENV},
                 metadata={"llmlab.kind": "grade", "llmlab.lab": lab, "llmlab.learner": learner,
                           "llmlab.submission": submission.name},

@@ -12,8 +12,18 @@ LLMLAB_INSECURE_NO_SANDBOX=1; the reference is llmlab's own code and runs either
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
+
+
+def entrypoint(lab: str, path: str | None = None, *, learner: str = "anonymous", seed: int | None = None,
+               reference: bool = False) -> str:
+    """The one command line that grades in a Ray job (the client, the course run and the operator's
+    RayJobs all use it), quoted for the shell Ray runs it in: a learner's name is never shell syntax."""
+    args = ["python", "-m", "llmlab.jobs.grade_job", lab, *(["--reference"] if reference else [path]),
+            "--learner", learner]
+    return shlex.join(args + (["--seed", str(seed)] if seed is not None else []))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -55,3 +55,49 @@ app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 {{- toJson $cfg -}}
 {{- end -}}
+
+{{- define "llmlab.resultKeySecret" -}}
+{{ .Values.resultKeySecret | default (printf "%s-result-key" (include "llmlab.fullname" .)) }}
+{{- end -}}
+
+{{/* The result key: a volume, its mount and the variable that names the file (see resultKeySecret). */}}
+{{- define "llmlab.resultKeyVolume" -}}
+- name: result-key
+  secret: {secretName: {{ include "llmlab.resultKeySecret" . }}, defaultMode: 0400}
+{{- end -}}
+
+{{- define "llmlab.resultKeyMount" -}}
+- {name: result-key, mountPath: /etc/llmlab/result-key, readOnly: true}
+{{- end -}}
+
+{{- define "llmlab.resultKeyEnv" -}}
+- {name: LLMLAB_RESULT_KEY_FILE, value: /etc/llmlab/result-key/key}
+{{- end -}}
+
+{{/* Pod-level security of pods that run learner code: bubblewrap needs user namespaces. */}}
+{{- define "llmlab.learnerPodSecurityContext" -}}
+{{- $ctx := deepCopy .Values.podSecurityContext }}
+{{- if .Values.sandbox.bubblewrap.enabled }}
+{{- $_ := set $ctx "seccompProfile" .Values.sandbox.bubblewrap.seccompProfile }}
+{{- end }}
+{{ toYaml $ctx }}
+{{- end -}}
+
+{{- define "llmlab.learnerPodExtras" -}}
+{{- if .Values.sandbox.runtimeClassName }}
+runtimeClassName: {{ .Values.sandbox.runtimeClassName }}
+{{- end }}
+{{- end -}}
+
+{{/* AppArmor's default container profile forbids the mounts bubblewrap makes (annotation: Kubernetes 1.29+). */}}
+{{- define "llmlab.learnerPodAnnotations" -}}
+{{- if .Values.sandbox.bubblewrap.enabled }}
+container.apparmor.security.beta.kubernetes.io/{{ .container }}: unconfined
+{{- end }}
+{{- end -}}
+
+{{- define "llmlab.learnerEnv" -}}
+{{- if .Values.sandbox.insecureNoSandbox }}
+- {name: LLMLAB_INSECURE_NO_SANDBOX, value: "1"}
+{{- end }}
+{{- end -}}
