@@ -17,6 +17,7 @@ import logging
 import os
 import secrets
 import shutil
+import time
 import uuid
 import zipfile
 from dataclasses import dataclass
@@ -121,10 +122,12 @@ class Backend(Protocol):
 
 
 class RayBackend:
-    """Grading as Ray jobs through the Job Submission API (a local head or any ``address``)."""
+    """Grading as Ray jobs through the Job Submission API (a local head or any ``address``). A job still
+    unfinished ``deadline_seconds`` after Ray accepted it is stopped and the submission fails (Ray jobs have
+    no deadline of their own; the grader inside bounds its own work, this bounds everything around it)."""
 
-    def __init__(self, address: str | None = None):
-        self.address = address
+    def __init__(self, address: str | None = None, deadline_seconds: int = 900):
+        self.address, self.deadline_seconds = address, deadline_seconds
 
     def _address(self) -> str:
         from llmlab.jobs import local
@@ -143,8 +146,13 @@ class RayBackend:
     def poll(self, job_id: str) -> Poll:
         from llmlab.jobs import client
 
-        status = client.status(job_id, self._address())
+        info = client.connect(self._address()).get_job_info(job_id)
+        status = str(info.status.value)
         if status not in client.TERMINAL:
+            if info.start_time and time.time() - info.start_time / 1000 > self.deadline_seconds:
+                client.connect(self._address()).stop_job(job_id)
+                return Poll("failed", message=f"not graded within {self.deadline_seconds}s: the job was stopped",
+                            reason="deadline_exceeded")
             return Poll("running")
         if status != "SUCCEEDED":
             return Poll("failed", message=f"the grading job ended {status}",

@@ -96,3 +96,22 @@ def test_main_job_writes_the_index_and_gradebook(ray_address, tmp_path, monkeypa
     assert json.loads((tmp_path / "run" / "m01" / "metrics.json").read_text())["lab"] == "m01"
     summary = Gradebook().summary("reference")
     assert summary.labs[0].lab == "m01" and summary.labs[0].best == summary.labs[0].max_score
+
+
+def test_ray_backend_stops_a_job_past_its_deadline(ray_address, tmp_path):
+    """The grading service's Ray backend: a job still running past the deadline is stopped and fails."""
+    import time
+
+    from llmlab.submissions import RayBackend
+
+    sub = tmp_path / "slow.py"
+    sub.write_text("import time\ntime.sleep(120)\n")
+    backend = RayBackend(ray_address, deadline_seconds=2)
+    job_id = f"llmlab-deadline-{os.getpid()}-{int(time.time())}"
+    backend.dispatch(job_id, "s1", "m01", sub, "slowpoke")
+    poll = backend.poll(job_id)
+    while poll.state == "running":
+        time.sleep(0.5)
+        poll = backend.poll(job_id)
+    assert (poll.state, poll.reason) == ("failed", "deadline_exceeded"), poll
+    assert client.wait(job_id, ray_address, timeout=60) == "STOPPED"

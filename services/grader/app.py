@@ -212,7 +212,7 @@ def create_app(settings: GraderSettings | None = None, backend=None) -> FastAPI:
 
 def _backend(settings: GraderSettings, links: SourceLinks | None):
     if settings.backend == "ray":
-        return RayBackend(settings.ray_address)
+        return RayBackend(settings.ray_address, settings.grading_deadline_seconds)
     from llmlab.k8s import KubeClient
 
     return KubernetesBackend(KubeClient(settings.kube_server), settings.kube_namespace, links, settings.ray_cluster,
