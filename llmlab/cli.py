@@ -439,7 +439,7 @@ def _store(db: str | None):
     from services.grader.settings import GraderSettings
 
     settings = GraderSettings(**({"database_url": db} if db else {}))
-    return Store(settings.resolved_database_url(), settings.files_dir)
+    return Store(settings.resolved_database_url(), settings.files_dir, settings.token_ttl_days)
 
 
 @learners_app.command("add")
@@ -453,18 +453,22 @@ def learners_add(name: str, instructor: Annotated[bool, typer.Option("--instruct
 
 
 @learners_app.command("token")
-def learners_token(name: str, db: DbOpt = None):
-    """Issue another token for a learner."""
+def learners_token(name: str, rotate: Annotated[bool, typer.Option(help="revoke the learner's other tokens")] = False,
+                   db: DbOpt = None):
+    """Issue another token for a learner (tokens expire after LLMLAB_GRADER_TOKEN_TTL_DAYS, default 90)."""
     try:
-        out.print(_store(db).issue_token(name), markup=False, highlight=False)
-    except ValueError as e:
+        out.print(_store(db).issue_token(name, revoke_others=rotate), markup=False, highlight=False)
+    except LookupError as e:
         raise Fail(str(e), 2) from None
 
 
 @learners_app.command("revoke")
 def learners_revoke(name: str, db: DbOpt = None):
     """Revoke every token of a learner."""
-    out.print(f"revoked {_store(db).revoke_tokens(name)} token(s) of {name}")
+    try:
+        out.print(f"revoked {_store(db).revoke_tokens(name)} token(s) of {name}")
+    except LookupError as e:
+        raise Fail(str(e), 2) from None
 
 
 @learners_app.command("list")

@@ -15,11 +15,14 @@ import hmac
 import io
 import logging
 import os
+import re
 import secrets
 import shutil
 import time
+import unicodedata
 import uuid
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
@@ -35,7 +38,9 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     func,
+    inspect,
     select,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
@@ -49,6 +54,21 @@ UNFINISHED = ("queued", "running")
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,62}$"
+NAME_RULE = ("1-63 characters: lower-case letters, digits, '.', '_' and '-', starting with a letter or digit "
+             "(NFKC-normalised and lower-cased first; unique)")
+TOKEN_TTL_DAYS = 90
+
+
+def normalize_name(name: str) -> str:
+    """A learner's name as stored: NFKC (fullwidth and other compatibility forms folded), lower-cased, and
+    matched against NAME_PATTERN, so look-alike Unicode, separators, NUL and case variants are refused."""
+    folded = unicodedata.normalize("NFKC", name).lower() if isinstance(name, str) else ""
+    if not re.fullmatch(NAME_PATTERN, folded):
+        raise ValueError(f"invalid learner name {name!r}: {NAME_RULE}")
+    return folded
 
 
 def hash_token(token: str) -> str:
@@ -75,6 +95,7 @@ class Token(Base):
     token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
     revoked: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    expires_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class Submission(Base):
@@ -182,6 +203,8 @@ class SourceLinks:
         return f"{self.base_url}/v1/sources/{submission_id}.zip?expires={expires}&sig={sig}"
 
     def verify(self, submission_id: str, expires: int, sig: str) -> bool:
+        if not (sig.isascii() and len(sig) <= 128 and 0 <= expires < 2**40):  # compare_digest takes ASCII only
+            return False
         return expires >= _now().timestamp() and hmac.compare_digest(sig, self._sign(submission_id, expires))
 
 
@@ -247,47 +270,75 @@ class KubernetesBackend:
 class Store:
     """Learners, tokens and submissions in SQL (SQLite by default, PostgreSQL by URL), files on disk."""
 
-    def __init__(self, url: str, files_dir: Path):
+    def __init__(self, url: str, files_dir: Path, token_ttl_days: int = TOKEN_TTL_DAYS):
         if url.startswith("sqlite:///"):  # a first run: the folder of the database file may not exist yet
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         self.engine = create_engine(url, connect_args={"timeout": 30} if url.startswith("sqlite") else {})
         Base.metadata.create_all(self.engine)
         self.session = sessionmaker(self.engine, expire_on_commit=False)
+        self.token_ttl = dt.timedelta(days=token_ttl_days)
+        self._migrate()
         self.files_dir = Path(files_dir)
         self.files_dir.mkdir(parents=True, exist_ok=True)
 
+    def _migrate(self) -> None:
+        """Columns added since a database was made (create_all makes tables, not columns). Tokens from before
+        expiry existed expire one TTL from the upgrade."""
+        if "expires_at" not in {c["name"] for c in inspect(self.engine).get_columns("tokens")}:
+            with self.engine.begin() as c:
+                c.execute(text("ALTER TABLE tokens ADD COLUMN expires_at TIMESTAMP"))
+        with self.session.begin() as s:
+            for t in s.scalars(select(Token).where(Token.expires_at.is_(None))):
+                t.expires_at = _now() + self.token_ttl
+
     # --- people ---------------------------------------------------------------------------------------
     def add_learner(self, name: str, role: Role = "learner") -> str:
-        """Create a learner (or instructor) and return a new token: shown once, stored hashed."""
+        """Create a learner (or instructor) and return a new token: shown once, stored hashed. The name is
+        normalised (``normalize_name``) and must be unique; ValueError otherwise."""
         if role not in ("learner", "instructor"):
             raise ValueError("role must be 'learner' or 'instructor'")
+        name = normalize_name(name)
         with self.session.begin() as s:
-            if s.scalar(select(Learner).where(Learner.name == name)):
+            if s.scalar(select(Learner).where(func.lower(Learner.name) == name)):
                 raise ValueError(f"learner {name!r} exists; use issue_token for a new token")
             s.add(Learner(name=name, role=role))
         return self.issue_token(name)
 
-    def issue_token(self, name: str) -> str:
+    def _learner(self, s, name: str) -> Learner:
+        try:
+            folded = normalize_name(name)
+        except ValueError:
+            raise LookupError(f"no learner {name!r}") from None
+        learner = s.scalar(select(Learner).where(func.lower(Learner.name) == folded))
+        if learner is None:
+            raise LookupError(f"no learner {name!r}")
+        return learner
+
+    def issue_token(self, name: str, revoke_others: bool = False) -> str:
+        """A new token for ``name``, valid for the store's TTL; ``revoke_others`` makes it a rotation."""
         token = "llm_" + secrets.token_urlsafe(32)
         with self.session.begin() as s:
-            learner = s.scalar(select(Learner).where(Learner.name == name))
-            if learner is None:
-                raise ValueError(f"no learner {name!r}")
-            s.add(Token(learner_id=learner.id, token_sha256=hash_token(token)))
+            learner = self._learner(s, name)
+            if revoke_others:
+                for t in s.scalars(select(Token).where(Token.learner_id == learner.id, Token.revoked.is_(False))):
+                    t.revoked = True
+            s.add(Token(learner_id=learner.id, token_sha256=hash_token(token), expires_at=_now() + self.token_ttl))
         return token
 
     def revoke_tokens(self, name: str) -> int:
         with self.session.begin() as s:
-            learner = s.scalar(select(Learner).where(Learner.name == name))
+            learner = self._learner(s, name)
             tokens = s.scalars(select(Token).where(Token.learner_id == learner.id, Token.revoked.is_(False))).all()
             for t in tokens:
                 t.revoked = True
             return len(tokens)
 
     def authenticate(self, token: str) -> Learner | None:
+        if not token.isascii() or len(token) > 200:
+            return None
         with self.session() as s:
             return s.scalar(select(Learner).join(Token).where(Token.token_sha256 == hash_token(token),
-                                                               Token.revoked.is_(False)))
+                                                               Token.revoked.is_(False), Token.expires_at > _now()))
 
     def learners(self) -> list[Learner]:
         with self.session() as s:
@@ -343,7 +394,9 @@ def _fsync_write(path: Path, data: bytes) -> None:
 
 
 def unpack(filename: str, data: bytes, into: Path, max_files: int = 200, max_bytes: int = 20 * 2**20) -> None:
-    """Place an upload in ``into``: a .py file as is, a .zip extracted with no path escaping it."""
+    """Place an upload in ``into``: a .py file as is, or a .zip extracted with every entry checked: names
+    (relative, no '..', no drive letters or backslashes, no NUL, one root), real sizes (a header that lies
+    is caught while reading, never trusted), CRCs and the deflate stream. Raises SubmissionRejected."""
     into.mkdir(parents=True)
     if filename.endswith(".py"):
         _fsync_write(into / "submission.py", data)
@@ -352,22 +405,36 @@ def unpack(filename: str, data: bytes, into: Path, max_files: int = 200, max_byt
         raise SubmissionRejected("upload a .py file or a .zip of a folder", 415)
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
-    except zipfile.BadZipFile:
+        members = [m for m in archive.infolist() if not m.is_dir()]
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError, EOFError):
         raise SubmissionRejected("the .zip is not a valid zip archive") from None
-    members = [m for m in archive.infolist() if not m.is_dir()]
+    if not members:
+        raise SubmissionRejected("the .zip holds no files")
     if len(members) > max_files or sum(m.file_size for m in members) > max_bytes:
         raise SubmissionRejected(f"the .zip holds more than {max_files} files or {max_bytes} bytes", 413)
     names = [m.filename for m in members]
-    prefix = os.path.commonpath(names) if len(names) > 1 else os.path.dirname(names[0]) if names else ""
+    for name in names:
+        parts = name.split("/")
+        if (not name or name.startswith("/") or "\\" in name or "\0" in name or ":" in parts[0]
+                or any(p in ("", ".", "..") for p in parts)):
+            raise SubmissionRejected(f"the .zip has an unsafe or malformed path: {name!r}")
+    prefix = os.path.commonpath(names) if len(names) > 1 else os.path.dirname(names[0])
     if prefix and any(n == prefix for n in names):
         prefix = os.path.dirname(prefix)
+    total = 0
     for m in members:
-        rel = os.path.relpath(m.filename, prefix) if prefix else m.filename
-        target = (into / rel).resolve()
-        if not str(target).startswith(str(into.resolve()) + os.sep) or os.path.isabs(m.filename):
-            raise SubmissionRejected(f"the .zip has an unsafe path: {m.filename!r}")
+        target = into / (os.path.relpath(m.filename, prefix) if prefix else m.filename)
         target.parent.mkdir(parents=True, exist_ok=True)
-        _fsync_write(target, archive.read(m))
+        try:
+            with archive.open(m) as src:
+                body = src.read(m.file_size + 1)  # a header that understates the size reads one byte over
+        except (zipfile.BadZipFile, zlib.error, ValueError, OSError, EOFError, NotImplementedError,
+                RuntimeError) as e:  # bad CRC, corrupt deflate, encrypted, unsupported compression
+            raise SubmissionRejected(f"the .zip entry {m.filename!r} cannot be read: {type(e).__name__}") from None
+        total += len(body)
+        if len(body) > m.file_size or total > max_bytes:
+            raise SubmissionRejected(f"the .zip entry {m.filename!r} is larger than its header says", 413)
+        _fsync_write(target, body)
     if not ((into / "submission.py").exists() or (into / "__init__.py").exists()):
         raise SubmissionRejected("the .zip needs submission.py (or __init__.py) at its top level")
 
@@ -386,9 +453,14 @@ class GradingService:
         returns the first submission and created=False."""
         from llmlab.labs import UnknownLab, is_built, module_name
 
-        if idempotency_key:
+        if idempotency_key is not None:
+            if not (1 <= len(idempotency_key) <= 128 and idempotency_key.isascii() and idempotency_key.isprintable()):
+                raise self._reject(lab, "Idempotency-Key must be 1-128 printable ASCII characters", 400)
             earlier = self.store.by_idempotency_key(learner.id, idempotency_key)
             if earlier:
+                if (earlier.lab, earlier.sha256, earlier.filename) != (lab, hashlib.sha256(data).hexdigest(),
+                                                                      filename[:255]):
+                    raise self._reject(lab, "this Idempotency-Key was used for a different request", 422)
                 return earlier, False
         try:
             module_name(lab)
@@ -406,9 +478,11 @@ class GradingService:
         try:
             unpack(filename, data, self.store.path(sid))
             _fsync_write(self.store.files_dir / sid / "upload", data)
-        except SubmissionRejected as e:
+        except BaseException as e:  # nothing half-written stays behind, whatever went wrong
             shutil.rmtree(self.store.files_dir / sid, ignore_errors=True)
-            raise self._reject(lab, str(e), e.status) from None
+            if isinstance(e, SubmissionRejected):
+                raise self._reject(lab, str(e), e.status) from None
+            raise
         sub = Submission(id=sid, learner_id=learner.id, lab=lab, filename=filename[:255],
                          sha256=hashlib.sha256(data).hexdigest(), size=len(data), state="queued",
                          idempotency_key=idempotency_key)

@@ -11,18 +11,21 @@ import logging
 import threading
 import time
 from contextlib import asynccontextmanager
-from typing import Annotated
+from typing import Annotated, Literal
 
-from fastapi import Depends, FastAPI, File, Form, Header, HTTPException, Request, UploadFile
+from fastapi import Depends, FastAPI, File, Form, Header, HTTPException, Query, Request, UploadFile
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from llmlab import __version__
 from llmlab.gradebook import LabGrade, summarize
 from llmlab.labs import built_labs
 from llmlab.metrics import GraderMetrics
 from llmlab.submissions import (
+    NAME_PATTERN,
+    NAME_RULE,
     GradingService,
     KubernetesBackend,
     Learner,
@@ -31,6 +34,7 @@ from llmlab.submissions import (
     Store,
     Submission,
     SubmissionRejected,
+    normalize_name,
     source_zip,
 )
 from services.grader.settings import GraderSettings
@@ -54,13 +58,68 @@ class SubmissionOut(BaseModel):
 
 
 class NewLearner(BaseModel):
-    name: str
-    role: str = "learner"
+    name: str = Field(description=f"{NAME_RULE}; pattern {NAME_PATTERN}")
+    role: Literal["learner", "instructor"] = "learner"
+
+
+KNOWN_METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"}
+MULTIPART_OVERHEAD = 64 * 1024  # form fields and part headers around the file
+
+
+class BodyLimit:
+    """Pure ASGI middleware: refuses a body over ``limit`` bytes before reading it (Content-Length) or as
+    soon as it grows past it (chunked), and asks ``authorized`` about the credentials of the routes in
+    ``guarded`` before a byte of their body is read, so an anonymous 300 MB upload costs nothing."""
+
+    def __init__(self, app, limit: int, guarded: set[tuple[str, str]], authorized):
+        self.app, self.limit, self.guarded, self.authorized = app, limit, guarded, authorized
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        if (scope["method"], scope["path"]) in self.guarded and not await run_in_threadpool(
+                self.authorized, headers.get("authorization")):
+            return await _send_json(send, 401, "send 'Authorization: Bearer <token>' with a valid token",
+                                    {"www-authenticate": "Bearer"})
+        length = headers.get("content-length", "")
+        if length and (not length.isdigit() or int(length) > self.limit):
+            return await _send_json(send, 413, f"request body over the {self.limit} byte limit")
+        seen, over, answered = 0, False, False
+
+        async def limited():  # past the limit, the app sees the client go away...
+            nonlocal seen, over
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                over = True
+                return {"type": "http.disconnect"}
+            return message
+
+        async def replaced(message):  # ...and whatever it answers to that is replaced by a 413
+            nonlocal answered
+            if not over:
+                return await send(message)
+            if message["type"] == "http.response.start" and not answered:
+                answered = True
+                await _send_json(send, 413, f"request body over the {self.limit} byte limit")
+
+        await self.app(scope, limited, replaced)
+        if over and not answered:
+            await _send_json(send, 413, f"request body over the {self.limit} byte limit")
+
+
+async def _send_json(send, status: int, detail: str, extra: dict | None = None) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers += [(k.encode(), v.encode()) for k, v in (extra or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def create_app(settings: GraderSettings | None = None, backend=None) -> FastAPI:
     settings = settings or GraderSettings()
-    store = Store(settings.resolved_database_url(), settings.files_dir)
+    store = Store(settings.resolved_database_url(), settings.files_dir, settings.token_ttl_days)
     registry = CollectorRegistry()
     metrics = GraderMetrics(registry, labs=built_labs())
     links = SourceLinks(settings.source_base_url, settings.source_signing_key.get_secret_value()) \
@@ -89,14 +148,21 @@ def create_app(settings: GraderSettings | None = None, backend=None) -> FastAPI:
                   description="Submit lab work, get it graded as Ray jobs, read the gradebook.")
     app.state.service, app.state.store = service, store
 
+    def authorized(header: str | None) -> bool:
+        return bool(header and header.lower().startswith("bearer ") and store.authenticate(header[7:].strip()))
+
     @app.middleware("http")
     async def observe(request: Request, call_next):
         t0 = time.perf_counter()
         response = await call_next(request)
-        route = request.scope.get("route")
-        metrics.http_duration.labels(request.method, getattr(route, "path", "unmatched"),
+        route = request.scope.get("route")  # the route's template, never the raw path: bounded label values
+        method = request.method if request.method in KNOWN_METHODS else "OTHER"
+        metrics.http_duration.labels(method, getattr(route, "path", "unmatched"),
                                      str(response.status_code)).observe(time.perf_counter() - t0)
         return response
+
+    app.add_middleware(BodyLimit, limit=settings.max_upload_bytes + MULTIPART_OVERHEAD,
+                       guarded={("POST", "/v1/submissions")}, authorized=authorized)
 
     @app.exception_handler(SubmissionRejected)
     async def rejected(request: Request, exc: SubmissionRejected):
@@ -129,7 +195,9 @@ def create_app(settings: GraderSettings | None = None, backend=None) -> FastAPI:
                      idempotency_key: Annotated[str | None, Header()] = None):
         """Accept a .py file or a .zip for a lab; answered once the upload is durably stored."""
         data = await file.read(settings.max_upload_bytes + 1)
-        sub, created = service.submit(learner, lab, file.filename or "submission.py", data, idempotency_key)
+        # unpacking and fsync are blocking work: off the event loop, so /health answers meanwhile
+        sub, created = await run_in_threadpool(service.submit, learner, lab, file.filename or "submission.py", data,
+                                               idempotency_key)
         if not created:
             response.headers["Idempotent-Replayed"] = "true"
         response.headers["Location"] = f"/v1/submissions/{sub.id}"
@@ -143,9 +211,10 @@ def create_app(settings: GraderSettings | None = None, backend=None) -> FastAPI:
         return out(sub)
 
     @app.get("/v1/submissions", response_model=list[SubmissionOut])
-    def list_submissions(learner: Annotated[Learner, Depends(current)], limit: int = 100):
+    def list_submissions(learner: Annotated[Learner, Depends(current)],
+                         limit: Annotated[int, Query(ge=1, le=1000)] = 100):
         mine = None if learner.role == "instructor" else learner.id
-        return [out(s) for s in store.list(mine, min(limit, 1000))]
+        return [out(s) for s in store.list(mine, limit)]
 
     @app.get("/v1/labs")
     def labs():
@@ -175,20 +244,30 @@ def create_app(settings: GraderSettings | None = None, backend=None) -> FastAPI:
     def add_learner(body: NewLearner, _: Annotated[Learner, Depends(instructor)]):
         """Create a learner (or instructor); the token is shown once."""
         try:
-            return {"name": body.name, "role": body.role, "token": store.add_learner(body.name, body.role)}
+            token = store.add_learner(body.name, body.role)
         except ValueError as e:
-            raise HTTPException(409 if "exists" in str(e) else 400, str(e)) from None
+            raise HTTPException(409 if "exists" in str(e) else 422, str(e)) from None
+        return {"name": normalize_name(body.name), "role": body.role, "token": token}
 
     @app.post("/v1/learners/{name}/tokens", status_code=201)
-    def new_token(name: str, _: Annotated[Learner, Depends(instructor)]):
+    def new_token(name: str, _: Annotated[Learner, Depends(instructor)], rotate: bool = False):
+        """A new token for a learner; ``rotate`` revokes the others."""
         try:
-            return {"name": name, "token": store.issue_token(name)}
-        except ValueError as e:
+            return {"name": name, "token": store.issue_token(name, revoke_others=rotate)}
+        except LookupError as e:
             raise HTTPException(404, str(e)) from None
 
     @app.delete("/v1/learners/{name}/tokens")
     def revoke(name: str, _: Annotated[Learner, Depends(instructor)]):
-        return {"name": name, "revoked": store.revoke_tokens(name)}
+        try:
+            return {"name": name, "revoked": store.revoke_tokens(name)}
+        except LookupError as e:
+            raise HTTPException(404, str(e)) from None
+
+    @app.post("/v1/tokens/rotate", status_code=201)
+    def rotate(learner: Annotated[Learner, Depends(current)]):
+        """Your own token, rotated: a new one (shown once) and every other one revoked."""
+        return {"name": learner.name, "token": store.issue_token(learner.name, revoke_others=True)}
 
     @app.get("/v1/sources/{submission_id}.zip", include_in_schema=False)
     def source(submission_id: str, expires: int, sig: str):

@@ -31,6 +31,7 @@ class GraderSettings(BaseSettings):
     grading_deadline_seconds: int = 900
     max_upload_bytes: int = 2 * 2**20
     rate_limit_per_minute: int = 10
+    token_ttl_days: int = 90  # tokens expire; `llmlab learners token NAME --rotate` or POST /v1/tokens/rotate
     reconcile_interval_s: float = 1.0
 
     @model_validator(mode="after")
