@@ -377,6 +377,11 @@ def serve_inference(model: Annotated[Path, typer.Option("--model", help="a Huggi
         raise Fail(f"{model} is not a model folder (no config.json)", 2)
     if draft is not None and not (draft / "config.json").exists():
         raise Fail(f"{draft} is not a model folder (no config.json)", 2)
+    if not api_key and not _loopback(host):
+        raise Fail(f"--host {host} serves beyond this machine: give an API key (--api-key or "
+                   "LLMLAB_INFERENCE_API_KEY; vLLM reads the same one)", 2)
+    if api_key and engine == "vllm":
+        os.environ["VLLM_API_KEY"] = api_key
     lookup = None
     if ngram:
         try:
@@ -417,6 +422,15 @@ def serve_inference(model: Annotated[Path, typer.Option("--model", help="a Huggi
         if not torch.cuda.is_available():
             raise Fail(f"--device {device}: no CUDA GPU is visible to torch here", 2)
     uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+
+
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve anywhere
+        return False
 
 
 @serve_app.command("operator")

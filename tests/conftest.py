@@ -105,3 +105,43 @@ def needs_isolation() -> None:
 
     why = isolation.available()
     needs(why is None, f"no OS sandbox here: {why}")
+
+
+TEXT = "the quick brown fox jumps over the lazy dog. THE QUICK BROWN FOX!\n"
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    """A tiny character-level model exported as a Hugging Face folder (for the inference service)."""
+    from llmlab import hf
+    from llmlab.tokenization import CharTokenizer
+    from llmlab.transformer import TransformerConfig, TransformerLM
+
+    tok = CharTokenizer.train(TEXT)
+    model = TransformerLM(TransformerConfig(tok.vocab_size, context=64, d_model=32, n_heads=2), seed=0)
+    return hf.export(model, tmp_path_factory.mktemp("model") / "tiny", tok)
+
+
+def serve_inference(model_dir, *extra: str, tries: int = 120):
+    """``llmlab serve inference`` as a separate process on 127.0.0.1; (process, base URL) once /health answers."""
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import httpx
+
+    port = free_port()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("llmlab")), "serve", "inference", "--model",
+                             str(model_dir), "--port", str(port), *extra],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(tries):
+        try:
+            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                return proc, base
+        except httpx.TransportError:
+            time.sleep(0.5)
+    proc.kill()
+    raise AssertionError(proc.stderr.read().decode()[-2000:])

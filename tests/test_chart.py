@@ -280,3 +280,19 @@ def test_sandbox_values_render():
     env = {e["name"]: e.get("value") for e in operator["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["LLMLAB_RESULT_KEY_SECRET"] == "mine" and env["LLMLAB_SANDBOX_RUNTIME_CLASS"] == "gvisor"
     assert env["LLMLAB_SANDBOX_BUBBLEWRAP"] == "false"
+
+
+def test_inference_requires_an_api_key_from_a_secret(rendered):
+    """The inference pod listens beyond loopback, so both engines get an API key from a Secret."""
+    seen = 0
+    for name, docs in rendered.items():
+        for d in docs:
+            if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-inference"):
+                container = d["spec"]["template"]["spec"]["containers"][0]
+                var = "LLMLAB_INFERENCE_API_KEY" if container["name"] == "llmlab-inference" else "VLLM_API_KEY"
+                env = {e["name"]: e for e in container["env"]}
+                ref = env[var]["valueFrom"]["secretKeyRef"]
+                secret = next(x for x in docs if x["kind"] == "Secret" and x["metadata"]["name"] == ref["name"])
+                assert ref["key"] in secret["data"], name
+                seen += 1
+    assert seen >= 2

@@ -10,44 +10,23 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import openai
 import pytest
 
-from llmlab import chart, hf
+from llmlab import chart
 from llmlab.inference import Engine, SamplingParams, vllm_args
-from llmlab.tokenization import CharTokenizer
-from llmlab.transformer import TransformerConfig, TransformerLM
-from tests.conftest import free_port
+from tests.conftest import TEXT
+from tests.conftest import serve_inference as _serve
 
 CLI = str(Path(sys.executable).with_name("llmlab"))
-TEXT = "the quick brown fox jumps over the lazy dog. THE QUICK BROWN FOX!\n"
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    tok = CharTokenizer.train(TEXT)
-    model = TransformerLM(TransformerConfig(tok.vocab_size, context=64, d_model=32, n_heads=2), seed=0)
-    return hf.export(model, tmp_path_factory.mktemp("model") / "tiny", tok)
-
-
-def _serve(model_dir: Path, *extra: str, tries: int = 120) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([CLI, "serve", "inference", "--model", str(model_dir), "--port", str(port), *extra],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(tries):
-        try:
-            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                return proc, base
-        except httpx.TransportError:
-            time.sleep(0.5)
-    proc.kill()
-    raise AssertionError(proc.stderr.read().decode()[-2000:])
+def model_dir(tiny_model) -> Path:
+    return tiny_model
 
 
 @pytest.fixture(scope="module")

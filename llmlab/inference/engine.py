@@ -33,6 +33,10 @@ from llmlab.information import filtered_probs
 _ids = itertools.count()
 
 
+GREEDY_BELOW = 1e-5  # vLLM's _SAMPLING_EPS
+MAX_STOP_STRINGS, MAX_STOP_CHARS = 16, 256
+
+
 @dataclass
 class SamplingParams:
     max_tokens: int = 16
@@ -45,10 +49,17 @@ class SamplingParams:
     logprobs: int | None = None  # also return this many top alternatives per token (0: the chosen one only)
 
     def validate(self) -> None:
+        """Raise ValueError for a parameter no request may have (the service answers 400)."""
         if self.max_tokens < 1:
             raise ValueError("max_tokens must be >= 1")
-        if self.temperature < 0:
-            raise ValueError("temperature must be >= 0")
+        if not self.temperature >= 0 or self.temperature == float("inf"):
+            raise ValueError("temperature must be a finite number >= 0")
+        if 0 < self.temperature < GREEDY_BELOW:  # 1/T overflows: below vLLM's epsilon, greedy (as vLLM does)
+            self.temperature = 0.0
+        if self.seed is not None and not 0 <= self.seed < 2**63:
+            raise ValueError("seed must be in [0, 2^63)")
+        if len(self.stop) > MAX_STOP_STRINGS or any(not s or len(s) > MAX_STOP_CHARS for s in self.stop):
+            raise ValueError(f"at most {MAX_STOP_STRINGS} stop strings of 1 to {MAX_STOP_CHARS} characters")
         if self.top_k is not None and self.top_k < 1:
             raise ValueError("top_k must be >= 1")
         if self.top_p is not None and not 0 < self.top_p <= 1:
@@ -162,6 +173,10 @@ class Engine:
         return self.model.config.context
 
     @property
+    def vocab_size(self) -> int:
+        return self.model.config.vocab_size
+
+    @property
     def speculative(self) -> bool:
         return self.draft is not None or self.ngram is not None
 
@@ -186,6 +201,8 @@ class Engine:
         ids = self.tokenizer.encode(prompt) if isinstance(prompt, str) else list(prompt)
         if not ids:
             raise ValueError("the prompt is empty")
+        if not all(type(i) is int and 0 <= i < self.vocab_size for i in ids):  # noqa: E721 - bools are ints
+            raise ValueError(f"token ids must be integers in [0, {self.vocab_size})")
         if len(ids) >= self.context:
             raise ValueError(f"this model's maximum context length is {self.context} tokens; the prompt has "
                              f"{len(ids)}")
@@ -242,6 +259,7 @@ class Engine:
             if self.draft_cache is not None:
                 req.draft_slot = self.draft_cache.allocate()
             admitted.append(req)
+        self.running.extend(admitted)  # running from here: if this step fails, they fail with it
         if admitted:  # one batched prefill; all but the last prompt token go into the cache
             prefixes = [r.prompt_ids[:-1] for r in admitted]
             with_prefix = [(r, p) for r, p in zip(admitted, prefixes, strict=True) if p]
@@ -249,7 +267,6 @@ class Engine:
                 self._forward(self.model, self.cache, [r.slot for r, _ in with_prefix], [p for _, p in with_prefix],
                               logits=False)
             self.prompt_tokens += sum(len(r.prompt_ids) for r in admitted)
-            self.running.extend(admitted)
         if self.speculative and self.running:
             self._speculative_step(self.running)
         elif self.running:
@@ -257,8 +274,13 @@ class Engine:
                                    [[r.all_ids[-1]] for r in self.running])
             for req, lg in zip(self.running, logits, strict=True):
                 self._emit(req, [self._sample(req, lg[-1])], lg[-1:])
+        return self._retire()
+
+    def _retire(self) -> list[Request]:
+        """Take finished requests out: free their slots, and move the others' down so the running rows stay
+        one slice of the cache."""
         done = [r for r in self.running if r.finished]
-        if done:  # free their slots, and move the others' down so the running rows stay one slice
+        if done:
             self.running = [r for r in self.running if not r.finished]
             for cache, attr in ((self.cache, "slot"), (self.draft_cache, "draft_slot")):
                 if cache is not None:
@@ -266,6 +288,18 @@ class Engine:
                                          strict=True):
                         setattr(req, attr, slot)
         return done
+
+    def abort(self, ids: set[str], reason: str = "abort") -> list[Request]:
+        """Finish the requests with these ids, waiting or running (a client went away, or their batch failed);
+        returns them, finished with ``reason``."""
+        gone = [r for r in self.waiting if r.id in ids]
+        self.waiting = deque(r for r in self.waiting if r.id not in ids)
+        for req in self.running:
+            if req.id in ids and not req.finished:
+                req.finish_reason = reason
+        for req in gone:
+            req.finish_reason = reason
+        return gone + self._retire()
 
     def _forward(self, model, cache, slots, tokens, logits: bool = True) -> list[Tensor]:
         return kvcache.forward(model, cache, slots, tokens, logits, compiled=self.compile)

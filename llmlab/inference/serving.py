@@ -6,6 +6,7 @@ metrics under vLLM's names and meanings, so one inference dashboard serves both 
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -14,6 +15,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from llmlab import metrics
 from llmlab.inference.engine import Engine, Request, SamplingParams
+
+log = logging.getLogger(__name__)
 
 
 class Overloaded(RuntimeError):
@@ -61,8 +64,11 @@ class _Stream:
 class AsyncEngine:
     """Thread-safe front of an :class:`Engine`: ``submit`` from any event loop, ``stream`` the tokens."""
 
-    def __init__(self, engine: Engine, registry: CollectorRegistry | None = None, max_waiting: int = 32):
+    def __init__(self, engine: Engine, registry: CollectorRegistry | None = None, max_waiting: int = 32,
+                 on_fatal=None):
         self.engine, self.max_waiting = engine, max_waiting
+        self.on_fatal = on_fatal  # called (on the engine thread) if the loop itself dies: the server exits
+        self._aborts: set[str] = set()
         self.registry = registry or CollectorRegistry()
         self.metrics = VLLMMetrics(self.registry, engine.name)
         self._lock = threading.Lock()
@@ -99,6 +105,13 @@ class AsyncEngine:
         self._wake.set()
         return stream
 
+    def abort(self, stream: _Stream) -> None:
+        """Stop generating for a request whose client went away (finished as ``abort``)."""
+        if not stream.request.finished:
+            with self._lock:
+                self._aborts.add(stream.request.id)
+            self._wake.set()
+
     async def stream(self, stream: _Stream):
         """Yield (new token ids, request) as they are generated; the last item has request.finished."""
         while True:
@@ -118,20 +131,39 @@ class AsyncEngine:
                         self.engine.waiting.append(s.request)
                         self._streams[s.request.id] = s
                     self._incoming.clear()
+                    aborts, self._aborts = self._aborts, set()
+                for req in self.engine.abort(aborts):
+                    self._deliver(req, len(req.output_ids))
                 if not self.engine.has_work():
                     self._wake.wait(0.5)
                     self._wake.clear()
                     self._observe()
                     continue
                 before = {r.id: len(r.output_ids) for r in self.engine.running}
-                finished = self.engine.step()
+                try:
+                    finished = self.engine.step()
+                except Exception as e:  # noqa: BLE001 - this batch fails; the engine goes on serving
+                    log.exception("an engine step failed; failing its batch")
+                    self._fail(self.engine.abort({r.id for r in self.engine.running}), e)
+                    continue
                 for req in [*self.engine.running, *finished]:
                     self._deliver(req, before.get(req.id))
                 self._observe()
-        except BaseException as e:  # an engine crash: fail every open stream, keep the process up
+        except BaseException as e:  # the loop itself died: fail every open stream, and let the server exit
             self.error = e
+            log.exception("the engine loop died")
             for s in self._streams.values():
                 s.loop.call_soon_threadsafe(s.queue.put_nowait, RuntimeError(f"engine failed: {e}"))
+            if self.on_fatal is not None:
+                self.on_fatal()
+
+    def _fail(self, requests: list[Request], error: Exception) -> None:
+        for req in requests:
+            s = self._streams.pop(req.id, None)
+            if s is not None:
+                s.loop.call_soon_threadsafe(s.queue.put_nowait, RuntimeError(f"the engine failed on this "
+                                                                             f"request's batch: {error}"))
+            self.metrics.success.labels(self.metrics.model_name, "abort").inc()
 
     def _deliver(self, req: Request, before: int | None) -> None:
         s = self._streams.get(req.id)

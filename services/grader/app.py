@@ -9,7 +9,6 @@ Thin: requests are parsed and authorised here; storage, limits, grading and reco
 import json
 import logging
 import threading
-import time
 from contextlib import asynccontextmanager
 from typing import Annotated, Literal
 
@@ -20,6 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from pydantic import BaseModel, Field
 
 from llmlab import __version__
+from llmlab.asgi import BodyLimit, Observe
 from llmlab.gradebook import LabGrade, summarize
 from llmlab.labs import built_labs
 from llmlab.metrics import GraderMetrics
@@ -62,59 +62,7 @@ class NewLearner(BaseModel):
     role: Literal["learner", "instructor"] = "learner"
 
 
-KNOWN_METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"}
 MULTIPART_OVERHEAD = 64 * 1024  # form fields and part headers around the file
-
-
-class BodyLimit:
-    """Pure ASGI middleware: refuses a body over ``limit`` bytes before reading it (Content-Length) or as
-    soon as it grows past it (chunked), and asks ``authorized`` about the credentials of the routes in
-    ``guarded`` before a byte of their body is read, so an anonymous 300 MB upload costs nothing."""
-
-    def __init__(self, app, limit: int, guarded: set[tuple[str, str]], authorized):
-        self.app, self.limit, self.guarded, self.authorized = app, limit, guarded, authorized
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        if (scope["method"], scope["path"]) in self.guarded and not await run_in_threadpool(
-                self.authorized, headers.get("authorization")):
-            return await _send_json(send, 401, "send 'Authorization: Bearer <token>' with a valid token",
-                                    {"www-authenticate": "Bearer"})
-        length = headers.get("content-length", "")
-        if length and (not length.isdigit() or int(length) > self.limit):
-            return await _send_json(send, 413, f"request body over the {self.limit} byte limit")
-        seen, over, answered = 0, False, False
-
-        async def limited():  # past the limit, the app sees the client go away...
-            nonlocal seen, over
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.limit:
-                over = True
-                return {"type": "http.disconnect"}
-            return message
-
-        async def replaced(message):  # ...and whatever it answers to that is replaced by a 413
-            nonlocal answered
-            if not over:
-                return await send(message)
-            if message["type"] == "http.response.start" and not answered:
-                answered = True
-                await _send_json(send, 413, f"request body over the {self.limit} byte limit")
-
-        await self.app(scope, limited, replaced)
-        if over and not answered:
-            await _send_json(send, 413, f"request body over the {self.limit} byte limit")
-
-
-async def _send_json(send, status: int, detail: str, extra: dict | None = None) -> None:
-    body = json.dumps({"detail": detail}).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    headers += [(k.encode(), v.encode()) for k, v in (extra or {}).items()]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
 
 
 def create_app(settings: GraderSettings | None = None, backend=None) -> FastAPI:
@@ -151,16 +99,8 @@ def create_app(settings: GraderSettings | None = None, backend=None) -> FastAPI:
     def authorized(header: str | None) -> bool:
         return bool(header and header.lower().startswith("bearer ") and store.authenticate(header[7:].strip()))
 
-    @app.middleware("http")
-    async def observe(request: Request, call_next):
-        t0 = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")  # the route's template, never the raw path: bounded label values
-        method = request.method if request.method in KNOWN_METHODS else "OTHER"
-        metrics.http_duration.labels(method, getattr(route, "path", "unmatched"),
-                                     str(response.status_code)).observe(time.perf_counter() - t0)
-        return response
-
+    app.add_middleware(Observe, observe=lambda method, route, status, seconds: metrics.http_duration.labels(
+        method, route, str(status)).observe(seconds))
     app.add_middleware(BodyLimit, limit=settings.max_upload_bytes + MULTIPART_OVERHEAD,
                        guarded={("POST", "/v1/submissions")}, authorized=authorized)
 

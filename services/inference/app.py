@@ -7,19 +7,24 @@ speculation and metrics in ``llmlab.inference``. Run: ``llmlab serve inference -
 
 # no "from __future__ import annotations": FastAPI resolves dependency annotations at runtime
 
+import asyncio
 import json
+import os
+import signal
 import time
 import uuid
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 from pydantic import BaseModel, Field
 
 from llmlab import __version__, metrics
+from llmlab.asgi import BodyLimit, Observe
 from llmlab.inference import Engine, SamplingParams
 from llmlab.inference.serving import AsyncEngine, Overloaded
 from services.inference.settings import InferenceSettings
@@ -81,7 +86,9 @@ def create_app(settings: InferenceSettings, engine: Engine | None = None) -> Fas
                                           spec_tokens=settings.spec_tokens if (settings.draft_model or settings.ngram)
                                           else 0)
     engine.name = settings.served_model_name or engine.name
-    runner = AsyncEngine(engine, max_waiting=settings.max_waiting)
+    # if the engine loop itself ever dies, /health fails and the process exits for its supervisor to restart
+    runner = AsyncEngine(engine, max_waiting=settings.max_waiting,
+                         on_fatal=lambda: os.kill(os.getpid(), signal.SIGTERM))
     tok = engine.tokenizer
     template = _chat_template(settings)
 
@@ -95,18 +102,17 @@ def create_app(settings: InferenceSettings, engine: Engine | None = None) -> Fas
     app = FastAPI(title="llmlab inference", version=__version__, lifespan=lifespan,
                   description="OpenAI-compatible completions and chat over llmlab's engine.")
     app.state.runner = runner
+    app.add_middleware(BodyLimit, limit=2 * settings.max_prompt_bytes + 64 * 1024,
+                       error_body=lambda status, message: _envelope(status, message))
 
     requests = Counter(metrics.HTTP_REQUESTS, "HTTP requests by handler, method and status class (as vLLM's server)",
                        ["handler", "method", "status"], registry=runner.registry)
 
-    @app.middleware("http")
-    async def count_requests(request: Request, call_next):
-        response = await call_next(request)
-        route = request.scope.get("route")
-        handler = getattr(route, "path", "none")
-        if handler not in UNCOUNTED:
-            requests.labels(handler, request.method, f"{response.status_code // 100}xx").inc()
-        return response
+    def count(method: str, route: str, status: int, seconds: float) -> None:
+        if route not in UNCOUNTED:
+            requests.labels(route if route != "unmatched" else "none", method, f"{status // 100}xx").inc()
+
+    app.add_middleware(Observe, observe=count)
 
     @app.exception_handler(APIError)
     async def api_error(request: Request, exc: APIError):
@@ -141,6 +147,10 @@ def create_app(settings: InferenceSettings, engine: Engine | None = None) -> Fas
             raise APIError(400, str(e)) from None
         return p
 
+    def limit_prompt(text: str, param: str) -> None:
+        if len(text.encode("utf-8", "surrogatepass")) > settings.max_prompt_bytes:
+            raise APIError(400, f"the {param} is over {settings.max_prompt_bytes} bytes", param=param)
+
     async def run(prompt_ids: list[int], sp: SamplingParams, stream: bool):
         try:
             return runner.submit(prompt_ids, sp, stream=stream)
@@ -155,29 +165,35 @@ def create_app(settings: InferenceSettings, engine: Engine | None = None) -> Fas
                                             "owned_by": "llmlab", "max_model_len": engine.context}]}
 
     @app.post("/v1/completions", dependencies=[Depends(auth)])
-    async def completions(body: CompletionRequest):
+    async def completions(body: CompletionRequest, request: Request):
         check_model(body.model)
         if isinstance(body.prompt, list) and body.prompt and isinstance(body.prompt[0], str):
             if len(body.prompt) != 1:
                 raise APIError(400, "one prompt per request", param="prompt")
             body.prompt = body.prompt[0]
-        prompt_ids = tok.encode(body.prompt) if isinstance(body.prompt, str) else list(body.prompt)
+        if isinstance(body.prompt, str):
+            limit_prompt(body.prompt, "prompt")
+            prompt_ids = await run_in_threadpool(tok.encode, body.prompt)  # tokenizing is CPU work: off the loop
+        else:
+            prompt_ids = list(body.prompt)
         stream = await run(prompt_ids, params(body, body.logprobs), body.stream)
         rid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
         head = {"id": rid, "object": "text_completion", "created": created, "model": engine.name}
         if body.stream:
             return _sse(runner, stream, lambda delta, reason: {**head, "choices": [
                 {"index": 0, "text": delta, "logprobs": None, "finish_reason": reason}]}, body, len(prompt_ids))
-        req = await _finish(runner, stream)
+        req = await _finish(runner, stream, request)
         choice = {"index": 0, "text": req.text, "finish_reason": req.finish_reason,
                   "logprobs": _completion_logprobs(tok, req) if body.logprobs is not None else None}
         return {**head, "choices": [choice], "usage": _usage(len(prompt_ids), req)}
 
     @app.post("/v1/chat/completions", dependencies=[Depends(auth)])
-    async def chat(body: ChatRequest):
+    async def chat(body: ChatRequest, request: Request):
         check_model(body.model)
-        text = template.render(messages=[m.model_dump() for m in body.messages], add_generation_prompt=True)
-        prompt_ids = tok.encode(text)
+        limit_prompt("".join(m.content for m in body.messages), "messages")
+        text = await run_in_threadpool(template.render, messages=[m.model_dump() for m in body.messages],
+                                       add_generation_prompt=True)
+        prompt_ids = await run_in_threadpool(tok.encode, text)
         stream = await run(prompt_ids, params(body, (body.top_logprobs or 0) if body.logprobs else None), body.stream)
         rid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         head = {"id": rid, "created": created, "model": engine.name}
@@ -189,9 +205,10 @@ def create_app(settings: InferenceSettings, engine: Engine | None = None) -> Fas
                 return {**head, "object": "chat.completion.chunk",
                         "choices": [{"index": 0, "delta": d, "finish_reason": reason}]}
             return _sse(runner, stream, chunk, body, len(prompt_ids))
-        req = await _finish(runner, stream)
+        req = await _finish(runner, stream, request)
         choice = {"index": 0, "message": {"role": "assistant", "content": req.text},
-                  "finish_reason": req.finish_reason, "logprobs": None}
+                  "finish_reason": req.finish_reason,
+                  "logprobs": _chat_logprobs(tok, req) if body.logprobs else None}
         return {**head, "object": "chat.completion", "choices": [choice], "usage": _usage(len(prompt_ids), req)}
 
     @app.get("/health")
@@ -211,10 +228,14 @@ def create_app(settings: InferenceSettings, engine: Engine | None = None) -> Fas
     return app
 
 
+def _envelope(status: int, message: str, type_: str = "invalid_request_error", param: str | None = None) -> dict:
+    """OpenAI's error body."""
+    return {"error": {"message": message, "type": type_, "param": param, "code": status}}
+
+
 def _error(status: int, message: str, type_: str = "invalid_request_error", param: str | None = None,
            headers: dict | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "type": type_, "param": param, "code": status}},
-                        status_code=status, headers=headers)
+    return JSONResponse(_envelope(status, message, type_, param), status_code=status, headers=headers)
 
 
 def _usage(prompt_tokens: int, req) -> dict:
@@ -229,9 +250,32 @@ def _completion_logprobs(tok, req) -> dict:
             "text_offset": []}
 
 
-async def _finish(runner: AsyncEngine, stream):
-    async for _ in runner.stream(stream):
-        pass
+def _chat_logprobs(tok, req) -> dict:
+    """OpenAI's chat logprobs: per generated token its text, bytes and logprob, and the top alternatives."""
+    def entry(token_id: int, logprob: float) -> dict:
+        text = tok.decode([token_id])
+        return {"token": text, "logprob": logprob, "bytes": list(text.encode("utf-8", "surrogatepass"))}
+
+    return {"content": [{**entry(x["token"], x["logprob"]),
+                         "top_logprobs": [entry(i, v) for i, v in x["top"].items()]} for x in req.logprobs]}
+
+
+async def _finish(runner: AsyncEngine, stream, request: Request):
+    """The finished request; a client that goes away meanwhile aborts it (vLLM's finished_reason abort)."""
+    async def consume():
+        async for _ in runner.stream(stream):
+            pass
+
+    task = asyncio.ensure_future(consume())
+    try:
+        while not task.done():
+            await asyncio.wait({task}, timeout=0.5)
+            if not task.done() and await request.is_disconnected():
+                runner.abort(stream)
+                break
+        await task
+    finally:
+        task.cancel()
     return stream.request
 
 
@@ -243,14 +287,18 @@ def _sse(runner: AsyncEngine, stream, chunk, body: _Sampling, prompt_tokens: int
     async def events():
         sent = 0
         req = None
-        async for _, req in runner.stream(stream):
-            text = req.text
-            upto = len(text) if req.finished else max(sent, len(text) - hold)
-            if not req.finished and text[upto - 1: upto] == "\ufffd":  # half of a multi-byte character
-                upto -= 1
-            if upto > sent:
-                yield f"data: {json.dumps(chunk(text[sent:upto], None))}\n\n"
-                sent = upto
+        try:
+            async for _, req in runner.stream(stream):
+                text = req.text
+                upto = len(text) if req.finished else max(sent, len(text) - hold)
+                if not req.finished and text[upto - 1: upto] == "\ufffd":  # half of a multi-byte character
+                    upto -= 1
+                if upto > sent:
+                    yield f"data: {json.dumps(chunk(text[sent:upto], None))}\n\n"
+                    sent = upto
+        finally:  # the client went away (the response was cancelled): stop generating for it
+            if not stream.request.finished:
+                runner.abort(stream)
         yield f"data: {json.dumps(chunk('', req.finish_reason))}\n\n"
         if (body.stream_options or {}).get("include_usage"):
             final: dict[str, Any] = chunk("", None)

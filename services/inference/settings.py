@@ -23,5 +23,6 @@ class InferenceSettings(BaseSettings):
     max_batch: int = 8
     compile: bool = False  # builtin: decode steps through torch.compile, built at startup (vLLM: not --enforce-eager)
     max_waiting: int = 32  # beyond this many waiting requests: 429
+    max_prompt_bytes: int = 1_000_000  # a prompt (or all chat messages) over this: 400; a body over twice it: 413
     api_key: SecretStr | None = None
     gpu_memory_utilization: float = 0.9  # vllm only
