@@ -10,6 +10,7 @@ under a job id derived from the submission id (a second dispatch finds the first
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import hmac
 import io
@@ -437,6 +438,30 @@ def unpack(filename: str, data: bytes, into: Path, max_files: int = 200, max_byt
         _fsync_write(target, body)
     if not ((into / "submission.py").exists() or (into / "__init__.py").exists()):
         raise SubmissionRejected("the .zip needs submission.py (or __init__.py) at its top level")
+
+
+@functools.cache
+def _lab_sources(lab: str) -> tuple[str, str]:
+    """(reference, starter) source of a lab."""
+    from llmlab.labs import get_lab
+
+    return get_lab(lab).reference_source(), get_lab(lab).starter_source()
+
+
+def integrity_report(store: Store, sub: Submission) -> dict:
+    """For instructors: how much of a submission is llmlab's reference or another learner's submission to
+    the same lab (MOSS-style fingerprints, ``llmlab.grading.integrity``). Informational; never scored."""
+    from llmlab.grading import integrity
+
+    with store.session() as s:
+        others = list(s.scalars(select(Submission).where(Submission.lab == sub.lab,
+                                                         Submission.learner_id != sub.learner_id)
+                                .order_by(Submission.created_at.desc()).limit(500)))
+    texts = [(o.id, store.learner_name(o.learner_id), integrity.source_of(store.path(o.id)))
+             for o in others if store.path(o.id).exists()]
+    source = integrity.source_of(store.path(sub.id)) if store.path(sub.id).exists() else ""
+    reference, starter = _lab_sources(sub.lab)
+    return integrity.report(source, reference, texts, base=starter).as_dict()
 
 
 class GradingService:

@@ -279,17 +279,19 @@ class Lab:
                              f"{kind!r})\n")
         return "\n".join(lines) + "\n"
 
+    def reference_source(self) -> str:
+        """The source of the library modules that implement this lab's spec (for the integrity report)."""
+        return "\n\n".join(inspect.getsource(importlib.import_module(m))
+                             for m in dict.fromkeys(m for m, _ in self._origins()))
+
     def standalone_source(self) -> str:
         """The reference as one file that imports nothing from llmlab, as a learner's submission must be: the
         reference modules' own source, when they import nothing from llmlab themselves (m01's does)."""
-        parts = []
-        for module in dict.fromkeys(m for m, _ in self._origins()):
-            source = inspect.getsource(importlib.import_module(module))
-            imports = [ln for ln in source.splitlines() if ln.lstrip().startswith(("import ", "from "))]
-            if any("llmlab" in ln for ln in imports):
-                raise ValueError(f"{module} imports llmlab: lab {self.id} has no standalone reference")
-            parts.append(source)
-        return "\n\n".join(parts)
+        source = self.reference_source()
+        imports = [ln for ln in source.splitlines() if ln.lstrip().startswith(("import ", "from "))]
+        if any("llmlab" in ln for ln in imports):
+            raise ValueError(f"lab {self.id}'s reference imports llmlab: it has no standalone reference")
+        return source
 
     def write_submission(self, path: Path, bug: str | None = None) -> Path:
         path.write_text(self.submission_source(bug))

@@ -34,6 +34,7 @@ from llmlab.submissions import (
     Store,
     Submission,
     SubmissionRejected,
+    integrity_report,
     normalize_name,
     source_zip,
 )
@@ -55,6 +56,7 @@ class SubmissionOut(BaseModel):
     created_at: str
     finished_at: str | None = None
     result: dict | None = None
+    integrity: dict | None = None  # instructors only: similarity to the reference and to other learners
 
 
 class NewLearner(BaseModel):
@@ -148,7 +150,10 @@ def create_app(settings: GraderSettings | None = None, backend=None) -> FastAPI:
         sub = store.get(submission_id)
         if sub is None or (learner.role != "instructor" and sub.learner_id != learner.id):
             raise HTTPException(404, "no such submission")  # others' submissions do not exist for a learner
-        return out(sub)
+        view = out(sub)
+        if learner.role == "instructor":
+            view.integrity = integrity_report(store, sub)
+        return view
 
     @app.get("/v1/submissions", response_model=list[SubmissionOut])
     def list_submissions(learner: Annotated[Learner, Depends(current)],
