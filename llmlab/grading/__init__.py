@@ -1,8 +1,10 @@
-"""Grading: run a lab's checks against a learner's submission in a separate, limited process.
+"""Grading: run a lab's checks against a learner's submission, in an OS sandbox.
 
-``runner`` is the trusted side (draws inputs, computes references, judges); ``sandbox`` is the process that
-imports the submission and answers calls. Only call arguments cross to the sandbox; the seed, expected
-values and the judging code never do.
+``runner`` is the trusted side (draws inputs, computes references, judges, signs nothing: the job does);
+``isolation`` builds the bubblewrap sandbox; ``sandbox`` (with ``protocol``) is the self-contained agent
+that imports the submission inside it and answers calls; ``scan`` reports off-limits calls; ``integrity``
+compares submissions for instructors. Only call arguments cross into the sandbox; the seed, expected values,
+judging code, keys and llmlab itself never do.
 """
 
 from llmlab.grading.runner import grade, grade_source
