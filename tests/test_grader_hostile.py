@@ -155,6 +155,35 @@ def test_no_network_even_to_loopback(tmp_path):
     listener.close()
 
 
+def test_no_udp_out_either(tmp_path):
+    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    receiver.bind(("127.0.0.1", 0))
+    receiver.settimeout(0.5)
+    port = receiver.getsockname()[1]
+    _submit(tmp_path, f"""
+    import socket
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for _ in range(20):
+        try:
+            s.sendmsg([b'leak'], [], 0, ('127.0.0.1', {port}))
+        except OSError:
+            pass
+    raise ValueError('sent')
+    """)
+    with pytest.raises(TimeoutError):
+        receiver.recvfrom(100)
+    receiver.close()
+
+
+def test_complex_attention_is_refused(tmp_path):
+    """A complex result whose real part is right still fails: checks validate the dtype before judging."""
+    path = tmp_path / "c.py"
+    path.write_text(m01_source(extra="\n_att = attention\n\ndef attention(q, k, v, mask=None):\n"
+                                     "    return _att(q, k, v, mask).to(torch.complex128) + 1e3j\n"))
+    by = {c.name: c for c in grade(LAB, path, limits=FAST).checks}
+    assert not by["qkv_attention"].passed and "complex" in by["qkv_attention"].message
+
+
 @pytest.mark.parametrize("how", ["popen", "fork_exec", "double_fork"])
 def test_no_process_outlives_the_grading(tmp_path, how):
     marker = f"llmlab-orphan-{uuid.uuid4().hex}"
