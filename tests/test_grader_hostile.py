@@ -34,7 +34,7 @@ from llmlab.labs.base import CheckContext, Lab, LabLimits
 from tests.conftest import m01_source, needs_isolation
 
 LAB = get_lab("m01")
-FAST = LabLimits(call_timeout_s=5, total_timeout_s=60, memory_mb=512)
+FAST = LabLimits(call_timeout_s=3, total_timeout_s=60, memory_mb=512)
 SVD_CHECKS = {"svd_any_shape", "svd_hard_matrices"}  # call batched_svd directly
 USES_SVD = SVD_CHECKS | {"projection", "eckart_young"}  # the reference's projector and low_rank_approx call it
 
