@@ -37,11 +37,11 @@ def test_lab_contract_is_complete(lab_id):
 
 @pytest.mark.parametrize("lab_id", LABS)
 def test_reference_earns_full_marks(lab_id):
+    """On fresh random inputs (the slow seed sweep below grades it over many seeds)."""
     lab = get_lab(lab_id)
-    for _ in range(2):  # fresh random inputs each time
-        result = grade_source(lab, lab.submission_source(), trusted=True)
-        assert result.score == result.max_score, (result.seed, [(c.name, c.message) for c in result.checks
-                                                                if not c.passed])
+    result = grade_source(lab, lab.submission_source(), trusted=True)
+    assert result.score == result.max_score, (result.seed, [(c.name, c.message) for c in result.checks
+                                                            if not c.passed])
 
 
 @pytest.mark.parametrize("lab_id, bug", BUGS, ids=[f"{lab}-{bug}" for lab, bug in BUGS])
@@ -82,10 +82,13 @@ def _reached(lab, check, kind: str) -> set[str]:
             if not any(c in str(inspect.signature(lab.reference_object(n)).return_annotation) for c in classes)}
 
 
-CHEAT_CASES = [(lab, kind) for lab in LABS for kind in CHEATS]
+# re-export and NaN in make test; constant and wrong-dtype outputs with the slow tests (make test-all)
+CHEAT_CASES = [pytest.param(lab, kind, id=f"{lab}-{kind}",
+                            marks=[pytest.mark.slow] if kind in ("constant", "dtype") else [])
+               for lab in LABS for kind in CHEATS]
 
 
-@pytest.mark.parametrize("lab_id, kind", CHEAT_CASES, ids=[f"{lab}-{kind}" for lab, kind in CHEAT_CASES])
+@pytest.mark.parametrize("lab_id, kind", CHEAT_CASES)
 def test_cheating_earns_nothing(lab_id, kind):
     """Re-exporting llmlab's reference scores 0; constant, NaN and wrongly typed values from the
     reference's functions fail every check that judges them (classes are not poisoned: their checks stand)."""
