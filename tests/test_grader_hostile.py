@@ -457,6 +457,8 @@ def test_sandbox_environment_holds_no_secrets(tmp_path, monkeypatch):
                                "str(sorted(os.environ)))")
     assert "RuntimeError: absent" in result.checks[0].message
     assert "LLMLAB_RESULT_KEY_FILE" not in result.checks[0].message
+    # ...and holds what the grader sets: one thread per math library, home in the scratch dir
+    assert all(f"'{name}'" in result.checks[0].message for name in ("OMP_NUM_THREADS", "HOME", "TMPDIR"))
 
 
 def test_writing_inside_the_scratch_dir_is_allowed(tmp_path):

@@ -90,8 +90,10 @@ def _llmlab_dir() -> str:
     return str(Path(__file__).resolve().parent.parent)
 
 
-def command(agent_args: list[str], *, scratch: Path, submission: Path, expose_llmlab: bool = False) -> list[str]:
-    """The bwrap command line that runs ``python -I AGENT_DIR/sandbox.py *agent_args`` in the sandbox.
+def command(agent_args: list[str], *, scratch: Path, submission: Path, expose_llmlab: bool = False,
+            env: dict[str, str] | None = None) -> list[str]:
+    """The bwrap command line that runs ``python -I AGENT_DIR/sandbox.py *agent_args`` in the sandbox, with
+    exactly ``env`` as its environment (bwrap applies --clearenv and --setenv in order, so they follow it).
 
     As root (CI, containers), bwrap sets up the mounts with root's rights (the Python installation may lie
     under /root) in new mount/PID/net/IPC/UTS namespaces, and ``setpriv`` then drops to host uid 65534
@@ -102,8 +104,9 @@ def command(agent_args: list[str], *, scratch: Path, submission: Path, expose_ll
     cmd = [bwrap, "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try"]
     if not root:
         cmd += ["--unshare-user", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID), "--cap-drop", "ALL"]
-    cmd += ["--die-with-parent", "--new-session", "--hostname", "sandbox", "--clearenv",
-            "--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/tmp", "--dir", "/etc"]
+    cmd += ["--die-with-parent", "--new-session", "--hostname", "sandbox", "--clearenv"]
+    cmd += [a for k, v in (env or {}).items() for a in ("--setenv", k, v)]
+    cmd += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/tmp", "--dir", "/etc"]
     for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/usr"):
         if os.path.islink(top):
             cmd += ["--symlink", os.readlink(top), top]
@@ -132,6 +135,7 @@ def command(agent_args: list[str], *, scratch: Path, submission: Path, expose_ll
 
 _MOUNTS = {"--ro-bind": 2, "--bind": 2, "--symlink": 2, "--tmpfs": 1, "--dir": 1, "--proc": 1, "--dev": 1}
 _ONE_ARG = {"--uid", "--gid", "--hostname", "--chdir", "--remount-ro", "--cap-drop", "--perms"}
+_TWO_ARGS = {"--setenv"}
 
 
 def _with_parents(cmd: list[str]) -> list[str]:
@@ -139,7 +143,7 @@ def _with_parents(cmd: list[str]) -> list[str]:
     each is made first, world-traversable (``--perms 0755 --dir``)."""
     made, out, i = {"/"}, [], 0
     while i < len(cmd) and cmd[i] != "--":
-        n = _MOUNTS.get(cmd[i], 1 if cmd[i] in _ONE_ARG else 0)
+        n = _MOUNTS.get(cmd[i], 1 if cmd[i] in _ONE_ARG else 2 if cmd[i] in _TWO_ARGS else 0)
         if cmd[i] in _MOUNTS:
             dest = cmd[i + n]
             for parent in reversed(Path(dest).parents):

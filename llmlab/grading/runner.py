@@ -119,8 +119,7 @@ class Sandbox:
         if self.isolated:
             isolation.prepare(self.scratch)
             cmd = isolation.command(agent_args, scratch=self.scratch, submission=self.staged.parent,
-                                    expose_llmlab=self.trusted)
-            cmd[1:1] = [a for k, v in env.items() for a in ("--setenv", k, v)]
+                                    expose_llmlab=self.trusted, env=env)
         else:
             cmd = [sys.executable, "-I", "-u", str(Path(__file__).with_name("sandbox.py")), *agent_args]
         cpu = int(self.limits.total_timeout_s) + 10
