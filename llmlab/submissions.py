@@ -457,7 +457,8 @@ def integrity_report(store: Store, sub: Submission) -> dict:
         others = list(s.scalars(select(Submission).where(Submission.lab == sub.lab,
                                                          Submission.learner_id != sub.learner_id)
                                 .order_by(Submission.created_at.desc()).limit(500)))
-    texts = [(o.id, store.learner_name(o.learner_id), integrity.source_of(store.path(o.id)))
+    names = {learner.id: learner.name for learner in store.learners()}  # one query, not one per submission
+    texts = [(o.id, names[o.learner_id], integrity.source_of(store.path(o.id)))
              for o in others if store.path(o.id).exists()]
     source = integrity.source_of(store.path(sub.id)) if store.path(sub.id).exists() else ""
     reference, starter = _lab_sources(sub.lab)
