@@ -272,7 +272,7 @@ def run(profile: str, out: Path) -> tuple[dict, str]:
         trie_file = suffix.render_dot(trie, out / "vocab_trie.dot").name
 
     # embedding isotropy: random init vs embeddings trained by a small transformer on BPE tokens
-    iso = _isotropy_study(tokenizers[1000], evals["Tiny Shakespeare"], steps=1500 if big else 300)
+    iso = _isotropy_study(tokenizers[1000], evals["Tiny Shakespeare"], steps=1500 if big else 150)
     with figure(out / "isotropy.png", "Cosine similarity of random pairs of token embeddings") as ax:
         for name, (sims, score) in iso.items():
             ax.hist(sims, bins=80, alpha=0.6, density=True, label=f"{name} (isotropy {score:.3f})")
