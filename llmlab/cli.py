@@ -24,6 +24,8 @@ err = Console(stderr=True)
 
 AddressOpt = Annotated[str | None, typer.Option("--address", help="Ray dashboard URL, e.g. http://HOST:8265 "
                                                 "(default: a local head started on demand)")]
+ServerOpt = Annotated[str | None, typer.Option(help="a grading service URL", envvar="LLMLAB_SERVER")]
+TokenOpt = Annotated[str | None, typer.Option(help="your token for --server", envvar="LLMLAB_TOKEN")]
 
 
 class Fail(Exception):
@@ -69,9 +71,12 @@ def lab_show(lab_id: Annotated[str, typer.Argument(metavar="ID")]):
     out.print(f"[bold]{lab.id}: {BY_ID[lab.id].title}[/]  (reference: {lab.reference})\n")
     out.print(lab.rules_text() + "\n", markup=False, highlight=False)
     out.print(lab.spec_text(), markup=False, highlight=False)
-    table = Table("check", "points", "what it checks", title="\nchecks")
+    entry = BY_ID[lab.id]
+    out.print(f"graded deliverable: {'; '.join(entry.deliverable)}", markup=False, highlight=False)
+    table = Table("check", "points", "grades (deliverable item or topic)", "what it checks", title="\nchecks")
     for c in lab.checks:
-        table.add_row(c.name, f"{c.points:g}", c.description)
+        table.add_row(c.name, f"{c.points:g}", c.grades + ("" if c.grades in entry.deliverable else " (topic)"),
+                      c.description)
     out.print(table)
     out.print(f"limits: {lab.limits.call_timeout_s:g}s per call, {lab.limits.total_timeout_s:g}s in all, "
               f"{lab.limits.memory_mb} MB; start from `llmlab lab starter {lab.id}`")
@@ -146,7 +151,9 @@ def grade_cmd(lab_id: Annotated[str, typer.Argument(metavar="ID")],
               timeout: Annotated[float | None, typer.Option(help="total wall-time limit, seconds")] = None,
               memory_mb: Annotated[int | None, typer.Option(help="memory limit of the submission")] = None,
               as_json: Annotated[bool, typer.Option("--json")] = False,
-              record: Annotated[bool, typer.Option(help="store the result in the gradebook")] = True):
+              record: Annotated[bool, typer.Option(help="store the result in the gradebook")] = True,
+              first_failure: Annotated[bool, typer.Option("-x", "--stop-at-first-failure",
+                                                          help="skip the checks after the first failed one")] = False):
     """Grade a submission locally, in a sandboxed process. Exit 0 whenever grading happened."""
     from llmlab.grading import grade, isolation
     from llmlab.grading.runner import with_limits
@@ -158,10 +165,12 @@ def grade_cmd(lab_id: Annotated[str, typer.Argument(metavar="ID")],
                   "rights. Grade only code you trust; the grading service and Ray jobs refuse to do this.")
     try:
         if as_json:
-            result = grade(lab, path, learner=learner, seed=seed, limits=limits, allow_unisolated=True)
+            result = grade(lab, path, learner=learner, seed=seed, limits=limits, allow_unisolated=True,
+                           stop_at_first_failure=first_failure)
         else:
             with out.status("grading") as status:
                 result = grade(lab, path, learner=learner, seed=seed, limits=limits, allow_unisolated=True,
+                               stop_at_first_failure=first_failure,
                                progress=lambda name: status.update(f"grading {lab.id}: {name}"))
     except (FileNotFoundError, ValueError) as e:
         raise Fail(str(e), 2) from None
@@ -180,8 +189,7 @@ def submit_cmd(lab_id: Annotated[str, typer.Argument(metavar="ID")],
                record: Annotated[bool, typer.Option(help="store the result in the gradebook")] = True,
                server: Annotated[str | None, typer.Option(help="a grading service URL instead of Ray directly",
                                                           envvar="LLMLAB_SERVER")] = None,
-               token: Annotated[str | None, typer.Option(help="your token for --server",
-                                                         envvar="LLMLAB_TOKEN")] = None):
+               token: TokenOpt = None):
     """Submit a grading as a Ray job (Ray's Job Submission API), or to a grading service (--server)."""
     from llmlab.jobs import client
     from llmlab.labs import LabNotBuilt, UnknownLab
@@ -208,53 +216,31 @@ def submit_cmd(lab_id: Annotated[str, typer.Argument(metavar="ID")],
     print_result(result, as_json)
 
 
+def _grading_client(server: str, token: str | None):
+    from llmlab.platform.grading_client import GradingClient, ServiceError
+
+    try:
+        return GradingClient(server, token or "")
+    except ServiceError as e:
+        raise Fail(str(e), 2) from None
+
+
 def _submit_to_service(lab_id: str, path: Path, server: str, token: str | None, wait: bool, as_json: bool):
-    import io
-    import time
-    import uuid
-    import zipfile
+    from llmlab.platform.grading_client import ServiceError
 
-    import httpx
-
-    from llmlab.contracts import GradeResult
-
-    if not token:
-        raise Fail("--server needs --token (or LLMLAB_TOKEN)", 2)
-    if not path.exists():
-        raise Fail(f"no such submission: {path}", 2)
-    if path.is_dir():
-        buf = io.BytesIO()
-        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
-            for f in sorted(p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
-                z.write(f, f.relative_to(path))
-        name, data = f"{path.name}.zip", buf.getvalue()
-    else:
-        name, data = path.name, path.read_bytes()
-    headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": uuid.uuid4().hex}
-    with httpx.Client(base_url=server.rstrip("/"), headers=headers, timeout=60) as http:
-        for attempt in range(5):  # retries are safe: the idempotency key makes them one submission
-            try:
-                r = http.post("/v1/submissions", data={"lab": lab_id}, files={"file": (name, data)})
-                break
-            except httpx.TransportError as e:
-                if attempt == 4:
-                    raise Fail(f"cannot reach {server}: {e}") from None
-                time.sleep(2**attempt)
-        if r.status_code != 202:
-            raise Fail(f"the service refused the submission ({r.status_code}): {r.json().get('detail', r.text)}",
-                       2 if r.status_code < 500 else 1)
-        sub = r.json()
-        if not wait:
-            out.print(sub["id"] if as_json else f"submitted {sub['id']} to {server}")
-            return
-        with out.status(f"submission {sub['id']}") as status:
-            while sub["state"] in ("queued", "running"):
-                time.sleep(1)
-                sub = http.get(f"/v1/submissions/{sub['id']}").json()
-                status.update(f"submission {sub['id']}: {sub['state']}")
-    if sub["state"] != "graded":
-        raise Fail(f"submission {sub['id']} {sub['state']}: {sub.get('error')}")
-    print_result(GradeResult.model_validate(sub["result"]), as_json)
+    with _grading_client(server, token) as grader:
+        try:
+            if not wait:
+                sub = grader.submit(lab_id, path)
+                out.print(sub["id"] if as_json else f"submitted {sub['id']} to {server}")
+                return
+            with out.status("submitting") as status:
+                sub = grader.submit(lab_id, path, wait=True,
+                                    on_state=lambda state: status.update(f"submission: {state}"))
+            result = grader.result(sub)
+        except ServiceError as e:
+            raise Fail(str(e), 2 if e.status and e.status < 500 else 1) from None
+    print_result(result, as_json)
 
 
 @app.command("jobs")
@@ -295,32 +281,44 @@ def job_cmd(job_id: str, address: AddressOpt = None,
 @app.command("gradebook")
 def gradebook_cmd(learner: Annotated[str | None, typer.Option(help="one learner (default: all)")] = None,
                   db: Annotated[Path | None, typer.Option(help="SQLite file (default: user data dir)")] = None,
+                  server: ServerOpt = None, token: TokenOpt = None,
                   as_json: Annotated[bool, typer.Option("--json")] = False):
-    """Best score per learner and lab, with the course's assessment weights."""
-    from llmlab.gradebook import COMPONENT_NAMES, WEIGHTS, Gradebook
+    """Best score per lab with the course's assessment weights: from the local gradebook, or with --server
+    from the grading service (your own; everyone's with an instructor's token)."""
+    from llmlab.gradebook import COMPONENT_NAMES, Gradebook
 
-    book = Gradebook(db)
-    learners = [learner] if learner else book.learners()
-    summaries = [book.summary(name) for name in learners]
+    if server:
+        from llmlab.platform.grading_client import ServiceError
+
+        with _grading_client(server, token) as grader:
+            try:
+                grades = [g for g in grader.gradebook() if learner in (None, g.learner)]
+            except ServiceError as e:
+                raise Fail(str(e), 2 if e.status and e.status < 500 else 1) from None
+        where = server
+    else:
+        book = Gradebook(db)
+        grades = [book.summary(name) for name in ([learner] if learner else book.learners())]
+        where = str(book.path)
     if as_json:
-        out.print_json(json.dumps([s.as_dict() for s in summaries]))
+        out.print_json(json.dumps([g.model_dump(mode="json") for g in grades]))
         return
-    if not summaries:
-        out.print(f"no grades yet in {book.path}")
-    for s in summaries:
-        table = Table("lab", "best", "attempts", title=f"learner {s.learner}")
-        for g in s.labs:
-            table.add_row(g.lab, f"{g.best:g}/{g.max_score:g} ({100 * g.fraction:.0f}%)", str(g.attempts))
+    if not grades:
+        out.print(f"no grades yet in {where}")
+    for g in grades:
+        table = Table("lab", "best", "attempts", title=f"learner {g.learner}")
+        for lab in g.labs:
+            table.add_row(lab.lab, f"{lab.best:g}/{lab.max_score:g} ({100 * lab.fraction:.0f}%)", str(lab.attempts))
         out.print(table)
         comp = Table("component", "weight", "score", "graded")
-        for k, v in s.components.items():
-            comp.add_row(COMPONENT_NAMES[k], f"{100 * WEIGHTS[k]:.0f}%",
-                         "[dim]pending[/]" if v is None else f"{100 * v:.1f}%",
-                         f"{s.counts[k][0]}/{s.counts[k][1]}" if s.counts[k][1] else "no items yet")
+        for k, c in g.components.items():
+            comp.add_row(COMPONENT_NAMES[k], f"{100 * c.weight:.0f}%",
+                         "[dim]pending[/]" if c.score is None else f"{100 * c.score:.1f}%",
+                         f"{c.graded_items}/{c.items}" if c.items else "no items yet")
         out.print(comp)
-        if s.overall is not None:
-            out.print(f"overall so far: [bold]{100 * s.overall:.1f}%[/] over the graded components "
-                      f"({100 * s.weight_covered:.0f}% of the course weight)\n")
+        if g.overall is not None:
+            out.print(f"overall so far: [bold]{100 * g.overall:.1f}%[/] over the graded components "
+                      f"({100 * g.weight_covered:.0f}% of the course weight)\n")
 
 
 @app.command("run")
@@ -334,7 +332,7 @@ def run_cmd(profile: Annotated[str, typer.Option(help="quick or full")] = "quick
     index = run_course(profile=profile, address=address, labs=labs.split(",") if labs else None,
                        out_dir=out_dir, console=out)
     out.print(f"\nindex: {index}")
-    gradebook_cmd(learner="reference", db=None, as_json=False)
+    gradebook_cmd(learner="reference", db=None, server=None, token=None, as_json=False)
 
 
 serve_app = typer.Typer(help="Run llmlab's services.", no_args_is_help=True)

@@ -99,6 +99,7 @@ class LabInfo(_Record):
     number: int
     title: str
     topics: list[str]
+    deliverable: list[str]
     component: Literal["quiz", "lab", "replication", "capstone"]
     built: bool
 
@@ -114,3 +115,39 @@ class JobRecord(_Record):
     submitted_at: dt.datetime | None = None
     message: str | None = None
     result: GradeResult | None = None
+
+
+class LabBest(_Record):
+    """A learner's best grading of one lab (or other graded item), and how many gradings there were."""
+
+    lab: LabId
+    best: float = Field(ge=0)
+    max_score: float = Field(gt=0)
+    attempts: int = Field(ge=1)
+
+    @property
+    def fraction(self) -> float:
+        return self.best / self.max_score
+
+
+class ComponentGrade(_Record):
+    """One assessment component (proof quizzes, labs, replication, capstone): pending until graded."""
+
+    weight: float
+    score: float | None  # the mean best fraction over its graded items; None = pending, never zero
+    status: Literal["graded", "pending"]
+    graded_items: int
+    items: int
+
+
+class CourseGrade(_Record):
+    """A learner's gradebook: the best per lab, the components with their weights, the overall figure over
+    the graded components (and the share of the course weight it covers). The local gradebook and the
+    grading service give the same record."""
+
+    schema_version: int = SCHEMA_VERSION
+    learner: str
+    labs: list[LabBest]
+    components: dict[str, ComponentGrade]
+    overall: float | None
+    weight_covered: float

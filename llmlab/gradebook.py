@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from pathlib import Path
 
-from llmlab.contracts import GradeResult
+from llmlab.contracts import ComponentGrade, CourseGrade, GradeResult, LabBest
 
 WEIGHTS = {"quiz": 0.10, "lab": 0.40, "replication": 0.20, "capstone": 0.30}
 COMPONENT_NAMES = {"quiz": "proof quizzes", "lab": "hands-on labs", "replication": "paper replication",
@@ -43,35 +43,14 @@ CREATE INDEX IF NOT EXISTS results_learner_lab ON results (learner, lab);
 """
 
 
-@dataclass
-class LabGrade:
-    lab: str
-    best: float
-    max_score: float
-    attempts: int
-
-    @property
-    def fraction(self) -> float:
-        return self.best / self.max_score if self.max_score else 0.0
-
-
-@dataclass
-class Summary:
-    learner: str
-    labs: list[LabGrade]
-    components: dict[str, float | None] = field(default_factory=dict)  # None = pending
-    overall: float | None = None
-    weight_covered: float = 0.0
-    counts: dict[str, tuple[int, int]] = field(default_factory=dict)  # component -> (graded, in syllabus)
-
-    def as_dict(self) -> dict:
-        return {"learner": self.learner,
-                "labs": [{"lab": g.lab, "best": g.best, "max_score": g.max_score, "attempts": g.attempts}
-                         for g in self.labs],
-                "components": {k: {"weight": WEIGHTS[k], "score": v, "status": "pending" if v is None else "graded",
-                                   "graded_items": self.counts[k][0], "items": self.counts[k][1]}
-                               for k, v in self.components.items()},
-                "overall": self.overall, "weight_covered": self.weight_covered}
+def best_per_lab(results: Iterable[tuple[str, float, float]]) -> list[LabBest]:
+    """(lab, score, max_score) per grading -> the best score and the number of gradings per lab, by lab id."""
+    best: dict[str, LabBest] = {}
+    for lab, score, max_score in results:
+        g = best.get(lab)
+        best[lab] = (LabBest(lab=lab, best=score, max_score=max_score, attempts=1) if g is None else
+                     g.model_copy(update={"best": max(g.best, score), "attempts": g.attempts + 1}))
+    return [best[lab] for lab in sorted(best)]
 
 
 class Gradebook:
@@ -95,24 +74,27 @@ class Gradebook:
         with self._db() as db:
             return [r[0] for r in db.execute("SELECT DISTINCT learner FROM results ORDER BY learner")]
 
-    def summary(self, learner: str) -> Summary:
+    def summary(self, learner: str) -> CourseGrade:
         with self._db() as db:
-            rows = db.execute("SELECT lab, MAX(score), max_score, COUNT(*) FROM results WHERE learner = ? "
-                              "GROUP BY lab ORDER BY lab", (learner,)).fetchall()
-        return summarize(learner, [LabGrade(lab, best, mx, n) for lab, best, mx, n in rows])
+            rows = db.execute("SELECT lab, score, max_score FROM results WHERE learner = ? ORDER BY id",
+                              (learner,)).fetchall()
+        return course_grade(learner, rows)
 
 
-def summarize(learner: str, grades: list[LabGrade]) -> Summary:
-    """Combine a learner's best grade per lab with the course weights (shared with the grading service)."""
+def course_grade(learner: str, results: Iterable[tuple[str, float, float]]) -> CourseGrade:
+    """A learner's gradebook from their gradings, (lab, score, max_score) each: the one place where the best
+    per lab and the weighted course figure are computed (the local gradebook and the grading service)."""
     from llmlab.labs import BY_ID, SYLLABUS
 
+    labs = best_per_lab(results)
     by_component: dict[str, list[float]] = {k: [] for k in WEIGHTS}
-    for g in grades:
+    for g in labs:
         by_component[BY_ID[g.lab].component if g.lab in BY_ID else "lab"].append(g.fraction)
-    # a component's score is the mean best fraction over its graded items; none graded -> pending
-    components = {k: (sum(f) / len(f) if f else None) for k, f in by_component.items()}
-    counts = {k: (len(by_component[k]), sum(1 for s in SYLLABUS if s.component == k)) for k in WEIGHTS}
-    covered = sum(WEIGHTS[k] for k, v in components.items() if v is not None)
-    overall = (sum(WEIGHTS[k] * v for k, v in components.items() if v is not None) / covered
-               if covered else None)
-    return Summary(learner, grades, components, overall, covered, counts)
+    scores = {k: (sum(f) / len(f) if f else None) for k, f in by_component.items()}
+    components = {k: ComponentGrade(weight=WEIGHTS[k], score=v, status="pending" if v is None else "graded",
+                                    graded_items=len(by_component[k]),
+                                    items=sum(1 for s in SYLLABUS if s.component == k))
+                  for k, v in scores.items()}
+    covered = sum(WEIGHTS[k] for k, v in scores.items() if v is not None)
+    overall = sum(WEIGHTS[k] * v for k, v in scores.items() if v is not None) / covered if covered else None
+    return CourseGrade(learner=learner, labs=labs, components=components, overall=overall, weight_covered=covered)

@@ -756,24 +756,14 @@ def viterbi_segment(word: str, log_probs: dict[str, float]) -> list[str]:
     return UnigramTokenizer._viterbi(word, log_probs, max(map(len, log_probs)))[1]
 
 
-def isotropy(embeddings) -> float:
-    """Mu & Viswanath's (2018) isotropy of a set of vectors: min_c Z(c) / max_c Z(c), with Z(c) = sum_w
-    exp(c . w) over the unit eigenvectors c of W^T W, taken with both signs (an eigenvector's sign is
-    arbitrary, so +c and -c both count). 1 means the vectors point every way equally."""
-    import torch
+def __getattr__(name: str):
+    if name in ("isotropy", "cosine_similarities"):  # moved where embeddings are
+        import warnings
 
-    W = torch.as_tensor(embeddings, dtype=torch.float64)
-    _, vecs = torch.linalg.eigh(W.T @ W)
-    Z = torch.cat([torch.exp(W @ vecs).sum(0), torch.exp(-W @ vecs).sum(0)])
-    return float(Z.min() / Z.max())
+        from llmlab import embeddings
 
+        warnings.warn(f"llmlab.tokenization.{name} moved to llmlab.embeddings.{name}", DeprecationWarning,
+                      stacklevel=2)
+        return getattr(embeddings, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-def cosine_similarities(embeddings, pairs: int = 20000, seed: int = 0):
-    """Cosine similarities of random pairs of distinct rows."""
-    import torch
-
-    W = torch.as_tensor(embeddings, dtype=torch.float64)
-    gen = torch.Generator().manual_seed(seed)
-    i = torch.randint(0, len(W), (pairs,), generator=gen)
-    j = (i + torch.randint(1, len(W), (pairs,), generator=gen)) % len(W)
-    return torch.nn.functional.cosine_similarity(W[i], W[j], dim=-1)

@@ -1,9 +1,10 @@
 import datetime as dt
+import json
 
 import pytest
 
-from llmlab.contracts import CheckResult, Environment, GradeResult, Limits
-from llmlab.gradebook import WEIGHTS, Gradebook
+from llmlab.contracts import CheckResult, CourseGrade, Environment, GradeResult, Limits
+from llmlab.gradebook import WEIGHTS, Gradebook, best_per_lab
 
 
 def _result(lab: str, learner: str, score: float, max_score: float = 10) -> GradeResult:
@@ -30,11 +31,12 @@ def test_best_score_per_lab_and_pending_components(tmp_path):
     book.record(_result("m01", "bob", 10))
     s = book.summary("ada")
     assert [(g.lab, g.best, g.attempts) for g in s.labs] == [("m01", 9, 3), ("m02", 5, 1)]
-    assert s.components["lab"] == pytest.approx((0.9 + 0.5) / 2)
-    assert s.components["quiz"] is None and s.components["capstone"] is None  # pending, not zero
+    assert s.components["lab"].score == pytest.approx((0.9 + 0.5) / 2) and s.components["lab"].graded_items == 2
+    assert s.components["quiz"].score is None and s.components["capstone"].status == "pending"  # pending, not zero
     assert s.overall == pytest.approx(0.7) and s.weight_covered == pytest.approx(0.4)
-    d = s.as_dict()
+    d = json.loads(s.model_dump_json())
     assert d["components"]["replication"]["status"] == "pending" and d["components"]["replication"]["score"] is None
+    assert CourseGrade.model_validate(d) == s  # the record the grading service returns too
     assert book.learners() == ["ada", "bob"]
     assert Gradebook(tmp_path / "g.sqlite").summary("bob").labs[0].best == 10  # persisted
 
@@ -44,3 +46,11 @@ def test_results_round_trip_as_json(tmp_path):
     assert GradeResult.model_validate_json(r.model_dump_json()) == r
     with pytest.raises(ValueError):
         GradeResult.model_validate({**r.model_dump(), "surprise": 1})  # unknown keys are rejected
+
+
+def test_best_per_lab_is_one_rule_for_every_source():
+    """The local book and the grading service both call it: the maximum score and the number of gradings."""
+    rows = [("m02", 3, 10), ("m01", 4, 14), ("m02", 8, 10), ("m01", 2, 14), ("m02", 8, 10)]
+    assert [(g.lab, g.best, g.attempts, g.fraction) for g in best_per_lab(rows)] == [("m01", 4, 2, 4 / 14),
+                                                                                       ("m02", 8, 3, 0.8)]
+    assert best_per_lab([]) == []

@@ -4,6 +4,7 @@ the service is killed with SIGKILL in the middle of grading."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import signal
 import sqlite3
@@ -17,6 +18,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from llmlab.contracts import CourseGrade
 from services.grader.app import create_app
 from services.grader.settings import GraderSettings
 from tests.conftest import free_port, m01_source, serve_grader
@@ -168,6 +170,16 @@ def test_nothing_lost_when_killed_mid_grading(ray_address, tmp_path):
                            env=env, capture_output=True, text=True, timeout=300)
         assert r.returncode == 0, r.stderr
         assert '"score": 5.0' in r.stdout
+        # one gradebook: `llmlab gradebook --server` shows the grades earned through the service
+        r = subprocess.run([cli, "gradebook", "--server", base, "--token", token, "--json"], env=env,
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        (book,) = [CourseGrade.model_validate(b) for b in json.loads(r.stdout)]
+        assert book.learner == "dee" and [(g.lab, g.best, g.attempts) for g in book.labs] == [("m01", 14, 2)]
+        assert book.components["lab"].score == pytest.approx(1.0) and book.components["quiz"].status == "pending"
+        r = subprocess.run([cli, "gradebook", "--server", base, "--token", "llm_wrong"], env=env,
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 2 and "401" in r.stderr, r.stderr
     finally:
         proc.kill()
         proc.wait()

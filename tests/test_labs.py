@@ -13,7 +13,7 @@ import pytest
 
 from llmlab.grading import grade, grade_source
 from llmlab.jobs.deliverable_job import DeliverableRecord
-from llmlab.labs import built_labs, catalogue, get_lab, run_deliverable
+from llmlab.labs import BY_ID, built_labs, catalogue, get_lab, run_deliverable
 from llmlab.labs.base import CHEATS
 
 LABS = built_labs()
@@ -24,6 +24,26 @@ def test_registry_lists_twenty_labs_and_the_built_ones():
     labs = catalogue()
     assert [lab.id for lab in labs] == [f"m{i:02d}" for i in range(1, 21)]
     assert {f"m{i:02d}" for i in range(1, 11)} <= set(LABS)
+
+
+def test_registry_follows_the_course_syllabus():
+    """Ids, titles and topics as the user's syllabus table (shared/SYLLABUS.md) gives them."""
+    from llmlab.data import data_dir
+
+    rows = [ln.split("|")[1:-1] for ln in (data_dir().parent / "SYLLABUS.md").read_text().splitlines()
+            if re.match(r"\| m\d\d \|", ln)]
+    table = {cells[0].strip(): (cells[1].strip(), [t.strip() for t in cells[2].split(",")]) for cells in rows}
+    assert {lab.id: (lab.title, lab.topics) for lab in catalogue()} == table
+
+
+@pytest.mark.parametrize("lab_id", LABS)
+def test_checks_cover_the_graded_deliverable(lab_id):
+    """Every item of the syllabus's graded deliverable is graded by a check; every check names an item or a
+    topic of its module."""
+    entry, lab = BY_ID[lab_id], get_lab(lab_id)
+    assert all(c.grades in entry.deliverable + entry.topics for c in lab.checks), \
+        [(c.name, c.grades) for c in lab.checks]
+    assert [item for item in entry.deliverable if not any(c.grades == item for c in lab.checks)] == []
 
 
 @pytest.mark.parametrize("lab_id", LABS)
@@ -46,11 +66,15 @@ def test_reference_earns_full_marks(lab_id):
 
 @pytest.mark.parametrize("lab_id, bug", BUGS, ids=[f"{lab}-{bug}" for lab, bug in BUGS])
 def test_seeded_bug_is_caught(lab_id, bug):
+    """Graded as ``llmlab grade -x`` does: the checks after the first failure are not run (the slow seed
+    sweep grades every bug in full)."""
     lab = get_lab(lab_id)
-    result = grade_source(lab, lab.submission_source(bug), trusted=True)
+    result = grade_source(lab, lab.submission_source(bug), trusted=True, stop_at_first_failure=True)
     failed = [c for c in result.checks if not c.passed]
     assert failed, f"seeded bug {bug} passed every check of {lab_id}"
-    assert all(c.message for c in failed)
+    assert failed[0].message and not failed[0].message.startswith("not run")
+    after = result.checks[result.checks.index(failed[0]) + 1:]
+    assert all(c.message == "not run: grading stopped at the first failed check" and c.points == 0 for c in after)
 
 
 def _names_in(code) -> set[str]:

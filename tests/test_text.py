@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from llmlab import graphs, hf, ngram, suffix, transformer
+from llmlab import embeddings, graphs, hf, ngram, suffix, transformer
 from llmlab import tokenization as tk
 from llmlab.data import resolve
 from tests.conftest import needs
@@ -208,8 +208,8 @@ def test_unigram_matches_hugging_face(tmp_path):
 
 def test_isotropy_reference():
     gen = torch.Generator().manual_seed(0)
-    iso = tk.isotropy(torch.randn(4000, 8, generator=gen, dtype=torch.float64) * 0.1)
-    skewed = tk.isotropy(torch.randn(4000, 8, generator=gen, dtype=torch.float64) * 0.1 + 2.0)
+    iso = embeddings.isotropy(torch.randn(4000, 8, generator=gen, dtype=torch.float64) * 0.1)
+    skewed = embeddings.isotropy(torch.randn(4000, 8, generator=gen, dtype=torch.float64) * 0.1 + 2.0)
     assert iso > 0.9 and skewed < 0.1
 
 

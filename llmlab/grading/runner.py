@@ -261,12 +261,13 @@ def _on_alarm(signum, frame):
 
 def grade(lab: Lab, submission: Path, *, learner: str = "anonymous", seed: int | None = None,
           limits: LabLimits | None = None, progress=None, trusted: bool = False,
-          allow_unisolated: bool = False) -> GradeResult:
+          allow_unisolated: bool = False, stop_at_first_failure: bool = False) -> GradeResult:
     """Grade ``submission`` (a .py file or a folder) against ``lab``. Never raises for a bad submission:
     its faults are reported in the result. Raises FileNotFoundError/ValueError when grading cannot run, and
     IsolationUnavailable when no OS sandbox exists (see ``isolation``) unless ``allow_unisolated`` (one's
     own code, ``llmlab grade``) or ``trusted`` (llmlab's own reference and seeded bugs, which also see the
-    llmlab package inside the sandbox)."""
+    llmlab package inside the sandbox). With ``stop_at_first_failure`` (``llmlab grade -x``), the checks
+    after the first failed one are not run (and earn nothing): a quick answer while fixing one thing."""
     submission = Path(submission).resolve()
     if not submission.exists():
         raise FileNotFoundError(f"no such submission: {submission}")
@@ -303,6 +304,8 @@ def grade(lab: Lab, submission: Path, *, learner: str = "anonymous", seed: int |
             passed, message = False, ""
             if fatal:
                 message = fatal
+            elif stop_at_first_failure and any(not r.passed for r in results):
+                message = "not run: grading stopped at the first failed check"
             elif time.monotonic() > total_deadline:
                 message = f"not run: the grading's total time limit ({limits.total_timeout_s:g}s) was reached"
             else:

@@ -23,50 +23,69 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Syllabus:
+    """One row of the course (``shared/SYLLABUS.md``): the graded deliverable is split into the items each
+    of the lab's checks names (``Lab.check(..., grades=ITEM)``)."""
     id: str
     title: str
     topics: tuple[str, ...]
+    deliverable: tuple[str, ...]
     module: str  # module under llmlab.labs, whether built yet or not
     component: str = "lab"
 
 
+S = Syllabus
 SYLLABUS: tuple[Syllabus, ...] = (
-    Syllabus("m01", "Linear algebra", ("batched SVD", "projections", "Eckart-Young", "einsum", "QKV attention"),
-             "m01_linalg"),
-    Syllabus("m02", "Automatic differentiation", ("reverse mode", "tensor engine", "gradient checking",
-                                                  "forward mode", "Jacobians and Hessians"), "m02_autodiff"),
-    Syllabus("m03", "Probability and information theory", ("entropy", "cross-entropy", "KL", "perplexity",
-                                                           "sampling"), "m03_information"),
-    Syllabus("m04", "Optimization", ("SGD", "Adam", "AdamW", "Lion", "conditioning", "PL condition"), "m04_optim"),
-    Syllabus("m05", "Learning theory", ("VC dimension", "PAC bounds", "bias-variance", "double descent"),
-             "m05_theory"),
-    Syllabus("m06", "Discrete math and graphs", ("suffix trees", "sparse attention graphs"), "m06_graphs"),
-    Syllabus("m07", "Sequence models before transformers", ("n-gram LMs", "Kneser-Ney", "GRU", "LSTM",
-                                                            "vanishing gradients"), "m07_sequence"),
-    Syllabus("m08", "Attention mechanics", ("scaled dot-product attention", "masks", "attention entropy"),
-             "m08_attention"),
-    Syllabus("m09", "Transformer layer math", ("RMSNorm", "SwiGLU", "RoPE", "pre-norm blocks", "training"),
-             "m09_transformer"),
-    Syllabus("m10", "Tokenization and embeddings", ("byte-level BPE", "unigram LM", "isotropy"), "m10_tokenizers"),
-    Syllabus("m11", "Scaling laws", ("Chinchilla fits", "IsoFLOP curves", "compute-optimal models"), "m11_scaling"),
-    Syllabus("m12", "Distributed pretraining", ("data parallelism", "ZeRO-3", "mixed precision", "Ray Train"),
-             "m12_pretraining"),
-    Syllabus("m13", "Fine-tuning and adaptation", ("supervised fine-tuning", "LoRA", "instruction data"),
-             "m13_finetuning"),
-    Syllabus("m14", "RLHF and PPO", ("reward models", "GAE", "PPO clipping", "KL control"), "m14_rlhf"),
-    Syllabus("m15", "Evaluation", ("perplexity", "MMLU", "StereoSet", "CrowS-Pairs", "contamination"),
-             "m15_evaluation"),
-    Syllabus("m16", "Retrieval-augmented generation", ("embeddings", "FAISS", "RAG pipelines", "recall@k"),
-             "m16_rag"),
-    Syllabus("m17", "Data pipelines", ("Common Crawl WET", "deduplication", "quality and toxicity filters"),
-             "m17_data"),
-    Syllabus("m18", "Inference optimization and quantization", ("KV cache", "speculative decoding", "INT8",
-                                                                 "GPTQ"), "m18_inference"),
-    Syllabus("m19", "Serving and monitoring", ("continuous batching", "SLOs", "Prometheus", "load testing"),
-             "m19_serving"),
-    Syllabus("m20", "Responsible AI", ("privacy", "differential privacy", "toxicity", "bias audits"),
-             "m20_responsible"),
+    S("m01", "Linear algebra", ("vector spaces", "norms", "SVD", "tensor contractions"),
+      ("batched SVD with reconstruction error <= 1e-6", "Q/K/V attention with torch.einsum"), "m01_linalg"),
+    S("m02", "Multivariate calculus and autodiff", ("Jacobians", "Hessians", "chain rule in matrix form",
+                                                    "forward vs reverse mode"),
+      ("an autodiff engine (micrograd-like)", "gradient check of a transformer feed-forward block"), "m02_autodiff"),
+    S("m03", "Probability and information theory", ("KL divergence", "entropy", "cross-entropy"),
+      ("perplexity on WikiText-2", "temperature sampler and sampling entropy (masked softmax)"), "m03_information"),
+    S("m04", "Optimization theory", ("SGD", "Adam", "Lion", "convexity", "Polyak-Lojasiewicz condition"),
+      ("SGD, Adam and Lion for the benchmark", "convergence on a quadratic bowl (PL rate)",
+       "a small CNN on CIFAR-tiny"), "m04_optim"),
+    S("m05", "Fundamental learning theory", ("PAC bounds", "VC dimension", "bias-variance", "double descent"),
+      ("VC dimension of thresholds and axis-aligned splits", "bias-variance visualizer on synthetic data"),
+      "m05_theory"),
+    S("m06", "Discrete math and graphs", ("prefix/suffix trees", "DAG compression", "sparse attention graphs"),
+      ("suffix tree of a given text", "export to Graphviz", "sparse attention graphs"), "m06_graphs"),
+    S("m07", "Sequence models before transformers", ("n-grams", "RNN", "LSTM", "GRU equations",
+                                                     "vanishing/exploding gradients"),
+      ("trigram LM", "GRU LM", "hidden-state and gradient norm tracking"), "m07_sequence"),
+    S("m08", "Attention mechanics", ("scaled dot-product", "O(n^2 d) cost", "temperature", "masking"),
+      ("single-head attention from scratch", "entropy vs temperature on a toy sequence"), "m08_attention"),
+    S("m09", "Transformer layer math", ("sinusoidal and rotary encodings", "residual paths", "layer norm"),
+      ("two-layer transformer trained on Tiny Shakespeare", "custom positional encodings", "gradient-flow plots"),
+      "m09_transformer"),
+    S("m10", "Tokenization and embeddings", ("BPE merge heuristics", "unigram", "cosine similarity", "isotropy"),
+      ("trainer for BPE and unigram", "cosine similarities of random embedding pairs"), "m10_tokenizers"),
+    S("m11", "Scaling laws", ("compute vs parameters vs data", "power-law loss surfaces", "gradient noise scale"),
+      ("Kaplan et al.'s plots on a model zoo", "fitted scaling exponents (alpha, beta, gamma)"), "m11_scaling"),
+    S("m12", "Large-batch and mixed-precision training", ("ZeRO (stage 3)", "activation checkpointing", "BF16",
+                                                          "large batches"),
+      ("pretraining with bf16 ZeRO-3", "tokens/s logged"), "m12_pretraining"),
+    S("m13", "RL from human feedback", ("policy gradients", "reward models", "KL-regularized PPO"),
+      ("a toy chatbot fine-tuned with PPO", "KL divergence and reward per epoch (KL tracker)"), "m13_rlhf"),
+    S("m14", "Evaluation and safety math", ("perplexity vs accuracy", "MMLU", "differential privacy"),
+      ("an eval-harness runner over an MMLU subset", "a DP noise-budget estimator"), "m14_evaluation"),
+    S("m15", "Advanced representation theory", ("neural tangent kernel", "random-matrix spectra",
+                                                "lottery tickets"),
+      ("NTK spectrum of a one-layer transformer", "lottery-ticket pruning to 20% and retraining"),
+      "m15_representation"),
+    S("m16", "Retrieval augmentation and vector search", ("FAISS", "HNSW", "negative sampling"),
+      ("a RAG pipeline over 100k Wikipedia passages", "recall@5 vs latency"), "m16_retrieval"),
+    S("m17", "LLM engineering pipeline", ("ingestion", "sharding", "distributed data parallel"),
+      ("pretraining that streams a Common Crawl shard", "experiment logging"), "m17_pipeline"),
+    S("m18", "Inference optimization and quantization", ("INT8", "GPTQ", "speculative decoding"),
+      ("a quantized model served (vLLM or the builtin engine)", "tokens/s and p95 latency benchmark",
+       "a speculative-decoding wrapper"), "m18_inference"),
+    S("m19", "Monitoring, logging and observability", ("perplexity drift", "latency SLO violations"),
+      ("a Prometheus exporter of inference metrics", "a dashboard of tokens/s and p95 latency"), "m19_monitoring"),
+    S("m20", "Responsible AI and governance", ("bias metrics", "model cards", "licenses"),
+      ("a generated model card", "bias detection with StereoSet and a toxicity classifier"), "m20_responsible"),
 )
+del S
 BY_ID = {s.id: s for s in SYLLABUS}
 
 
@@ -96,7 +115,7 @@ def is_built(lab_id: str) -> bool:
 
 def catalogue() -> list[LabInfo]:
     return [LabInfo(id=s.id, number=int(s.id[1:]), title=s.title, topics=list(s.topics),
-                    component=s.component, built=is_built(s.id)) for s in SYLLABUS]
+                    deliverable=list(s.deliverable), component=s.component, built=is_built(s.id)) for s in SYLLABUS]
 
 
 def built_labs() -> list[str]:

@@ -48,6 +48,7 @@ class Check:
     name: str
     points: float
     fn: Callable[[CheckContext], None]
+    grades: str = ""  # the item of the syllabus's graded deliverable (or, for groundwork, the topic) it grades
 
     @property
     def description(self) -> str:
@@ -197,9 +198,11 @@ class Lab:
     own_work: str = ""
     forbidden: tuple[str, ...] = ()
 
-    def check(self, points: float, name: str | None = None):
+    def check(self, points: float, name: str | None = None, *, grades: str):
+        """Register a check worth ``points``; ``grades`` names the part of the syllabus's graded deliverable
+        (``llmlab.labs.SYLLABUS``), or for groundwork the topic, that it grades."""
         def register(fn):
-            self.checks.append(Check(name or fn.__name__, points, fn))
+            self.checks.append(Check(name or fn.__name__, points, fn, grades))
             return fn
 
         return register

@@ -63,7 +63,7 @@ def _judge_svd(ctx: CheckContext, A: torch.Tensor, label: str) -> None:
     ctx.close(S, torch.linalg.svdvals(A), atol=1e-9 * float(A.abs().max()), what=f"{label}: singular values")
 
 
-@LAB.check(points=3)
+@LAB.check(points=3, grades="batched SVD with reconstruction error <= 1e-6")
 def svd_any_shape(ctx: CheckContext):
     """Batched SVD of tall, wide and square stacks (random sizes), with extra batch dimensions."""
     m, n = ctx.randint(2, 12), ctx.randint(2, 12)
@@ -72,7 +72,7 @@ def svd_any_shape(ctx: CheckContext):
     _judge_svd(ctx, ctx.randn(4, n, n), "square")
 
 
-@LAB.check(points=2)
+@LAB.check(points=2, grades="batched SVD with reconstruction error <= 1e-6")
 def svd_hard_matrices(ctx: CheckContext):
     """Rank-deficient stacks and ill-conditioned matrices (condition number 1e12)."""
     r = ctx.randint(1, 4)
@@ -80,7 +80,7 @@ def svd_hard_matrices(ctx: CheckContext):
     _judge_svd(ctx, _conditioned(ctx, 3, 8, 1e12), "ill-conditioned")
 
 
-@LAB.check(points=2)
+@LAB.check(points=2, grades="vector spaces")
 def projection(ctx: CheckContext):
     """projector: symmetric, idempotent, fixes the column space, also for rank-deficient A."""
     A = ctx.randn(2, 8, 2) @ ctx.randn(2, 2, 4)  # rank 2 in R^8
@@ -93,7 +93,7 @@ def projection(ctx: CheckContext):
               what="A^T (b - Pb) (the residual must be orthogonal to the column space)")
 
 
-@LAB.check(points=2)
+@LAB.check(points=2, grades="SVD")
 def eckart_young(ctx: CheckContext):
     """Rank-k truncation: its error equals the norm of the discarded singular values (Frobenius, spectral)."""
     A = ctx.randn(3, 10, 7)
@@ -108,7 +108,7 @@ def eckart_young(ctx: CheckContext):
         ctx.close(ctx.call("discarded_norm", S, k, norm), truth, atol=1e-10, what=f"discarded_norm(S, {k}, {norm!r})")
 
 
-@LAB.check(points=1)
+@LAB.check(points=1, grades="tensor contractions")
 def einsum_bilinear(ctx: CheckContext):
     """bilinear(x, W, y) equals x_b^T W y_b for every row b."""
     B, m, n = ctx.randint(1, 9), ctx.randint(1, 9), ctx.randint(1, 9)
@@ -116,7 +116,7 @@ def einsum_bilinear(ctx: CheckContext):
     ctx.close(ctx.call("bilinear", x, W, y), ((x @ W) * y).sum(-1), atol=1e-10, what="bilinear")
 
 
-@LAB.check(points=2)
+@LAB.check(points=2, grades="Q/K/V attention with torch.einsum")
 def qkv_attention(ctx: CheckContext):
     """attention equals F.scaled_dot_product_attention within 1e-6 (float64), with and without a mask."""
     T, S, d = ctx.randint(2, 9), ctx.randint(2, 9), ctx.randint(2, 17)
@@ -129,7 +129,7 @@ def qkv_attention(ctx: CheckContext):
               atol=1e-6, what="attention with a boolean mask")
 
 
-@LAB.check(points=2)
+@LAB.check(points=2, grades="Q/K/V attention with torch.einsum")
 def multihead(ctx: CheckContext):
     """multihead_attention equals per-head F.scaled_dot_product_attention (causal mask) within 1e-6."""
     B, T, H = 2, ctx.randint(2, 9), ctx.choice([1, 2, 4])

@@ -203,7 +203,7 @@ def _t(x):
 
 
 # ================================================================ checks
-@LAB.check(points=3)
+@LAB.check(points=3, grades="an autodiff engine (micrograd-like)")
 def scalar_engine(ctx: CheckContext):
     """Value: outputs and gradients of random expression graphs (shared nodes included) equal torch.autograd
     within 1e-10."""
@@ -221,7 +221,7 @@ def scalar_engine(ctx: CheckContext):
                   what=f"graph {trial} gradients (ops {[p[0] for p in program]})")
 
 
-@LAB.check(points=3)
+@LAB.check(points=3, grades="an autodiff engine (micrograd-like)")
 def tensor_engine(ctx: CheckContext):
     """Tensor: every op's output and input gradients (broadcasting included) equal torch.autograd within 1e-10."""
     for op in sorted(_TENSOR_OPS):
@@ -243,7 +243,7 @@ def _layer_inputs(ctx: CheckContext, B: int, T: int, C: int, H: int):
     return ctx.rng.normal(size=(B, T, C)), params, ctx.rng.normal(size=(B, T, C))
 
 
-@LAB.check(points=2)
+@LAB.check(points=2, grades="gradient check of a transformer feed-forward block")
 def ffn_gradients(ctx: CheckContext):
     """ffn_block in the tensor engine: output and all five gradients equal torch.autograd within 1e-10."""
     x, p, r = _layer_inputs(ctx, 2, ctx.randint(2, 6), 6, 10)
@@ -257,7 +257,7 @@ def ffn_gradients(ctx: CheckContext):
         ctx.close(g, t.grad, atol=1e-10, rtol=1e-10, what=f"ffn_block d/d{name}")
 
 
-@LAB.check(points=3)
+@LAB.check(points=3, grades="chain rule in matrix form")
 def transformer_layer_gradients(ctx: CheckContext):
     """transformer_layer (causal attention + FFN + LayerNorm + residuals): output and every gradient equal a
     PyTorch implementation (layer_norm, scaled_dot_product_attention, gelu) within 1e-9."""
@@ -279,7 +279,7 @@ def _rel(a, b) -> float:
     return float((a - b).abs().max() / b.abs().max().clamp_min(1e-300))
 
 
-@LAB.check(points=2)
+@LAB.check(points=2, grades="gradient check of a transformer feed-forward block")
 def gradient_checker(ctx: CheckContext):
     """numerical_gradient (central differences) matches torch.autograd on a FFN block and, applied to the
     learner's own transformer layer, matches its backward pass: relative error <= 1e-6 (float64)."""
@@ -303,7 +303,7 @@ def gradient_checker(ctx: CheckContext):
     ctx.expect(err <= 1e-6, f"gradient check of your own layer: relative error {err:.2e} > 1e-6")
 
 
-@LAB.check(points=2)
+@LAB.check(points=2, grades="forward vs reverse mode")
 def forward_mode(ctx: CheckContext):
     """jvp by dual numbers equals torch.func.jvp, and forward mode agrees with reverse mode (Value) on a
     directional derivative, within 1e-10."""
@@ -318,7 +318,7 @@ def forward_mode(ctx: CheckContext):
     ctx.close(fwd, rev, atol=1e-10, rtol=1e-10, what="forward-mode vs reverse-mode directional derivative")
 
 
-@LAB.check(points=2)
+@LAB.check(points=2, grades="Hessians")
 def jacobian_and_hessian(ctx: CheckContext):
     """jacobian equals torch.func.jacrev and hessian equals torch.func.hessian within 1e-9."""
     x = ctx.rng.uniform(0.1, 1.0, size=3).tolist()

@@ -79,7 +79,7 @@ def _dists(ctx: CheckContext, batch: int, V: int, zeros: bool = True) -> torch.T
     return p
 
 
-@LAB.check(points=3)
+@LAB.check(points=3, grades="KL divergence")
 def entropy_cross_entropy_kl(ctx: CheckContext):
     """entropy, cross_entropy and kl_divergence equal scipy.stats.entropy within 1e-10 (zeros included);
     H(p,q) = H(p) + KL(p||q); KL >= 0; inf when q misses p's support."""
@@ -99,7 +99,7 @@ def entropy_cross_entropy_kl(ctx: CheckContext):
                "cross_entropy must be inf when q is 0 where p is not")
 
 
-@LAB.check(points=1)
+@LAB.check(points=1, grades="cross-entropy")
 def stable_lm_loss(ctx: CheckContext):
     """nll_from_logits equals torch's cross_entropy, also for logits of size 1e4 (no overflow)."""
     logits = ctx.randn(5, 7, 11) * 1e4
@@ -109,7 +109,7 @@ def stable_lm_loss(ctx: CheckContext):
     ctx.close(got, want, atol=1e-6, rtol=1e-10, what="LM loss at logits ~1e4")
 
 
-@LAB.check(points=2)
+@LAB.check(points=2, grades="temperature sampler and sampling entropy (masked softmax)")
 def masked_softmax(ctx: CheckContext):
     """masked_softmax: masked entries exactly 0, rows sum to 1, equals softmax over the kept entries; a fully
     masked row raises ValueError."""
@@ -152,7 +152,7 @@ def _full(settings: dict) -> tuple:
     return tuple(settings.get(k) for k in ("temperature", "top_k", "top_p", "min_p"))
 
 
-@LAB.check(points=3)
+@LAB.check(points=3, grades="temperature sampler and sampling entropy (masked softmax)")
 def sampling_filters(ctx: CheckContext):
     """filtered_probs equals Hugging Face's Temperature/TopK/TopP/MinP warpers within 1e-10; temperature 0
     is greedy (one-hot on the argmax)."""
@@ -165,7 +165,7 @@ def sampling_filters(ctx: CheckContext):
     ctx.close(greedy, torch.nn.functional.one_hot(logits.argmax(-1), V).double(), atol=0, what="temperature 0")
 
 
-@LAB.check(points=2)
+@LAB.check(points=2, grades="temperature sampler and sampling entropy (masked softmax)")
 def sampler_distribution(ctx: CheckContext):
     """sample draws from the filtered distribution: a chi-square goodness-of-fit test on 20,000 draws per
     setting (p-value >= 1e-4), and never a filtered-out token."""
@@ -199,7 +199,7 @@ def _brute_perplexity(model, ids: torch.Tensor, context: int, stride: int) -> fl
     return math.exp(nll / count)
 
 
-@LAB.check(points=3)
+@LAB.check(points=3, grades="perplexity on WikiText-2")
 def strided_perplexity(ctx: CheckContext):
     """perplexity with sliding windows (context, stride) equals a token-by-token evaluation within 1e-8
     (relative), for overlapping, disjoint and one-window settings."""

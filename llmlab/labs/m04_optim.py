@@ -5,6 +5,7 @@ and a Polyak-Lojasiewicz demonstration."""
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from pathlib import Path
@@ -13,7 +14,7 @@ import numpy as np
 import torch
 
 from llmlab import optim
-from llmlab.labs.base import CheckContext, Lab, LabLimits
+from llmlab.labs.base import CheckContext, CheckFailed, Lab, LabLimits
 from llmlab.plots import figure
 
 LAB = Lab(
@@ -32,44 +33,55 @@ def _loss(params: list[torch.Tensor], A: torch.Tensor, b: torch.Tensor) -> torch
     return ((A @ params[0] - b) ** 2).sum() + torch.tanh(params[1] @ params[0]).sum() + 0.1 * (params[2] ** 4).sum()
 
 
-def _trajectory(make_optimizer, init: list[torch.Tensor], A, b, groups: list[dict] | None, steps: int = STEPS):
+def _trajectory(make_optimizer, init: list[torch.Tensor], loss, groups: list[dict] | None = None,
+                steps: int = STEPS) -> tuple[list[torch.Tensor], list[float]]:
+    """Run ``steps`` optimizer steps on ``loss(params)``: (final parameters, loss before each step)."""
     params = [p.clone().requires_grad_() for p in init]
     if groups:
         opt = make_optimizer([{**g, "params": [params[i] for i in g["params"]]} for g in groups])
     else:
         opt = make_optimizer(params)
+    losses = []
     for _ in range(steps):
         opt.zero_grad()
-        _loss(params, A, b).backward()
+        value = loss(params)
+        losses.append(float(value.detach()))
+        value.backward()
         opt.step()
-    return [p.detach() for p in params]
+    return [p.detach() for p in params], losses
 
 
-def probe_optimizer(sub, name, kwargs, init, A, b, groups=None):
+def probe_optimizer(sub, name, kwargs, init, loss, groups=None, steps=STEPS):
     cls = getattr(sub, name, None)
     if cls is None:
         raise AttributeError(f"the submission does not define {name!r}")
-    if not issubclass(cls, torch.optim.Optimizer):
+    if not isinstance(cls, type) or not issubclass(cls, torch.optim.Optimizer):
         raise TypeError(f"{name} must subclass torch.optim.Optimizer")
-    return _trajectory(lambda p: cls(p, **kwargs), init, A, b, groups)
+    return _trajectory(lambda p: cls(p, **kwargs), init, loss, groups, steps)
 
 
 def _problem(ctx: CheckContext):
     n = ctx.randint(3, 7)
     init = [ctx.randn(n), ctx.randn(2, n), ctx.randn(n)]
-    return init, ctx.randn(n, n) / math.sqrt(n), ctx.randn(n)
+    return init, functools.partial(_loss, A=ctx.randn(n, n) / math.sqrt(n), b=ctx.randn(n))
 
 
-def _compare(ctx: CheckContext, name: str, kwargs: dict, reference, groups=None):
-    init, A, b = _problem(ctx)
-    got = ctx.run(probe_optimizer, name, kwargs, init, A, b, groups)
-    want = _trajectory(reference, init, A, b, groups)
+def _compare(ctx: CheckContext, name: str, kwargs: dict, reference, groups=None, problem=None, steps=STEPS,
+             what: str = "") -> list[float]:
+    """The submission's optimizer against ``reference`` on ``problem`` (init, loss): parameters and losses
+    within 1e-6 after ``steps`` steps; returns the submission's losses."""
+    init, loss = problem or _problem(ctx)
+    got, got_losses = ctx.run(probe_optimizer, name, kwargs, init, loss, groups, steps)
+    want, want_losses = _trajectory(reference, init, loss, groups, steps)
+    label = f"{name}({kwargs}{', param groups' if groups else ''}){what}"
     for i, (g, w) in enumerate(zip(got, want, strict=True)):
-        ctx.close(g, w, atol=1e-6, what=f"{name}({kwargs}{', param groups' if groups else ''}): parameter {i} "
-                                        f"after {STEPS} steps")
+        ctx.close(g, w, atol=1e-6, what=f"{label}: parameter {i} after {steps} steps")
+    ctx.close(torch.tensor(got_losses, dtype=torch.float64), torch.tensor(want_losses, dtype=torch.float64),
+              atol=1e-6, rtol=1e-6, what=f"{label}: loss trajectory")
+    return got_losses
 
 
-@LAB.check(points=3)
+@LAB.check(points=3, grades="SGD, Adam and Lion for the benchmark")
 def sgd_matches_torch(ctx: CheckContext):
     """SGD plain, with momentum, with Nesterov momentum and weight decay: parameters equal torch.optim.SGD's
     within 1e-6 after 100 steps."""
@@ -78,14 +90,14 @@ def sgd_matches_torch(ctx: CheckContext):
         _compare(ctx, "SGD", kwargs, lambda p, kw=kwargs: torch.optim.SGD(p, **kw))
 
 
-@LAB.check(points=2)
+@LAB.check(points=2, grades="SGD, Adam and Lion for the benchmark")
 def adam_matches_torch(ctx: CheckContext):
     """Adam (bias correction, L2 weight decay in the gradient): equal to torch.optim.Adam within 1e-6."""
     for kwargs in (dict(lr=0.01), dict(lr=0.02, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.1)):
         _compare(ctx, "Adam", kwargs, lambda p, kw=kwargs: torch.optim.Adam(p, **kw))
 
 
-@LAB.check(points=2)
+@LAB.check(points=2, grades="SGD, Adam and Lion for the benchmark")
 def adamw_matches_torch(ctx: CheckContext):
     """AdamW (decoupled weight decay): equal to torch.optim.AdamW within 1e-6, also with two param groups."""
     kwargs = dict(lr=0.01, weight_decay=0.2)
@@ -111,7 +123,7 @@ class _PaperLion(torch.optim.Optimizer):
                 self.state[p]["m"] = b2 * m + (1 - b2) * p.grad
 
 
-@LAB.check(points=3)
+@LAB.check(points=3, grades="SGD, Adam and Lion for the benchmark")
 def lion_published_update(ctx: CheckContext):
     """Lion follows the published update (sign of the interpolated momentum, decoupled weight decay, momentum
     updated after the step) within 1e-6 over 100 steps."""
@@ -120,6 +132,60 @@ def lion_published_update(ctx: CheckContext):
     for kwargs in (dict(lr=1e-3), dict(lr=3e-3, betas=(0.95, 0.98), weight_decay=0.5),
                    dict(lr=0.05, betas=(0.9, 0.5))):
         _compare(ctx, "Lion", kwargs, lambda p, kw=kwargs: _PaperLion(p, **kw))
+
+
+def _bowl_loss(params: list[torch.Tensor], H: torch.Tensor) -> torch.Tensor:
+    return 0.5 * params[0] @ H @ params[0]
+
+
+@LAB.check(points=2, grades="convergence on a quadratic bowl (PL rate)")
+def quadratic_bowl(ctx: CheckContext):
+    """On a quadratic bowl f(x) = x^T H x / 2 with condition number 50: SGD at lr = 1/L follows
+    torch.optim.SGD and contracts f by at least (1 - mu/L) per step (the Polyak-Lojasiewicz rate); Adam
+    and Lion follow torch.optim.Adam and the published Lion update (1e-6)."""
+    n = 8
+    Q, _ = torch.linalg.qr(ctx.randn(n, n))
+    eig = torch.cat([torch.tensor([1.0, 50.0], dtype=torch.float64), 1 + 49 * torch.rand(n - 2, generator=ctx.gen,
+                                                                                     dtype=torch.float64)])
+    problem = ([ctx.randn(n)], functools.partial(_bowl_loss, H=Q @ torch.diag(eig) @ Q.T))
+    mu, L = float(eig.min()), float(eig.max())
+    losses = _compare(ctx, "SGD", dict(lr=1 / L), lambda p: torch.optim.SGD(p, lr=1 / L), problem=problem,
+                      steps=60, what=" on the bowl")
+    worst = max(b / a for a, b in zip(losses, losses[1:], strict=False) if a > 1e-30)
+    if worst > 1 - mu / L + 1e-9:
+        raise CheckFailed(f"SGD at lr = 1/L contracted f by {worst:.4f} in one step; the PL rate guarantees "
+                 f"<= 1 - mu/L = {1 - mu / L:.4f}")
+    _compare(ctx, "Adam", dict(lr=0.05), lambda p: torch.optim.Adam(p, lr=0.05), problem=problem, steps=60,
+             what=" on the bowl")
+    _compare(ctx, "Lion", dict(lr=0.01), lambda p: _PaperLion(p, lr=0.01), problem=problem, steps=60,
+             what=" on the bowl")
+
+
+def _cnn_loss(params: list[torch.Tensor], images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """A small CNN of the deliverable's shape: conv 3->8 (3x3), ReLU, 2x2 max-pool, linear to 10 classes."""
+    import torch.nn.functional as F
+
+    h = F.max_pool2d(F.relu(F.conv2d(images, params[0], params[1], padding=1)), 4)
+    return F.cross_entropy(h.flatten(1) @ params[2].T + params[3], labels)
+
+
+@LAB.check(points=2, grades="a small CNN on CIFAR-tiny")
+def cifar_tiny_cnn(ctx: CheckContext):
+    """Training the deliverable's kind of model: a small CNN on a batch of CIFAR-10-shaped inputs (3x32x32,
+    10 classes; random images, so the grade does not depend on the data set) with the submission's SGD
+    (momentum), AdamW (two parameter groups, no decay on biases) and Lion: parameters and losses equal
+    torch's and the published update's within 1e-6 over 30 steps."""
+    images, labels = ctx.randn(16, 3, 32, 32), torch.from_numpy(ctx.rng.integers(0, 10, 16))
+    init = [ctx.randn(8, 3, 3, 3) * 0.2, torch.zeros(8, dtype=torch.float64), ctx.randn(10, 8 * 8 * 8) * 0.05,
+            torch.zeros(10, dtype=torch.float64)]
+    problem = (init, functools.partial(_cnn_loss, images=images, labels=labels))
+    sgd = dict(lr=0.05, momentum=0.9)
+    _compare(ctx, "SGD", sgd, lambda p: torch.optim.SGD(p, **sgd), problem=problem, steps=30, what=" on the CNN")
+    adamw, groups = dict(lr=3e-3, weight_decay=0.1), [{"params": [0, 2]}, {"params": [1, 3], "weight_decay": 0.0}]
+    _compare(ctx, "AdamW", adamw, lambda p: torch.optim.AdamW(p, **adamw), groups, problem=problem, steps=30,
+             what=" on the CNN")
+    _compare(ctx, "Lion", dict(lr=3e-4, weight_decay=0.1), lambda p: _PaperLion(p, lr=3e-4, weight_decay=0.1),
+             problem=problem, steps=30, what=" on the CNN")
 
 
 # ---------------------------------------------------------------- seeded bugs

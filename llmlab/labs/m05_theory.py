@@ -77,7 +77,7 @@ def _hard_cases(kind: str, pool: np.ndarray, ctx: CheckContext) -> list[tuple[np
     return [(square[:4], (1, 1, 0, 0)), (square, (1, 1, 1, 1, 0)), (square[[0, 1, 4]], (1, 1, 0))]
 
 
-@LAB.check(points=3)
+@LAB.check(points=3, grades="VC dimension of thresholds and axis-aligned splits")
 def realizability(ctx: CheckContext):
     """realizable agrees with a brute-force (or max-margin LP) truth on random labellings of random points,
     for thresholds, intervals, half-planes and rectangles; shatters agrees on random point sets."""
@@ -96,7 +96,7 @@ def realizability(ctx: CheckContext):
         ctx.expect(bool(ctx.call("shatters", kind, pool[idx])) == want, f"shatters({kind!r}, ...) should be {want}")
 
 
-@LAB.check(points=3)
+@LAB.check(points=3, grades="VC dimension of thresholds and axis-aligned splits")
 def vc_certificates(ctx: CheckContext):
     """vc_dimension finds d = 1, 2, 3, 4 with a certificate the grader verifies: the shattered set is shattered
     and every (d+1)-subset of the pool comes with a labelling the class cannot realize."""
@@ -121,7 +121,7 @@ def vc_certificates(ctx: CheckContext):
                        f"{kind}: the evidence labelling {list(lab)} of subset {idx} is in fact realizable")
 
 
-@LAB.check(points=2)
+@LAB.check(points=2, grades="PAC bounds")
 def pac_bounds(ctx: CheckContext):
     """pac_sample_size gives the stated finite-class and VC bounds (realizable and agnostic) exactly."""
     for _ in range(5):
@@ -150,7 +150,7 @@ def _bv_data(ctx: CheckContext, T: int, n: int, m: int, noise: float):
     return x_train, y_train, x_test, f(x_test), y_test
 
 
-@LAB.check(points=2)
+@LAB.check(points=2, grades="bias-variance visualizer on synthetic data")
 def bias_variance_decomposition(ctx: CheckContext):
     """bias_variance on given training sets: predictions equal numpy's polynomial least squares and bias^2,
     variance and MSE equal the grader's within 1e-6 (relative)."""
@@ -170,7 +170,7 @@ def bias_variance_decomposition(ctx: CheckContext):
                       what=f"degree {degree}: {key}")
 
 
-@LAB.check(points=1)
+@LAB.check(points=1, grades="double descent")
 def minimum_norm_solution(ctx: CheckContext):
     """min_norm_fit equals NumPy's minimum-norm least squares with fewer, equal and more features than samples."""
     n = ctx.randint(10, 20)

@@ -13,7 +13,7 @@ import torch
 from scipy.sparse.csgraph import shortest_path
 
 from llmlab import graphs, suffix
-from llmlab.labs.base import CheckContext, Lab, LabLimits
+from llmlab.labs.base import CheckContext, CheckFailed, Lab, LabLimits
 from llmlab.plots import figure
 
 LAB = Lab("m06", module=__name__, reference="llmlab.suffix",
@@ -58,7 +58,7 @@ def probe_big_tree(sub, text: str, patterns: list[str]) -> dict:
     return {"count": [int(tree.count(p)) for p in patterns], "distinct": int(tree.distinct_substrings())}
 
 
-@LAB.check(points=3)
+@LAB.check(points=3, grades="suffix tree of a given text")
 def suffix_tree_queries(ctx: CheckContext):
     """On 30 random strings (one-letter alphabets and heavy repetition included): distinct_substrings equals
     n(n+1)/2 - sum(LCP) of the suffix array; count and contains equal naive scanning (overlaps counted);
@@ -87,7 +87,7 @@ def suffix_tree_queries(ctx: CheckContext):
                    f"longest_repeated_substring({text!r}) = {lrs!r}; the longest repeat has length {longest}")
 
 
-@LAB.check(points=2)
+@LAB.check(points=2, grades="suffix tree of a given text")
 def linear_time_construction(ctx: CheckContext):
     """A tree of 150,000 characters (half of them one repeated letter) builds and answers within the call
     limit (20 s): a quadratic construction cannot."""
@@ -98,6 +98,74 @@ def linear_time_construction(ctx: CheckContext):
     runs = [len(r) for r in re.findall("a+", text)]  # 'a' * k occurs (run - k + 1) times in each run of a's
     want = [_occurrences(text, p) if len(p) < 100 else sum(max(0, r - len(p) + 1) for r in runs) for p in pats]
     ctx.expect(got["count"] == want, f"counts on the long text: {got['count']}, expected {want}")
+
+
+def probe_dot(sub, texts: list[str]) -> list:
+    return [sub.SuffixTree(t).to_dot() for t in texts]
+
+
+def _dot_paths(dot, what: str) -> list[str]:
+    """The root-to-leaf label strings of a suffix tree drawn in DOT, after checking that it parses (pydot)
+    and is a compressed tree: one parent per node, one root, siblings' labels start with distinct characters,
+    every inner node but the root branches."""
+    import pydot
+
+    if not isinstance(dot, str):
+        raise CheckFailed(f"{what}: to_dot returned a {type(dot).__name__}, expected a str")
+    try:
+        graphs_ = pydot.graph_from_dot_data(dot)
+    except Exception as e:  # pydot reports DOT syntax errors in many ways
+        raise CheckFailed(f"{what}: not valid DOT ({type(e).__name__}: {str(e)[:200]})") from None
+    if not graphs_ or len(graphs_) != 1:
+        raise CheckFailed(f"{what}: expected one DOT graph, found {len(graphs_ or [])}")
+    children: dict[str, list[tuple[str, str]]] = {}
+    parent: dict[str, str] = {}
+    for edge in graphs_[0].get_edges():
+        src, dst = str(edge.get_source()), str(edge.get_destination())
+        label = edge.get_label()
+        if label is None:
+            raise CheckFailed(f"{what}: the edge {src} -> {dst} has no label (edges carry the substrings)")
+        label = label[1:-1].replace('\\"', '"').replace("\\\\", "\\") if label.startswith('"') else label
+        if dst in parent:
+            raise CheckFailed(f"{what}: node {dst} has two parents; a suffix tree is a tree")
+        parent[dst] = src
+        children.setdefault(src, []).append((label, dst))
+    roots = {n for n in children if n not in parent}
+    if len(roots) != 1:
+        raise CheckFailed(f"{what}: expected one root, found {len(roots)}")
+    paths, stack = [], [(roots.pop(), "")]
+    while stack:
+        node, prefix = stack.pop()
+        kids = children.get(node, [])
+        if not kids:
+            paths.append(prefix)
+            continue
+        firsts = [label[:1] for label, _ in kids]
+        if "" in firsts or len(set(firsts)) != len(firsts) or (prefix and len(kids) < 2):
+            raise CheckFailed(f"{what}: node {node} (path {prefix!r}) has edges {sorted(firsts)}: a compressed "
+                              f"suffix tree's inner nodes branch, on distinct first characters")
+        stack.extend((child, prefix + label) for label, child in kids)
+        if len(paths) + len(stack) > 10_000:
+            raise CheckFailed(f"{what}: the graph is far larger than the text's suffix tree")
+    return paths
+
+
+@LAB.check(points=2, grades="export to Graphviz")
+def graphviz_export(ctx: CheckContext):
+    """to_dot returns Graphviz DOT (parsed with pydot) drawing the compressed suffix tree: its root-to-leaf
+    edge labels spell exactly the text's suffixes, each once, each followed by the terminal."""
+    texts = [t for t in _strings(ctx, 10) if t] + ["banana", "mississippi"]
+    dots = ctx.run(probe_dot, texts)
+    for text, dot in zip(texts, dots, strict=True):
+        what = f"SuffixTree({text!r}).to_dot()"
+        paths = _dot_paths(dot, what)
+        terminals = {p[-1:] for p in paths}
+        ctx.expect(len(terminals) == 1 and not terminals & set(text),
+                   f"{what}: every root-to-leaf path should end in the one terminal character, not {terminals}")
+        got = sorted(p[:-1] for p in paths)
+        want = sorted(text[i:] for i in range(len(text) + 1))
+        ctx.expect(got == want, f"{what}: root-to-leaf paths spell {got[:6]}..., expected the suffixes "
+                                f"{want[:6]}... (each followed by the terminal)")
 
 
 def _pattern_loops(kind: str, n: int, window: int, stride: int, n_global: int, dilation: int) -> np.ndarray:
@@ -111,7 +179,7 @@ def _pattern_loops(kind: str, n: int, window: int, stride: int, n_global: int, d
     return m
 
 
-@LAB.check(points=2)
+@LAB.check(points=2, grades="sparse attention graphs")
 def attention_patterns(ctx: CheckContext):
     """attention_pattern gives the causal mask of each pattern (dense, local, strided, global, dilated)."""
     n = ctx.randint(8, 40)
@@ -125,7 +193,7 @@ def attention_patterns(ctx: CheckContext):
                                                   f"{int((got != want).sum())} entries")
 
 
-@LAB.check(points=3)
+@LAB.check(points=3, grades="sparse attention graphs")
 def reachability_across_layers(ctx: CheckContext):
     """shortest_path_lengths equals SciPy's unweighted shortest paths on the DAG (edges j -> i; -1 where
     unreachable); reachability(mask, L) is exactly 'within L layers', the residual stream included (also
@@ -192,9 +260,15 @@ def paths_count_nodes(mask):
     return torch.where(d >= 0, d + 1, d)
 
 
+class SuffixTreeDotDropsLeafEdges(suffix.SuffixTree):
+    def to_dot(self, max_nodes: int = 400) -> str:  # leaves drawn, but their edges' labels lose the terminal
+        return re.sub(r'label="([^"]*)\$"\]', r'label="\1"]', super().to_dot(max_nodes))
+
+
 LAB.bug("count_skips_overlaps", SuffixTree=SuffixTreeCountsDisjoint)
 LAB.bug("distinct_counts_terminal", SuffixTree=SuffixTreeKeepsTerminal)
 LAB.bug("repeat_without_overlap", SuffixTree=SuffixTreeNoOverlapRepeat)
+LAB.bug("dot_without_terminal", SuffixTree=SuffixTreeDotDropsLeafEdges)
 LAB.bug("reachability_without_residual", reachability=reachability_without_residual)
 LAB.bug("strided_without_local", attention_pattern=strided_without_local)
 LAB.bug("paths_count_nodes", shortest_path_lengths=paths_count_nodes)

@@ -57,7 +57,7 @@ def _queries(ctx: CheckContext, tokens: list[str], count: int) -> tuple[list, li
     return queries, contexts
 
 
-@LAB.check(points=2)
+@LAB.check(points=2, grades="trigram LM")
 def kneser_ney_sums_to_one(ctx: CheckContext):
     """KneserNeyLM(3) fitted on a hidden corpus: every conditional distribution (seen, unseen and empty
     contexts) sums to 1 over the vocabulary plus <unk>, within 1e-9."""
@@ -68,7 +68,7 @@ def kneser_ney_sums_to_one(ctx: CheckContext):
         ctx.expect(abs(s - 1) < 1e-9, f"P(. | {c}) sums to {s:.12f}, not 1")
 
 
-@LAB.check(points=3)
+@LAB.check(points=3, grades="trigram LM")
 def kneser_ney_probabilities(ctx: CheckContext):
     """Interpolated Kneser-Ney probabilities (continuation counts below the top order, D = n1/(n1 + 2 n2)
     per order, uniform at the bottom) equal the reference within 1e-9, for orders 2 and 3."""
@@ -99,7 +99,7 @@ def probe_grads(sub, kind, x, h0, c0, params, weights):
     return [x.grad, *(p.grad for p in params)]
 
 
-@LAB.check(points=2)
+@LAB.check(points=2, grades="GRU LM")
 def gru_equals_torch(ctx: CheckContext):
     """gru (and gru_cell) with nn.GRU's weights equals torch.nn.GRU's outputs and last state within 1e-6
     (float64)."""
@@ -114,7 +114,7 @@ def gru_equals_torch(ctx: CheckContext):
     ctx.close(ctx.call("gru_cell", x[0], h0, *params), want[0].detach(), atol=1e-6, what="gru_cell")
 
 
-@LAB.check(points=2)
+@LAB.check(points=2, grades="LSTM")
 def lstm_equals_torch(ctx: CheckContext):
     """lstm (and lstm_cell) with nn.LSTM's weights equals torch.nn.LSTM's outputs, h_T and c_T within 1e-6
     (float64)."""
@@ -131,7 +131,7 @@ def lstm_equals_torch(ctx: CheckContext):
     ctx.close(h1, want[0].detach(), atol=1e-6, what="lstm_cell h")
 
 
-@LAB.check(points=1)
+@LAB.check(points=1, grades="hidden-state and gradient norm tracking")
 def gradients_through_time(ctx: CheckContext):
     """Backpropagating through gru and lstm gives torch's gradients for the input and every weight (1e-6)."""
     for kind in ("gru", "lstm"):

@@ -34,7 +34,7 @@ def _qkv(ctx: CheckContext, B: int, H: int, T: int, d: int):
     return ctx.randn(B, H, T, d), ctx.randn(B, H, T, d), ctx.randn(B, H, T, d)
 
 
-@LAB.check(points=3)
+@LAB.check(points=3, grades="single-head attention from scratch")
 def matches_torch_sdpa(ctx: CheckContext):
     """scaled_dot_product_attention equals torch's SDPA within 1e-6 (float64): no mask, causal, a random
     boolean mask, and causal + key padding (right-padded batch)."""
@@ -56,7 +56,7 @@ def matches_torch_sdpa(ctx: CheckContext):
               atol=1e-6, what="causal + key padding")
 
 
-@LAB.check(points=1)
+@LAB.check(points=1, grades="single-head attention from scratch")
 def softmax_is_stable(ctx: CheckContext):
     """stable_softmax equals torch.softmax for logits of size 1e4 (no inf/NaN) and gives 0 at -inf."""
     x = ctx.randn(6, 9) * 1e4
@@ -67,7 +67,7 @@ def softmax_is_stable(ctx: CheckContext):
     ctx.close(got.sum(-1), torch.ones(6, dtype=torch.float64), atol=1e-12, what="row sums")
 
 
-@LAB.check(points=1)
+@LAB.check(points=1, grades="single-head attention from scratch")
 def large_scores_in_attention(ctx: CheckContext):
     """Attention on inputs scaled by 1e3 (scores ~1e6) stays finite and equals torch's SDPA."""
     q, k, v = _qkv(ctx, 1, 2, 8, 8)
@@ -76,7 +76,7 @@ def large_scores_in_attention(ctx: CheckContext):
               what="attention with scores ~1e6")
 
 
-@LAB.check(points=2)
+@LAB.check(points=2, grades="masking")
 def masks_hide_what_they_should(ctx: CheckContext):
     """Changing future tokens never changes a causal output; changing padded keys/values never changes a
     padded-batch output."""
@@ -99,7 +99,7 @@ def masks_hide_what_they_should(ctx: CheckContext):
     ctx.close(b, a, atol=1e-12, what="outputs after changing padded keys and values")
 
 
-@LAB.check(points=2)
+@LAB.check(points=2, grades="entropy vs temperature on a toy sequence")
 def entropy_against_temperature(ctx: CheckContext):
     """attention_entropy equals scipy.stats.entropy of softmax(scores/T) (nats, 1e-8); T -> 0 gives ~0,
     T -> inf gives ~log n, and entropy grows with T."""

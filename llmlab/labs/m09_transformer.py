@@ -33,7 +33,7 @@ LAB = Lab("m09", module=__name__, reference="llmlab.transformer",
                      "torch.nn.utils:clip_grad_norm_", "torch.optim.lr_scheduler:CosineAnnealingLR"))
 
 
-@LAB.check(points=1)
+@LAB.check(points=1, grades="two-layer transformer trained on Tiny Shakespeare")
 def basic_layers(ctx: CheckContext):
     """linear, embedding, silu and softmax equal torch.nn.functional (float64, 1e-10; softmax also for
     logits of size 1e4)."""
@@ -47,7 +47,7 @@ def basic_layers(ctx: CheckContext):
     ctx.close(ctx.call("softmax", big, -1), torch.softmax(big, -1), atol=1e-10, what="softmax of logits ~1e4")
 
 
-@LAB.check(points=1)
+@LAB.check(points=1, grades="layer norm")
 def norms(ctx: CheckContext):
     """rmsnorm equals torch.nn.functional.rms_norm and layernorm equals F.layer_norm (float64, 1e-10)."""
     x, g, b = ctx.randn(4, 6, 16) * 3 + 1, ctx.randn(16), ctx.randn(16)
@@ -56,7 +56,7 @@ def norms(ctx: CheckContext):
               what="layernorm")
 
 
-@LAB.check(points=1)
+@LAB.check(points=1, grades="two-layer transformer trained on Tiny Shakespeare")
 def swiglu_ffn(ctx: CheckContext):
     """swiglu(x, w1, w2, w3) = w2(silu(w1 x) * w3 x), as Llama's MLP (gate = w1, up = w3, down = w2)."""
     x, w1, w2, w3 = ctx.randn(2, 5, 8), ctx.randn(12, 8), ctx.randn(8, 12), ctx.randn(12, 8)
@@ -64,7 +64,7 @@ def swiglu_ffn(ctx: CheckContext):
     ctx.close(ctx.call("swiglu", x, w1, w2, w3), want, atol=1e-9, what="SwiGLU")
 
 
-@LAB.check(points=2)
+@LAB.check(points=2, grades="custom positional encodings")
 def rotary_embeddings(ctx: CheckContext):
     """rope equals Hugging Face Llama's apply_rotary_pos_emb (half-split pairs, any theta, explicit
     positions), and scores of rotated q, k depend only on the distance m - n."""
@@ -85,7 +85,7 @@ def rotary_embeddings(ctx: CheckContext):
     ctx.close(s2, s1, atol=1e-9, what="q.k after shifting both positions")
 
 
-@LAB.check(points=2)
+@LAB.check(points=2, grades="two-layer transformer trained on Tiny Shakespeare")
 def attention_matches_torch(ctx: CheckContext):
     """multihead_self_attention without RoPE equals torch.nn.MultiheadAttention with a causal mask (no
     biases; same weights), within 1e-9."""
@@ -102,7 +102,7 @@ def attention_matches_torch(ctx: CheckContext):
               what="causal multi-head attention")
 
 
-@LAB.check(points=3)
+@LAB.check(points=3, grades="residual paths")
 def block_matches_llama(ctx: CheckContext):
     """transformer_block (pre-norm, RMSNorm, RoPE attention, SwiGLU) equals Hugging Face's LlamaDecoderLayer
     with the same weights, at explicit positions, within 1e-5 (float64 inputs; Llama's RMSNorm computes its
@@ -133,7 +133,7 @@ def block_matches_llama(ctx: CheckContext):
     ctx.close(got, want, atol=1e-5, rtol=1e-5, what="decoder block vs LlamaDecoderLayer")
 
 
-@LAB.check(points=1)
+@LAB.check(points=1, grades="two-layer transformer trained on Tiny Shakespeare")
 def stable_cross_entropy(ctx: CheckContext):
     """cross_entropy equals F.cross_entropy on (B, T, V) logits, also for logits of size 1e4."""
     logits, targets = ctx.randn(3, 5, 11) * 1e4, torch.from_numpy(ctx.rng.integers(0, 11, size=(3, 5)))
@@ -149,7 +149,7 @@ def probe_clip(sub, grads, max_norm):
     return norm, [p.grad for p in params]
 
 
-@LAB.check(points=1)
+@LAB.check(points=1, grades="gradient-flow plots")
 def gradient_clipping(ctx: CheckContext):
     """clip_grad_norm scales all gradients together as torch.nn.utils.clip_grad_norm_ does (and leaves
     them alone below the limit)."""
@@ -165,7 +165,7 @@ def gradient_clipping(ctx: CheckContext):
             ctx.close(c, p.grad, atol=1e-6 * max(1.0, float(p.grad.abs().max())), what=f"gradients (max {max_norm})")
 
 
-@LAB.check(points=1)
+@LAB.check(points=1, grades="two-layer transformer trained on Tiny Shakespeare")
 def learning_rate_schedule(ctx: CheckContext):
     """cosine_lr: linear warm-up from 0, max_lr at the end of warm-up, half-way value on the cosine,
     min_lr at and after the end."""
@@ -206,7 +206,7 @@ def probe_checkpoint(sub, seed):
     return {"iteration": int(it), "model": same_model, "optimizer": same_opt}
 
 
-@LAB.check(points=1)
+@LAB.check(points=1, grades="two-layer transformer trained on Tiny Shakespeare")
 def batches_and_checkpoints(ctx: CheckContext):
     """get_batch returns (B, T) windows of the token array with targets shifted by one; a checkpoint saved
     and loaded restores model, optimizer state and iteration exactly."""

@@ -12,15 +12,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from llmlab import embeddings
 from llmlab import tokenization as tk
 from llmlab.labs.base import CheckContext, Lab, LabLimits
 from llmlab.plots import figure
 
 LAB = Lab("m10", module=__name__, reference="llmlab.tokenization",
-          spec=["train_bpe", "bpe_encode", "bpe_decode", "viterbi_segment", "isotropy"],
+          spec=["train_bpe", "bpe_encode", "bpe_decode", "viterbi_segment", "llmlab.embeddings:pair_cosines",
+                "llmlab.embeddings:isotropy"],
           limits=LabLimits(call_timeout_s=20, total_timeout_s=300, memory_mb=3072),
-          own_work="BPE training, encoding and decoding, Viterbi segmentation and the isotropy measure",
-          forbidden=("tokenizers", "tiktoken", "sentencepiece", "transformers"))
+          own_work="BPE training, encoding and decoding, Viterbi segmentation, cosine similarity and isotropy",
+          forbidden=("tokenizers", "tiktoken", "sentencepiece", "transformers", "sklearn",
+                     "torch.nn.functional:cosine_similarity", "torch:cosine_similarity"))
 SPECIAL = "<|endoftext|>"
 
 
@@ -44,7 +47,7 @@ UNICODE_SAMPLES = ["héllo wörld, naïve café", "日本語のテキスト、�
                    "math ∑∫√ and symbols ©®™", "'s 'll 've 're 't 'd 'm contractions", "  leading and trailing  "]
 
 
-@LAB.check(points=3)
+@LAB.check(points=3, grades="trainer for BPE and unigram")
 def bpe_training(ctx: CheckContext):
     """train_bpe on a hidden ~20 kB text with <|endoftext|>: the same merges in the same order (ties to the
     lexicographically greater pair) and the same vocabulary as the reference; no merge touches the special
@@ -62,7 +65,7 @@ def bpe_training(ctx: CheckContext):
     ctx.expect({int(k): bytes(v) for k, v in vocab.items()} == ref_vocab, "the vocabulary (ids -> bytes) differs")
 
 
-@LAB.check(points=2)
+@LAB.check(points=2, grades="trainer for BPE and unigram")
 def bpe_encode_decode(ctx: CheckContext):
     """bpe_encode gives the reference ids (special tokens kept whole) and decode(encode(s)) == s for any
     Unicode text (accents, CJK, emoji with ZWJ, combining marks, whitespace runs)."""
@@ -78,7 +81,7 @@ def bpe_encode_decode(ctx: CheckContext):
         ctx.expect(back == s, f"decode(encode({s[:40]!r})) = {back[:40]!r}")
 
 
-@LAB.check(points=1)
+@LAB.check(points=1, grades="BPE merge heuristics")
 def bpe_training_scales(ctx: CheckContext):
     """train_bpe on 0.9 MB with a 2,000-token vocabulary finishes within the 20 s call limit (the reference
     takes about 2 s; recounting all pairs after every merge takes over 30 s) and matches the reference's
@@ -105,7 +108,7 @@ def _brute_force_best(word: str, logp: dict[str, float]) -> float:
     return best
 
 
-@LAB.check(points=2)
+@LAB.check(points=2, grades="trainer for BPE and unigram")
 def unigram_viterbi(ctx: CheckContext):
     """viterbi_segment returns a segmentation of the word whose log-probability equals the best over all
     segmentations (brute force), for random vocabularies and words."""
@@ -121,7 +124,21 @@ def unigram_viterbi(ctx: CheckContext):
         ctx.expect(abs(score - best) < 1e-9, f"segmentation of {word!r} scores {score:.4f}; the best is {best:.4f}")
 
 
-@LAB.check(points=1)
+@LAB.check(points=1, grades="cosine similarities of random embedding pairs")
+def cosine_pairs(ctx: CheckContext):
+    """pair_cosines(W, i, j) equals x.y / (|x| |y|) for every pair of rows (NumPy, 1e-12), for rows of very
+    different scales (1e-3 to 1e5), and gives 0 where a row is zero (no NaN)."""
+    W = ctx.randn(60, 12) * torch.from_numpy(10.0 ** ctx.rng.uniform(-3, 5, size=(60, 1)))
+    W[ctx.rng.choice(60, size=3, replace=False)] = 0.0
+    i, j = ctx.rng.integers(0, 60, 500), ctx.rng.integers(0, 60, 500)
+    a, b = W.numpy()[i], W.numpy()[j]
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    want = np.divide((a * b).sum(1), norms, out=np.zeros(len(i)), where=norms > 0)
+    got = ctx.call("pair_cosines", W, torch.from_numpy(i), torch.from_numpy(j))
+    ctx.close(got, torch.from_numpy(want), atol=1e-12, what="pair_cosines")
+
+
+@LAB.check(points=1, grades="isotropy")
 def embedding_isotropy(ctx: CheckContext):
     """isotropy equals min Z(c) / max Z(c) over the eigenvectors of W^T W taken with both signs (NumPy),
     near 1 for isotropic Gaussian vectors and small for vectors sharing a common direction."""
@@ -185,9 +202,16 @@ def viterbi_longest_match(word, log_probs):
     return pieces
 
 
-def isotropy_centered(embeddings):
+def isotropy_centered(vectors):
+    W = torch.as_tensor(vectors, dtype=torch.float64)
+    return embeddings.isotropy(W - W.mean(0))
+
+
+def pair_cosines_nan_at_zero(embeddings, i, j):
+    """Divides by the norms unguarded: NaN for a zero row."""
     W = torch.as_tensor(embeddings, dtype=torch.float64)
-    return tk.isotropy(W - W.mean(0))
+    a, b = W[torch.as_tensor(i)], W[torch.as_tensor(j)]
+    return (a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1))
 
 
 LAB.bug("ties_to_smaller_pair", train_bpe=train_bpe_smaller_ties)
@@ -196,6 +220,7 @@ LAB.bug("encode_left_to_right", bpe_encode=bpe_encode_left_to_right)
 LAB.bug("decode_per_token", bpe_decode=bpe_decode_per_token)
 LAB.bug("viterbi_longest_match", viterbi_segment=viterbi_longest_match)
 LAB.bug("isotropy_centered", isotropy=isotropy_centered)
+LAB.bug("cosine_zero_rows_nan", pair_cosines=pair_cosines_nan_at_zero)
 
 
 # --- deliverable --------------------------------------------------------------------------------------
@@ -323,5 +348,5 @@ def _isotropy_study(tok: tk.BPETokenizer, text: str, steps: int) -> dict[str, tu
     seen = torch.from_numpy(np.unique(ids[:cut]))  # rows that received gradients
     out = {}
     for name, W in (("random init", init[seen]), (f"trained {steps} steps", model.embed.detach()[seen])):
-        out[name] = (tk.cosine_similarities(W).numpy(), tk.isotropy(W))
+        out[name] = (embeddings.cosine_similarities(W).numpy(), embeddings.isotropy(W))
     return out

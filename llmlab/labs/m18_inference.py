@@ -15,14 +15,16 @@ from scipy import stats
 
 from llmlab.inference import engine as eng
 from llmlab.inference import quant
-from llmlab.labs.base import CheckContext, Lab, LabLimits
+from llmlab.inference.benchmark import benchmark_summary
+from llmlab.labs.base import CheckContext, CheckFailed, Lab, LabLimits
 from llmlab.plots import figure
 
 LAB = Lab("m18", module=__name__, reference="llmlab.inference.quant",
           spec=["llmlab.inference.engine:rejection_step", "int8_absmax_quantize", "int8_dequantize",
-                "gptq_block_update"],
+                "gptq_block_update", "llmlab.inference.benchmark:benchmark_summary"],
           limits=LabLimits(call_timeout_s=60, total_timeout_s=240, memory_mb=2048),
-          own_work="the rejection step, absmax INT8 quantization and the GPTQ column-block update",
+          own_work="the rejection step, absmax INT8 quantization, the GPTQ column-block update and the "
+                   "benchmark's figures",
           forbidden=("torch:quantize_per_tensor", "torch:quantize_per_channel",
                      "torch.ao.quantization:quantize_dynamic", "bitsandbytes", "auto_gptq", "gptqmodel", "optimum"))
 
@@ -36,7 +38,7 @@ def _dists(ctx: CheckContext, rows: int, V: int, sparse: bool = True) -> torch.T
     return p
 
 
-@LAB.check(points=2)
+@LAB.check(points=2, grades="a speculative-decoding wrapper")
 def rejection_step_exact(ctx: CheckContext):
     """rejection_step returns the reference's number of accepted tokens and next-token distribution for
     random p, q, drafts and uniforms (including a draft token q gives probability 0 and all-accepted)."""
@@ -66,7 +68,7 @@ def probe_speculative_samples(sub, p, q, n, seed):
     return torch.tensor(out)
 
 
-@LAB.check(points=2)
+@LAB.check(points=2, grades="a speculative-decoding wrapper")
 def speculation_keeps_the_target_distribution(ctx: CheckContext):
     """Tokens drawn from the draft and verified by rejection_step follow the target's distribution p
     (chi-square test, 6000 draws, p-value > 1e-4), however different the draft q is."""
@@ -79,7 +81,7 @@ def speculation_keeps_the_target_distribution(ctx: CheckContext):
     ctx.expect(pvalue > 1e-4, f"the tokens do not follow p (chi-square p-value {pvalue:.2e})")
 
 
-@LAB.check(points=1)
+@LAB.check(points=1, grades="a quantized model served (vLLM or the builtin engine)")
 def int8_round_trip(ctx: CheckContext):
     """int8_absmax_quantize gives int8 codes with one scale per output row (max |W_row| / 127) and
     int8_dequantize(q, s) is within half a step of W; a row with an outlier does not degrade the others."""
@@ -94,7 +96,7 @@ def int8_round_trip(ctx: CheckContext):
                                                                             "more than half a step")
 
 
-@LAB.check(points=2)
+@LAB.check(points=2, grades="a quantized model served (vLLM or the builtin engine)")
 def gptq_block(ctx: CheckContext):
     """gptq_block_update equals the reference (codes exactly, errors within 1e-9) on a random block with a
     real Hessian, and its codes lie on the grid. (Against round-to-nearest GPTQ wins on whole layers, which
@@ -111,6 +113,40 @@ def gptq_block(ctx: CheckContext):
     ctx.close(errors, want_errors, atol=1e-9, what="propagated errors")
     ctx.expect(bool(((codes >= 0) & (codes <= 2**bits - 1) & (codes == codes.round())).all()),
                f"codes must be integers in [0, {2**bits - 1}]")
+
+
+@LAB.check(points=1, grades="tokens/s and p95 latency benchmark")
+def benchmark_figures(ctx: CheckContext):
+    """benchmark_summary of per-request start/end times and token counts: tokens/s and requests/s over the
+    run's wall time (first start to last end, overlapping requests counted once), mean and p50/p95/p99
+    latency with linear interpolation (NumPy's percentile), within 1e-9; unequal lengths or a request that
+    ends before it starts raise ValueError."""
+    for n in (1, 7, 200):
+        starts = np.sort(ctx.rng.uniform(0, 10, n))
+        ends = starts + ctx.rng.lognormal(-1, 1, n)
+        tokens = ctx.rng.integers(1, 256, n)
+        got = ctx.call("benchmark_summary", starts.tolist(), ends.tolist(), tokens.tolist())
+        if not isinstance(got, dict):
+            raise CheckFailed(f"benchmark_summary returned a {type(got).__name__}, expected a dict")
+        wall, lat = ends.max() - starts.min(), ends - starts
+        want = {"tokens_per_s": tokens.sum() / wall, "requests_per_s": n / wall, "mean_latency_s": lat.mean(),
+                **{f"p{q}_latency_s": np.percentile(lat, q) for q in (50, 95, 99)}}
+        for key, value in want.items():
+            ctx.close(ctx.number(got.get(key), f"{key} ({n} requests)"), float(value), atol=1e-9, rtol=1e-9,
+                      what=f"{key} ({n} requests)")
+    for bad in (([0.0, 1.0], [1.0], [3, 4]), ([0.0, 2.0], [1.0, 1.5], [3, 4])):
+        ctx.expect(ctx.run(probe_raises, "benchmark_summary", *bad) == "ValueError",
+                   f"benchmark_summary{bad} should raise ValueError")
+
+
+def probe_raises(sub, name, *args):
+    try:
+        getattr(sub, name)(*args)
+    except ValueError:
+        return "ValueError"
+    except Exception as e:  # noqa: BLE001 -- the kind of error is the answer
+        return type(e).__name__
+    return "nothing"
 
 
 # --- seeded bugs --------------------------------------------------------------------------------------
@@ -155,12 +191,22 @@ def gptq_unscaled_error(W, Hinv, scale, zero, bits):
     return codes, errors
 
 
+def summary_mean_of_rates(starts, ends, tokens):
+    """Throughput as the mean of per-request rates, and the nearest-rank p95."""
+    s = benchmark_summary(starts, ends, tokens)
+    lat = np.asarray(ends) - np.asarray(starts)
+    s["tokens_per_s"] = float(np.mean(np.asarray(tokens) / lat))
+    s["p95_latency_s"] = float(np.sort(lat)[min(len(lat) - 1, int(0.95 * len(lat)))])
+    return s
+
+
 LAB.bug("resample_from_p", rejection_step=rejection_resample_from_p)
 LAB.bug("ratio_inverted", rejection_step=rejection_ratio_inverted)
 LAB.bug("bonus_off_by_one", rejection_step=rejection_bonus_off_by_one)
 LAB.bug("int8_per_tensor_scale", int8_absmax_quantize=int8_per_tensor)
 LAB.bug("gptq_no_error_propagation", gptq_block_update=gptq_without_propagation)
 LAB.bug("gptq_unscaled_error", gptq_block_update=gptq_unscaled_error)
+LAB.bug("throughput_mean_of_rates", benchmark_summary=summary_mean_of_rates)
 
 
 # --- deliverable --------------------------------------------------------------------------------------
@@ -179,17 +225,16 @@ def _bench(engine: eng.Engine, prompts: list[list[int]], concurrency: int, max_t
     """Closed-loop load: ``concurrency`` requests in flight; tokens/s and p95 request latency."""
     engine.max_batch = min(engine.max_batch, concurrency)
     params = eng.SamplingParams(max_tokens=max_tokens, temperature=0)
-    queue, t0, latencies, tokens = list(prompts), time.perf_counter(), [], 0
-    in_flight = []
+    queue, starts, ends, tokens, in_flight = list(prompts), [], [], [], []
     while queue or in_flight:
         while queue and len(in_flight) < concurrency:
             in_flight.append(engine.add(queue.pop(), params))
         for r in engine.step():
-            latencies.append(time.perf_counter() - r.arrival)
-            tokens += len(r.output_ids)
+            starts.append(r.arrival)
+            ends.append(time.perf_counter())
+            tokens.append(len(r.output_ids))
             in_flight.remove(r)
-    seconds = time.perf_counter() - t0
-    return {"tokens_per_s": tokens / seconds, "p95_latency_s": float(np.percentile(latencies, 95))}
+    return benchmark_summary(starts, ends, tokens)
 
 
 def run(profile: str, out: Path) -> tuple[dict, str]:

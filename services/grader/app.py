@@ -20,7 +20,8 @@ from pydantic import BaseModel, Field
 
 from llmlab import __version__
 from llmlab.asgi import BodyLimit, Observe
-from llmlab.gradebook import LabGrade, summarize
+from llmlab.contracts import CourseGrade
+from llmlab.gradebook import course_grade
 from llmlab.labs import built_labs
 from llmlab.metrics import GraderMetrics
 from llmlab.submissions import (
@@ -167,23 +168,12 @@ def create_app(settings: GraderSettings | None = None, backend=None) -> FastAPI:
 
         return [lab.model_dump() for lab in catalogue()]
 
-    @app.get("/v1/gradebook")
+    @app.get("/v1/gradebook", response_model=list[CourseGrade])
     def gradebook(learner: Annotated[Learner, Depends(current)]):
         """Best score per lab with the course weights: your own, or everyone's for an instructor."""
         people = store.learners() if learner.role == "instructor" else [learner]
-        books = []
-        for person in people:
-            best: dict[str, LabGrade] = {}
-            for sub in store.list(person.id, limit=100_000):
-                if sub.state != "graded":
-                    continue
-                g = best.get(sub.lab)
-                if g is None:
-                    best[sub.lab] = LabGrade(sub.lab, sub.score, sub.max_score, 1)
-                else:
-                    g.best, g.attempts = max(g.best, sub.score), g.attempts + 1
-            books.append(summarize(person.name, sorted(best.values(), key=lambda g: g.lab)).as_dict())
-        return books
+        return [course_grade(person.name, ((s.lab, s.score, s.max_score) for s in store.list(person.id, limit=100_000)
+                                           if s.state == "graded")) for person in people]
 
     @app.post("/v1/learners", status_code=201)
     def add_learner(body: NewLearner, _: Annotated[Learner, Depends(instructor)]):
