@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from llmlab.data import catalog
 from llmlab.gradebook import Gradebook
 from llmlab.jobs import client, local, record
 from llmlab.jobs.deliverable_job import DeliverableRecord
@@ -43,6 +44,9 @@ def run_course(profile: str = "quick", address: str | None = None, labs: list[st
     labs = labs or built_labs()
     for lab_id in labs:
         get_lab(lab_id)
+    fetched = catalog.ensure(labs)  # a fresh machine: the public data the deliverables read
+    if fetched:
+        console.print(f"fetched {len(fetched)} data file(s) into {catalog.target_dir()}")
     out_dir = (out_dir or Path("runs") / dt.datetime.now().strftime("%Y%m%d-%H%M%S")).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     with console.status("starting or reusing the Ray head"):
