@@ -1,6 +1,6 @@
 # The llmlab image: one image for every llmlab pod - the grading service, the operator, and the Ray head and
 # workers that run grading jobs (it is built on Ray's own image, so KubeRay can start Ray in it, and the
-# grading entrypoint `python -m llmlab.jobs.grade_job` finds llmlab installed). From the repository root:
+# grading entrypoint `python -m llmlab.platform.jobs.grade_job` finds llmlab installed). From the repository root:
 #   docker build -t ghcr.io/llmlab/llmlab:0.1.0 .
 #   docker build --build-arg BASE=rayproject/ray:2.60.0-py311-gpu -t ghcr.io/llmlab/llmlab:0.1.0-gpu .
 # The Ray version of BASE must equal the chart's rayCluster.rayVersion and the `ray` pinned by pip here.

@@ -16,8 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from llmlab.grading import isolation, runner
 from llmlab.labs import get_lab
+from llmlab.platform.grading import isolation, runner
 
 
 def _plain():

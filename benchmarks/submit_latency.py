@@ -12,8 +12,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from llmlab.jobs import local
 from llmlab.labs import get_lab
+from llmlab.platform.jobs import local
 
 
 def _time(cmd: list[str], env: dict) -> float:

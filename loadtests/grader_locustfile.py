@@ -15,8 +15,8 @@ import os
 
 from locust import HttpUser, between, events, task
 
-from llmlab import slo
 from llmlab.labs import get_lab
+from llmlab.platform import slo
 
 SUBMISSION = get_lab("m01").standalone_source().encode()  # as a learner hands it in
 _tokens = itertools.cycle([t for t in os.environ.get("LLMLAB_LOADTEST_TOKENS", "").split(",") if t])

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from locust import HttpUser, between, events, task
 
-from llmlab import slo
+from llmlab.platform import slo
 
 MAX_TOKENS = int(os.environ.get("LLMLAB_LOADTEST_MAX_TOKENS", "32"))
 

@@ -3,8 +3,8 @@ progress and the grading result flow back into the LabSubmission's status.
 
     kopf run -m operators.labsubmission --all-namespaces     (or: llmlab serve operator)
 
-Thin on purpose: the RayJob and the status mapping come from ``llmlab.k8s``; results are read from the Ray
-dashboard the RayJob reports, through ``llmlab.jobs.client`` (the same result record as `llmlab submit`).
+Thin on purpose: the RayJob and the status mapping come from ``llmlab.platform.k8s``; results are read from the Ray
+dashboard the RayJob reports, through ``llmlab.platform.jobs.client`` (the same result record as `llmlab submit`).
 Handlers are idempotent (a RayJob that already exists is adopted), retried with kopf's backoff, and a
 finalizer removes the RayJob when its LabSubmission is deleted.
 """
@@ -20,8 +20,8 @@ import ssl
 import aiohttp
 import kopf
 
-from llmlab import k8s
-from llmlab.jobs import client as ray_client
+from llmlab.platform import k8s
+from llmlab.platform.jobs import client as ray_client
 
 SETTINGS = k8s.OperatorSettings(
     llmlab_image=os.environ.get("LLMLAB_IMAGE", k8s.OperatorSettings.llmlab_image),

@@ -7,7 +7,7 @@
 
 import sys
 
-from llmlab.jobs.deliverable_job import main
+from llmlab.platform.jobs.deliverable_job import main
 
 if __name__ == "__main__":
     sys.exit(main())

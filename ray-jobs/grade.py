@@ -4,12 +4,12 @@
 
 PATH is relative to DIR (the job's working directory). The cluster's Python must have llmlab installed
 (the llmlab image on KubeRay; the project's venv for a local head). Prints the result record
-(see llmlab.jobs.record) that `llmlab job ID` reads back.
+(see llmlab.platform.jobs.record) that `llmlab job ID` reads back.
 """
 
 import sys
 
-from llmlab.jobs.grade_job import main
+from llmlab.platform.jobs.grade_job import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -15,7 +15,7 @@ def needs(tool_ok: bool, reason: str):
 @pytest.fixture(scope="session")
 def ray_address():
     """A real local Ray head on loopback: the one running, or one started for the session (and stopped)."""
-    from llmlab.jobs import local
+    from llmlab.platform.jobs import local
 
     already = local.is_up(local.default_address())
     address = local.ensure(None)
@@ -101,7 +101,7 @@ def m01_source(bug: str | None = None, extra: str = "") -> str:
 
 def needs_isolation() -> None:
     """Tests of the OS sandbox need bubblewrap and user namespaces (`make system-deps`)."""
-    from llmlab.grading import isolation
+    from llmlab.platform.grading import isolation
 
     why = isolation.available()
     needs(why is None, f"no OS sandbox here: {why}")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from llmlab import chart
+from llmlab.platform import chart
 
 CRDS = (Path(__file__).resolve().parents[2] / "shared" / "schemas" / "crds",)
 SCENARIOS = chart.scenarios()

@@ -63,7 +63,20 @@ def test_grade_starter_json_and_gradebook(tmp_path):
 
 def test_light_modules_do_not_import_torch():
     """The light install (contracts, CLI, gradebook, grader client) must not need torch."""
-    code = ("import sys, llmlab.cli, llmlab.contracts, llmlab.gradebook, llmlab.jobs.client, llmlab.labs;"
+    code = ("import sys, llmlab.cli, llmlab.contracts, llmlab.platform.gradebook, llmlab.platform.jobs.client, "
+            "llmlab.platform.grading_client, llmlab.data.catalog, llmlab.labs;"
             "llmlab.labs.catalogue(); assert 'torch' not in sys.modules, 'torch was imported'")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+def test_moved_modules_still_import_with_a_deprecation():
+    """Old import paths (llmlab.gradebook, llmlab.jobs.client...) give the very same module objects as
+    llmlab.platform.*, with a DeprecationWarning naming the new place."""
+    code = ("import warnings; warnings.simplefilter('error');"
+            "import llmlab.platform.jobs.client as new\n"
+            "try:\n import llmlab.jobs.client\nexcept DeprecationWarning as w: print(w)\n"
+            "warnings.simplefilter('ignore'); import llmlab.jobs.client as old, llmlab.gradebook as gb,"
+            " llmlab.platform.gradebook as gb2; assert old is new and gb is gb2")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0 and "llmlab.jobs moved to llmlab.platform.jobs" in r.stdout, r.stdout + r.stderr

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from llmlab import dashboards
+from llmlab.platform import dashboards
 
 DIR = Path(__file__).resolve().parents[1] / "dashboards"
 

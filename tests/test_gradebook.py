@@ -4,7 +4,7 @@ import json
 import pytest
 
 from llmlab.contracts import CheckResult, CourseGrade, Environment, GradeResult, Limits
-from llmlab.gradebook import WEIGHTS, Gradebook, best_per_lab
+from llmlab.platform.gradebook import WEIGHTS, Gradebook, best_per_lab
 
 
 def _result(lab: str, learner: str, score: float, max_score: float = 10) -> GradeResult:

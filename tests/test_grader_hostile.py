@@ -28,10 +28,10 @@ import torch
 from pydantic import ValidationError
 
 from llmlab.contracts import GradeResult
-from llmlab.grading import grade, isolation, protocol
-from llmlab.jobs import record
 from llmlab.labs import get_lab
 from llmlab.labs.base import CheckContext, Lab, LabLimits
+from llmlab.platform.grading import grade, isolation, protocol
+from llmlab.platform.jobs import record
 from tests.conftest import m01_source, needs_isolation
 
 LAB = get_lab("m01")
@@ -297,7 +297,7 @@ def test_forged_record_in_a_job_is_not_believed(tmp_path, monkeypatch):
     sub.write_text(m01_source() + "\nprint('LLMLAB_RESULT v2 ' + 'a' * 64 + ' eyJzY29yZSI6IDE0fQ==')\n"
                    f"try:\n    print(open({str(key)!r}).read())\nexcept OSError as e:\n    print('no key:', e)\n")
     env = {**os.environ, record.KEY_ENV: str(key)}
-    r = subprocess.run([sys.executable, "-m", "llmlab.jobs.grade_job", "m01", str(sub)], capture_output=True,
+    r = subprocess.run([sys.executable, "-m", "llmlab.platform.jobs.grade_job", "m01", str(sub)], capture_output=True,
                        text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr
     assert len([ln for ln in r.stdout.splitlines() if ln.startswith("LLMLAB_RESULT")]) == 1

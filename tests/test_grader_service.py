@@ -186,7 +186,7 @@ def test_nothing_lost_when_killed_mid_grading(ray_address, tmp_path):
 
 
 def test_store_creates_its_folders_on_a_first_run(tmp_path):
-    from llmlab.submissions import Store
+    from llmlab.platform.submissions import Store
 
     store = Store(f"sqlite:///{tmp_path / 'new' / 'deeper' / 'g.sqlite'}", tmp_path / "new" / "files")
     assert store.authenticate(store.add_learner("first")) is not None

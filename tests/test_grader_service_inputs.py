@@ -19,7 +19,7 @@ import pytest
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
 
-from llmlab.submissions import Poll
+from llmlab.platform.submissions import Poll
 from services.grader.app import create_app
 from services.grader.settings import GraderSettings
 from tests.conftest import free_port, m01_source, serve_grader
@@ -181,7 +181,7 @@ def test_invented_methods_do_not_grow_the_metrics(service):
 
 def test_unpacking_runs_off_the_event_loop(service, monkeypatch):
     """A slow unpack (a big zip, a slow disk) must not stall the service: /health answers meanwhile."""
-    import llmlab.submissions as submissions
+    import llmlab.platform.submissions as submissions
 
     client, tok, _ = service
     real = submissions.unpack
@@ -211,7 +211,7 @@ def test_body_limits_and_auth_come_before_the_body(tmp_path):
     while the client has sent none of the body."""
     import os
 
-    from llmlab.submissions import Store
+    from llmlab.platform.submissions import Store
 
     port = free_port()
     env = {**os.environ, "LLMLAB_GRADER_DATABASE_URL": f"sqlite:///{tmp_path / 'g.sqlite'}",

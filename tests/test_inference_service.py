@@ -16,8 +16,8 @@ import httpx
 import openai
 import pytest
 
-from llmlab import chart
 from llmlab.inference import Engine, SamplingParams, vllm_args
+from llmlab.platform import chart
 from tests.conftest import TEXT
 from tests.conftest import serve_inference as _serve
 

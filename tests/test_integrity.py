@@ -11,8 +11,8 @@ import tokenize
 import pytest
 from fastapi.testclient import TestClient
 
-from llmlab.grading import integrity
 from llmlab.labs import get_lab
+from llmlab.platform.grading import integrity
 from services.grader.app import create_app
 from services.grader.settings import GraderSettings
 from tests.test_grader_service_inputs import RecordingBackend, auth

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from llmlab.grading import grade, grade_source
-from llmlab.jobs.deliverable_job import DeliverableRecord
 from llmlab.labs import BY_ID, built_labs, catalogue, get_lab, run_deliverable
 from llmlab.labs.base import CHEATS
+from llmlab.platform.grading import grade, grade_source
+from llmlab.platform.jobs.deliverable_job import DeliverableRecord
 
 LABS = built_labs()
 BUGS = [(lab, bug) for lab in LABS for bug in get_lab(lab).bugs]

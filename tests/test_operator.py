@@ -18,8 +18,8 @@ import kopf
 import pytest
 import yaml
 
-from llmlab import chart, k8s
-from llmlab.jobs import client as ray_client
+from llmlab.platform import chart, k8s
+from llmlab.platform.jobs import client as ray_client
 from tests.conftest import free_port, m01_source, serve_grader
 
 pytestmark = pytest.mark.ray
@@ -109,7 +109,7 @@ def test_labsubmission_crd_and_rayjob_mapping():
         job = k8s.rayjob_manifest(_submission("s3", cluster=cluster, deadlineSeconds=300))
         assert not chart.validate_custom(job, CRDS), chart.validate_custom(job, CRDS)[:3]
         spec = job["spec"]
-        assert spec["entrypoint"] == "python -m llmlab.jobs.grade_job m01 submission --learner ada"
+        assert spec["entrypoint"] == "python -m llmlab.platform.jobs.grade_job m01 submission --learner ada"
         assert yaml.safe_load(spec["runtimeEnvYAML"]) == {"working_dir": "s3://bucket/ada-m01.zip"}
         assert spec["activeDeadlineSeconds"] == 300 and "shutdownAfterJobFinishes" in spec
         if cluster:
@@ -199,7 +199,7 @@ async def test_grading_service_in_kubernetes_mode(operator, ray_address, tmp_pat
            "LLMLAB_GRADER_BACKEND": "kubernetes", "LLMLAB_GRADER_KUBE_SERVER": str(kmock.url),
            "LLMLAB_GRADER_KUBE_NAMESPACE": NS, "LLMLAB_GRADER_RAY_CLUSTER": "llmlab-ray",
            "LLMLAB_GRADER_SOURCE_BASE_URL": base, "LLMLAB_GRADER_SOURCE_SIGNING_KEY": "test-signing-key-0123456789"}
-    from llmlab.submissions import Store
+    from llmlab.platform.submissions import Store
 
     token = Store(env["LLMLAB_GRADER_DATABASE_URL"], tmp_path / "files").add_learner("ada")
     proc = await asyncio.to_thread(serve_grader, port, env)
@@ -237,7 +237,7 @@ async def test_grading_service_in_kubernetes_mode(operator, ray_address, tmp_pat
 def test_kubernetes_backend_maps_labsubmission_phases(tmp_path):
     """Each LabSubmission phase becomes the service's grading state. The API is a stub here (the phases come
     from the operator, tested above); a dict stands in for the objects the API server would hold."""
-    from llmlab.submissions import KubernetesBackend, SourceLinks
+    from llmlab.platform.submissions import KubernetesBackend, SourceLinks
     from services.grader.settings import GraderSettings
 
     class Stub:

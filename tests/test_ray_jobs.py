@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from llmlab.contracts import GradeResult
-from llmlab.jobs import client, local, record
+from llmlab.platform.jobs import client, local, record
 from tests.conftest import m01_source
 
 pytestmark = pytest.mark.ray
@@ -85,8 +85,8 @@ def test_plain_ray_job_submit_on_the_entrypoint(ray_address, tmp_path):
 
 def test_main_job_writes_the_index_and_gradebook(ray_address, tmp_path, monkeypatch):
     """`llmlab run` (make run's job) on one lab: deliverable and grading as Ray jobs, index, gradebook."""
-    from llmlab.course import run_course
-    from llmlab.gradebook import Gradebook
+    from llmlab.platform.course import run_course
+    from llmlab.platform.gradebook import Gradebook
 
     monkeypatch.setenv("LLMLAB_GRADEBOOK", str(tmp_path / "g.sqlite"))
     index = run_course(profile="quick", address=ray_address, labs=["m01"], out_dir=tmp_path / "run")
@@ -102,7 +102,7 @@ def test_ray_backend_stops_a_job_past_its_deadline(ray_address, tmp_path):
     """The grading service's Ray backend: a job still running past the deadline is stopped and fails."""
     import time
 
-    from llmlab.submissions import RayBackend
+    from llmlab.platform.submissions import RayBackend
 
     sub = tmp_path / "slow.py"
     sub.write_text("import time\ntime.sleep(120)\n")

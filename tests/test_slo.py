@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from llmlab import metrics, slo
+from llmlab.platform import metrics, slo
 from tests.conftest import needs
 
 RULES = Path(__file__).resolve().parents[1] / "dashboards" / "rules"

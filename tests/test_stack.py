@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from llmlab import dashboards, slo
+from llmlab.platform import dashboards, slo
 from tests.conftest import free_port, m01_source, needs
 
 pytestmark = pytest.mark.ray

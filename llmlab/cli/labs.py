@@ -117,7 +117,7 @@ def print_result(result, as_json: bool) -> None:
 
 def _record(result, source: str, enabled: bool) -> None:
     if enabled:
-        from llmlab.gradebook import Gradebook
+        from llmlab.platform.gradebook import Gradebook
 
         Gradebook().record(result, source=source)
 
@@ -134,8 +134,8 @@ def grade_cmd(lab_id: Annotated[str, typer.Argument(metavar="ID")],
               first_failure: Annotated[bool, typer.Option("-x", "--stop-at-first-failure",
                                                           help="skip the checks after the first failed one")] = False):
     """Grade a submission locally, in a sandboxed process. Exit 0 whenever grading happened."""
-    from llmlab.grading import grade, isolation
-    from llmlab.grading.runner import with_limits
+    from llmlab.platform.grading import grade, isolation
+    from llmlab.platform.grading.runner import with_limits
 
     lab = _lab(lab_id)
     limits = with_limits(lab.limits, timeout=timeout, memory_mb=memory_mb)
@@ -170,8 +170,8 @@ def submit_cmd(lab_id: Annotated[str, typer.Argument(metavar="ID")],
                                                           envvar="LLMLAB_SERVER")] = None,
                token: TokenOpt = None):
     """Submit a grading as a Ray job (Ray's Job Submission API), or to a grading service (--server)."""
-    from llmlab.jobs import client
     from llmlab.labs import LabNotBuilt, UnknownLab
+    from llmlab.platform.jobs import client
 
     if server:
         return _submit_to_service(lab_id, path, server, token, wait, as_json)
@@ -225,7 +225,7 @@ def _submit_to_service(lab_id: str, path: Path, server: str, token: str | None, 
 @app.command("jobs")
 def jobs_cmd(address: AddressOpt = None, as_json: Annotated[bool, typer.Option("--json")] = False):
     """List llmlab's Ray jobs, newest first."""
-    from llmlab.jobs import client
+    from llmlab.platform.jobs import client
 
     jobs = client.list_jobs(address)
     if as_json:
@@ -243,7 +243,7 @@ def job_cmd(job_id: str, address: AddressOpt = None,
             show_logs: Annotated[bool, typer.Option("--logs", help="print the job's logs")] = False,
             as_json: Annotated[bool, typer.Option("--json")] = False):
     """Show one job: status and, once it succeeded, its grading result."""
-    from llmlab.jobs import client
+    from llmlab.platform.jobs import client
 
     job = client.get_job(job_id, address)
     if show_logs:
@@ -264,7 +264,7 @@ def gradebook_cmd(learner: Annotated[str | None, typer.Option(help="one learner 
                   as_json: Annotated[bool, typer.Option("--json")] = False):
     """Best score per lab with the course's assessment weights: from the local gradebook, or with --server
     from the grading service (your own; everyone's with an instructor's token)."""
-    from llmlab.gradebook import COMPONENT_NAMES, Gradebook
+    from llmlab.platform.gradebook import COMPONENT_NAMES, Gradebook
 
     if server:
         from llmlab.platform.grading_client import ServiceError

@@ -20,7 +20,7 @@ def run_cmd(profile: Annotated[str, typer.Option(help="quick or full")] = "quick
             labs: Annotated[str | None, typer.Option(help="comma-separated lab ids (default: every built lab)")] = None,
             out_dir: Annotated[Path | None, typer.Option("--out", help="default: runs/<timestamp>")] = None):
     """The main job: every built lab's deliverable and grading as Ray jobs, an index, and the gradebook."""
-    from llmlab.course import run_course
+    from llmlab.platform.course import run_course
 
     index = run_course(profile=profile, address=address, labs=labs.split(",") if labs else None,
                        out_dir=out_dir, console=out)
@@ -140,7 +140,7 @@ def serve_operator(namespace: Annotated[list[str] | None, typer.Option(help="nam
 
 
 def _store(db: str | None):
-    from llmlab.submissions import Store
+    from llmlab.platform.submissions import Store
     from services.grader.settings import GraderSettings
 
     settings = GraderSettings(**({"database_url": db} if db else {}))
@@ -203,7 +203,7 @@ def up_cmd(grader_port: Annotated[int, typer.Option()] = 8000,
            as_json: Annotated[bool, typer.Option("--json")] = False):
     """Start the embedded platform on 127.0.0.1: Ray head, grading service, the inference service (with
     --model), Prometheus (when installed)."""
-    from llmlab import stack
+    from llmlab.platform import stack
 
     if model is not None and not (model / "config.json").exists():
         raise Fail(f"{model} is not a model folder (no config.json)", 2)
@@ -218,7 +218,7 @@ def up_cmd(grader_port: Annotated[int, typer.Option()] = 8000,
 @app.command("down")
 def down_cmd():
     """Stop exactly what `llmlab up` started."""
-    from llmlab import stack
+    from llmlab.platform import stack
 
     stopped = stack.down()
     out.print(f"stopped: {', '.join(stopped) or 'nothing (llmlab up started nothing that still runs)'}")
@@ -227,7 +227,7 @@ def down_cmd():
 @app.command("status")
 def status_cmd(as_json: Annotated[bool, typer.Option("--json")] = False):
     """Health of each part of the local platform."""
-    from llmlab import stack
+    from llmlab.platform import stack
 
     _print_parts(stack.status(), as_json)
 
@@ -239,7 +239,7 @@ app.add_typer(slo_app, name="slo")
 @slo_app.command("rules")
 def slo_rules(out_dir: Annotated[Path, typer.Option("--out")] = Path("dashboards/rules")):
     """Generate the Prometheus recording rules and burn-rate alerts from the SLO file."""
-    from llmlab import slo
+    from llmlab.platform import slo
 
     for path in slo.write_rules(out_dir):
         out.print(f"wrote {path}")
@@ -247,8 +247,8 @@ def slo_rules(out_dir: Annotated[Path, typer.Option("--out")] = Path("dashboards
 
 @app.command("dashboards")
 def dashboards_cmd(out_dir: Annotated[Path, typer.Option("--out")] = Path("dashboards")):
-    """Generate the Grafana dashboards (JSON) from llmlab.dashboards."""
-    from llmlab import dashboards
+    """Generate the Grafana dashboards (JSON) from llmlab.platform.dashboards."""
+    from llmlab.platform import dashboards
 
     for path in dashboards.write(out_dir):
         out.print(f"wrote {path}")

@@ -11,45 +11,16 @@ import threading
 import time
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry
 
-from llmlab import metrics
 from llmlab.inference.engine import Engine, Request, SamplingParams
+from llmlab.inference.metrics import VLLMMetrics
 
 log = logging.getLogger(__name__)
 
 
 class Overloaded(RuntimeError):
     """The waiting queue is full: answer 429 with Retry-After."""
-
-
-class VLLMMetrics:
-    """The subset of vLLM's metrics llmlab's engine reports, with vLLM's names, labels and meaning."""
-
-    def __init__(self, registry: CollectorRegistry, model_name: str):
-        label = ["model_name"]
-        self.running = Gauge("vllm:num_requests_running", "Requests in the running batch", label, registry=registry)
-        self.waiting = Gauge("vllm:num_requests_waiting", "Requests waiting to be scheduled", label, registry=registry)
-        self.kv_usage = Gauge("vllm:kv_cache_usage_perc", "KV-cache usage (1 = full)", label, registry=registry)
-        self.prompt_tokens = Counter("vllm:prompt_tokens", "Prefill tokens processed", label, registry=registry)
-        self.generation_tokens = Counter("vllm:generation_tokens", "Generated tokens", label, registry=registry)
-        self.ttft = Histogram(metrics.TTFT, "Time to first token", label, buckets=metrics.TTFT_BUCKETS,
-                              registry=registry)
-        self.itl = Histogram(metrics.ITL, "Time between output tokens", label, buckets=metrics.ITL_BUCKETS,
-                             registry=registry)
-        self.e2e = Histogram(metrics.E2E, "Request latency from arrival to finish", label,
-                             buckets=metrics.E2E_BUCKETS, registry=registry)
-        self.success = Counter("vllm:request_success", "Finished requests", ["model_name", "finished_reason"],
-                               registry=registry)
-        self.drafts = Counter("vllm:spec_decode_num_drafts", "Speculative steps", label, registry=registry)
-        self.draft_tokens = Counter("vllm:spec_decode_num_draft_tokens", "Proposed tokens", label, registry=registry)
-        self.accepted = Counter("vllm:spec_decode_num_accepted_tokens", "Accepted proposed tokens", label,
-                                registry=registry)
-        self.model_name = model_name
-        for c in (self.prompt_tokens, self.generation_tokens, self.drafts, self.draft_tokens, self.accepted):
-            c.labels(model_name)  # exported as 0 from the start
-        for reason in ("stop", "length", "abort"):
-            self.success.labels(model_name, reason)
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """The grading service: submissions API, gradebook, learners and tokens, /health and /metrics.
 
 Thin: requests are parsed and authorised here; storage, limits, grading and reconciliation live in
-``llmlab.submissions``. Run it with ``llmlab serve grader`` or ``uvicorn services.grader.app:app --factory``.
+``llmlab.platform.submissions``. Run it with ``llmlab serve grader`` or ``uvicorn services.grader.app:app --factory``.
 """
 
 # no "from __future__ import annotations": FastAPI resolves the closures' dependency annotations at runtime
@@ -19,12 +19,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from pydantic import BaseModel, Field
 
 from llmlab import __version__
-from llmlab.asgi import BodyLimit, Observe
 from llmlab.contracts import CourseGrade
-from llmlab.gradebook import course_grade
 from llmlab.labs import built_labs
-from llmlab.metrics import GraderMetrics
-from llmlab.submissions import (
+from llmlab.platform.asgi import BodyLimit, Observe
+from llmlab.platform.gradebook import course_grade
+from llmlab.platform.metrics import GraderMetrics
+from llmlab.platform.submissions import (
     NAME_PATTERN,
     NAME_RULE,
     GradingService,
@@ -227,7 +227,7 @@ def create_app(settings: GraderSettings | None = None, backend=None) -> FastAPI:
 def _backend(settings: GraderSettings, links: SourceLinks | None):
     if settings.backend == "ray":
         return RayBackend(settings.ray_address, settings.grading_deadline_seconds)
-    from llmlab.k8s import KubeClient
+    from llmlab.platform.k8s import KubeClient
 
     return KubernetesBackend(KubeClient(settings.kube_server), settings.kube_namespace, links, settings.ray_cluster,
                              settings.grading_deadline_seconds)

@@ -23,10 +23,10 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 from pydantic import BaseModel, Field
 
-from llmlab import __version__, metrics
-from llmlab.asgi import BodyLimit, Observe
-from llmlab.inference import Engine, SamplingParams
+from llmlab import __version__
+from llmlab.inference import Engine, SamplingParams, metrics
 from llmlab.inference.serving import AsyncEngine, Overloaded
+from llmlab.platform.asgi import BodyLimit, Observe
 from services.inference.settings import InferenceSettings
 
 DEFAULT_CHAT_TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}\n{% endfor %}"

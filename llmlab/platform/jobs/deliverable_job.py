@@ -1,6 +1,6 @@
 """Ray job entrypoint: run one lab's reference deliverable into an output folder.
 
-    python -m llmlab.jobs.deliverable_job LAB --profile quick --out DIR
+    python -m llmlab.platform.jobs.deliverable_job LAB --profile quick --out DIR
 
 DIR must be a path the job's node can write and the submitter can read (the local head: the same disk).
 Prints a result record with the deliverable's metrics.json.
@@ -29,8 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
 
-    from llmlab.jobs import record
     from llmlab.labs import run_deliverable
+    from llmlab.platform.jobs import record
 
     result = run_deliverable(args.lab, args.profile, args.out)
     print(record.encode(DeliverableRecord(lab=args.lab, profile=args.profile, out_dir=str(args.out),

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-CHART = Path(__file__).resolve().parents[1] / "charts" / "llmlab"
+CHART = Path(__file__).resolve().parents[2] / "charts" / "llmlab"
 BUILTIN_GROUPS = ("v1", "apps/v1", "policy/v1", "networking.k8s.io/v1", "rbac.authorization.k8s.io/v1",
                   "batch/v1", "apiextensions.k8s.io/v1")
 

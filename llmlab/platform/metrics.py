@@ -1,10 +1,13 @@
-"""Prometheus metric names and the metrics themselves, in one place: services export them, dashboards and
-alert rules query the same names (see ``dashboards/``). Units in names; label values bounded (lab ids,
-fixed outcome and reason sets)."""
+"""Prometheus metric names and the metrics themselves: services export them, dashboards and alert rules
+query the same names (see ``dashboards/``). The grading service's are defined here, the inference engine's
+(vLLM's names) in ``llmlab.inference.metrics``. Units in names; label values bounded (lab ids, fixed
+outcome and reason sets)."""
 
 from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
+
+from llmlab.inference.metrics import E2E, E2E_BUCKETS, HTTP_REQUESTS, ITL, ITL_BUCKETS, TTFT, TTFT_BUCKETS  # noqa: F401
 
 # buckets that contain the grading SLO thresholds (see loadtests/slos.yaml when it lands)
 GRADING_BUCKETS = (1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600)
@@ -16,16 +19,6 @@ QUEUE_DEPTH = "llmlab_grading_queue_depth"
 RAY_JOB_FAILURES = "llmlab_ray_job_failures_total"
 HTTP_DURATION = "llmlab_http_request_duration_seconds"
 
-# the inference service: vLLM's metric names (llmlab's engine exports the same), and HTTP requests counted as
-# vLLM's server counts them (prometheus-fastapi-instrumentator: handler, method, status grouped as "2xx")
-TTFT = "vllm:time_to_first_token_seconds"
-ITL = "vllm:inter_token_latency_seconds"
-E2E = "vllm:e2e_request_latency_seconds"
-HTTP_REQUESTS = "http_requests_total"
-# buckets containing the inference SLO thresholds (loadtests/slos.yaml); vLLM's own buckets contain them too
-TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30)
-ITL_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
-E2E_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120)
 BUCKETS = {HTTP_DURATION: HTTP_BUCKETS, GRADING_DURATION: GRADING_BUCKETS, TTFT: TTFT_BUCKETS, ITL: ITL_BUCKETS,
            E2E: E2E_BUCKETS}
 

@@ -132,7 +132,7 @@ class Poll:
     state: Literal["running", "succeeded", "failed"]
     result: GradeResult | None = None
     message: str = ""
-    reason: str = ""  # failure reason (bounded set, see llmlab.metrics.FAILURE_REASONS)
+    reason: str = ""  # failure reason (bounded set, see llmlab.platform.metrics.FAILURE_REASONS)
 
 
 class Backend(Protocol):
@@ -152,13 +152,13 @@ class RayBackend:
         self.address, self.deadline_seconds = address, deadline_seconds
 
     def _address(self) -> str:
-        from llmlab.jobs import local
+        from llmlab.platform.jobs import local
 
         self.address = local.ensure(self.address)
         return self.address
 
     def dispatch(self, job_id: str, submission_id: str, lab: str, path: Path, learner: str) -> None:
-        from llmlab.jobs import client
+        from llmlab.platform.jobs import client
 
         try:
             client.submit_grading(lab, path, address=self._address(), learner=learner, job_id=job_id)
@@ -166,7 +166,7 @@ class RayBackend:
             pass  # dispatched before a crash: the job is there already
 
     def poll(self, job_id: str) -> Poll:
-        from llmlab.jobs import client
+        from llmlab.platform.jobs import client
 
         info = client.connect(self._address()).get_job_info(job_id)
         status = str(info.status.value)
@@ -233,7 +233,7 @@ class KubernetesBackend:
         self.cluster, self.deadline_seconds = cluster, deadline_seconds
 
     def dispatch(self, job_id: str, submission_id: str, lab: str, path: Path, learner: str) -> None:
-        from llmlab import k8s
+        from llmlab.platform import k8s
 
         body = k8s.labsubmission_manifest(job_id, self.namespace, lab=lab, learner=learner,
                                           working_dir_uri=self.links.url(submission_id), cluster=self.cluster,
@@ -246,7 +246,7 @@ class KubernetesBackend:
                 raise
 
     def poll(self, job_id: str) -> Poll:
-        from llmlab import k8s
+        from llmlab.platform import k8s
 
         try:
             sub = self.kube.request("GET", k8s.KubeClient.labsubmissions(self.namespace, job_id))
@@ -450,8 +450,8 @@ def _lab_sources(lab: str) -> tuple[str, str]:
 
 def integrity_report(store: Store, sub: Submission) -> dict:
     """For instructors: how much of a submission is llmlab's reference or another learner's submission to
-    the same lab (MOSS-style fingerprints, ``llmlab.grading.integrity``). Informational; never scored."""
-    from llmlab.grading import integrity
+    the same lab (MOSS-style fingerprints, ``llmlab.platform.grading.integrity``). Informational; never scored."""
+    from llmlab.platform.grading import integrity
 
     with store.session() as s:
         others = list(s.scalars(select(Submission).where(Submission.lab == sub.lab,

@@ -2,7 +2,7 @@
 
 Works against any Ray cluster: the local head (default) or ``--address http://HOST:8265`` such as a KubeRay
 head service. The submission travels as the job's ``runtime_env.working_dir``; lab and learner go in the
-job's metadata; the result comes back as the record described in :mod:`llmlab.jobs.record`.
+job's metadata; the result comes back as the record described in :mod:`llmlab.platform.jobs.record`.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import uuid
 from pathlib import Path
 
 from llmlab.contracts import GradeResult, JobRecord
-from llmlab.jobs import local, record
-from llmlab.jobs.grade_job import entrypoint
+from llmlab.platform.jobs import local, record
+from llmlab.platform.jobs.grade_job import entrypoint
 
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
 # A job reserves one CPU (entrypoint_num_cpus=1): its math libraries get one thread, because two jobs that

@@ -2,7 +2,7 @@
 
 Every panel reads the Prometheus data source chosen in the ``datasource`` variable (no hard-coded uids),
 rates use ``rate()`` and latencies ``histogram_quantile`` over histogram buckets, with the metric names
-of ``llmlab.metrics`` (grading service) and vLLM's own names (inference, served by vLLM or llmlab's engine).
+of ``llmlab.platform.metrics`` (grading service) and vLLM's own names (inference, served by vLLM or llmlab's engine).
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from grafana_foundation_sdk.builders.timeseries import Panel as Timeseries
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models.dashboard import DataSourceRef, GridPos
 
-from llmlab import metrics as m
-from llmlab import slo
+from llmlab.platform import metrics as m
+from llmlab.platform import slo
 
 DS = DataSourceRef(type_val="prometheus", uid="${datasource}")
-OUT_DIR = Path(__file__).resolve().parents[1] / "dashboards"
+OUT_DIR = Path(__file__).resolve().parents[2] / "dashboards"
 
 
 def _panel(kind, title: str, queries: list[tuple[str, str]], unit: str, x: int, y: int, w: int = 12, h: int = 8):

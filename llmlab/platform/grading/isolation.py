@@ -87,7 +87,7 @@ def _library_roots() -> list[str]:
 
 
 def _llmlab_dir() -> str:
-    return str(Path(__file__).resolve().parent.parent)
+    return str(Path(__file__).resolve().parents[2])  # the llmlab package
 
 
 def command(agent_args: list[str], *, scratch: Path, submission: Path, expose_llmlab: bool = False,

@@ -7,6 +7,6 @@ compares submissions for instructors. Only call arguments cross into the sandbox
 judging code, keys and llmlab itself never do.
 """
 
-from llmlab.grading.runner import grade, grade_source
+from llmlab.platform.grading.runner import grade, grade_source
 
 __all__ = ["grade", "grade_source"]

@@ -1,7 +1,7 @@
 """Ray job entrypoint: grade one submission and print the result record.
 
-    python -m llmlab.jobs.grade_job LAB PATH [--learner NAME] [--seed N]
-    python -m llmlab.jobs.grade_job LAB --reference        (llmlab's own reference, as `make run` does)
+    python -m llmlab.platform.jobs.grade_job LAB PATH [--learner NAME] [--seed N]
+    python -m llmlab.platform.jobs.grade_job LAB --reference        (llmlab's own reference, as `make run` does)
 
 (``ray-jobs/grade.py`` is the same entrypoint for plain ``ray job submit``.) Exit 0 when grading happened,
 whatever the score; 2 when it could not run (unknown lab, missing submission, no OS sandbox on this node).
@@ -21,7 +21,7 @@ def entrypoint(lab: str, path: str | None = None, *, learner: str = "anonymous",
                reference: bool = False) -> str:
     """The one command line that grades in a Ray job (the client, the course run and the operator's
     RayJobs all use it), quoted for the shell Ray runs it in: a learner's name is never shell syntax."""
-    args = ["python", "-m", "llmlab.jobs.grade_job", lab, *(["--reference"] if reference else [path]),
+    args = ["python", "-m", "llmlab.platform.jobs.grade_job", lab, *(["--reference"] if reference else [path]),
             "--learner", learner]
     return shlex.join(args + (["--seed", str(seed)] if seed is not None else []))
 
@@ -37,10 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     if (args.path is None) == (not args.reference):
         p.error("give either PATH or --reference")
 
-    from llmlab.grading import grade, grade_source
-    from llmlab.grading.isolation import IsolationUnavailable
-    from llmlab.jobs import record
     from llmlab.labs import LabNotBuilt, UnknownLab, get_lab
+    from llmlab.platform.grading import grade, grade_source
+    from llmlab.platform.grading.isolation import IsolationUnavailable
+    from llmlab.platform.jobs import record
 
     progress = lambda name: print(f"check {name}", flush=True)  # noqa: E731
     try:

@@ -24,8 +24,8 @@ import psutil
 
 from llmlab import __version__
 from llmlab.contracts import CheckResult, Environment, GradeResult, Limits
-from llmlab.grading import isolation, protocol, scan
 from llmlab.labs.base import CheckContext, CheckFailed, Lab, LabLimits
+from llmlab.platform.grading import isolation, protocol, scan
 
 log = logging.getLogger(__name__)
 

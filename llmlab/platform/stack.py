@@ -21,9 +21,9 @@ from pathlib import Path
 
 import yaml
 
-from llmlab.jobs import local
+from llmlab.platform.jobs import local
 
-RULES_DIR = Path(__file__).resolve().parents[1] / "dashboards" / "rules"
+RULES_DIR = Path(__file__).resolve().parents[2] / "dashboards" / "rules"
 
 
 def state_dir() -> Path:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import yaml
 
-from llmlab.jobs.grade_job import entrypoint as grade_entrypoint
+from llmlab.platform.jobs.grade_job import entrypoint as grade_entrypoint
 
 GROUP, VERSION, PLURAL, KIND = "llmlab.dev", "v1alpha1", "labsubmissions", "LabSubmission"
 SUBMISSION_LABEL = "llmlab.dev/submission"

@@ -14,9 +14,9 @@ from pathlib import Path
 import yaml
 from prometheus_client.utils import floatToGoString
 
-from llmlab import metrics
+from llmlab.platform import metrics
 
-SLO_FILE = Path(__file__).resolve().parents[1] / "loadtests" / "slos.yaml"
+SLO_FILE = Path(__file__).resolve().parents[2] / "loadtests" / "slos.yaml"
 WINDOWS = ("5m", "30m", "1h", "6h", "3d", "30d")  # 30d: the error-budget window
 BURN_ALERTS = (  # (severity, long window, short window, burn rate)
     ("page", "1h", "5m", 14.4),
@@ -67,7 +67,8 @@ def load(path: Path = SLO_FILE) -> list[Objective]:
             histogram = lat.get("histogram") or s["histogram"]
             buckets = metrics.BUCKETS.get(histogram)
             if buckets is None:
-                raise ValueError(f"{service}/{lat['name']}: unknown histogram {histogram!r} (llmlab.metrics.BUCKETS)")
+                raise ValueError(f"{service}/{lat['name']}: unknown histogram {histogram!r} "
+                                 f"(llmlab.platform.metrics.BUCKETS)")
             if lat["threshold_seconds"] not in buckets:
                 raise ValueError(f"{service}/{lat['name']}: {lat['threshold_seconds']}s is not a bucket boundary "
                                  f"of {histogram} {buckets}")

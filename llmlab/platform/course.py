@@ -20,11 +20,11 @@ from rich.live import Live
 from rich.table import Table
 
 from llmlab.data import catalog
-from llmlab.gradebook import Gradebook
-from llmlab.jobs import client, local, record
-from llmlab.jobs.deliverable_job import DeliverableRecord
-from llmlab.jobs.grade_job import entrypoint as grade_entrypoint
 from llmlab.labs import BY_ID, PROFILES, built_labs, get_lab
+from llmlab.platform.gradebook import Gradebook
+from llmlab.platform.jobs import client, local, record
+from llmlab.platform.jobs.deliverable_job import DeliverableRecord
+from llmlab.platform.jobs.grade_job import entrypoint as grade_entrypoint
 
 LEARNER = "reference"
 
@@ -56,7 +56,7 @@ def run_course(profile: str = "quick", address: str | None = None, labs: list[st
     jobs: dict[tuple[str, str], str] = {}
     for lab_id in labs:
         jobs[(lab_id, "deliverable")] = _submit(
-            address, shlex.join(["python", "-m", "llmlab.jobs.deliverable_job", lab_id, "--profile", profile,
+            address, shlex.join(["python", "-m", "llmlab.platform.jobs.deliverable_job", lab_id, "--profile", profile,
                                  "--out", str(out_dir / lab_id)]),
             {"llmlab.kind": "deliverable", "llmlab.lab": lab_id, "llmlab.learner": LEARNER})
         jobs[(lab_id, "grade")] = _submit(
