@@ -18,132 +18,20 @@ what plain decoding would. Greedy (temperature 0) is the special case p, q one-h
 
 from __future__ import annotations
 
-import itertools
 import time
 from collections import deque
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from llmlab.inference import kvcache
-from llmlab.information import filtered_probs
-
-_ids = itertools.count()
-
-
-GREEDY_BELOW = 1e-5  # vLLM's _SAMPLING_EPS
-MAX_STOP_STRINGS, MAX_STOP_CHARS = 16, 256
+from llmlab.inference import kvcache, sampler
+from llmlab.inference.detokenizer import detokenize
+from llmlab.inference.request import Request, SamplingParams
+from llmlab.inference.spec_decode import SpecStats, SpeculativeDecoding, expected_tokens_per_step, rejection_step  # noqa: F401 -- their old home
 
 
-@dataclass
-class SamplingParams:
-    max_tokens: int = 16
-    temperature: float = 1.0
-    top_k: int | None = None
-    top_p: float | None = None
-    min_p: float | None = None
-    seed: int | None = None
-    stop: list[str] = field(default_factory=list)
-    logprobs: int | None = None  # also return this many top alternatives per token (0: the chosen one only)
-
-    def validate(self) -> None:
-        """Raise ValueError for a parameter no request may have (the service answers 400)."""
-        if self.max_tokens < 1:
-            raise ValueError("max_tokens must be >= 1")
-        if not self.temperature >= 0 or self.temperature == float("inf"):
-            raise ValueError("temperature must be a finite number >= 0")
-        if 0 < self.temperature < GREEDY_BELOW:  # 1/T overflows: below vLLM's epsilon, greedy (as vLLM does)
-            self.temperature = 0.0
-        if self.seed is not None and not 0 <= self.seed < 2**63:
-            raise ValueError("seed must be in [0, 2^63)")
-        if len(self.stop) > MAX_STOP_STRINGS or any(not s or len(s) > MAX_STOP_CHARS for s in self.stop):
-            raise ValueError(f"at most {MAX_STOP_STRINGS} stop strings of 1 to {MAX_STOP_CHARS} characters")
-        if self.top_k is not None and self.top_k < 1:
-            raise ValueError("top_k must be >= 1")
-        if self.top_p is not None and not 0 < self.top_p <= 1:
-            raise ValueError("top_p must be in (0, 1]")
-        if self.min_p is not None and not 0 <= self.min_p <= 1:
-            raise ValueError("min_p must be in [0, 1]")
-        if self.logprobs is not None and not 0 <= self.logprobs <= 20:
-            raise ValueError("logprobs must be in [0, 20]")
-
-
-@dataclass
-class Request:
-    prompt_ids: list[int]
-    params: SamplingParams
-    id: str = field(default_factory=lambda: f"req-{next(_ids)}")
-    output_ids: list[int] = field(default_factory=list)
-    text: str = ""
-    logprobs: list[dict] = field(default_factory=list)
-    finish_reason: str | None = None
-    arrival: float = field(default_factory=time.perf_counter)
-    first_token_at: float | None = None
-    token_times: list[float] = field(default_factory=list)
-    slot: int | None = None
-    draft_slot: int | None = None
-    generator: torch.Generator | None = None
-    prefix_offset: int = 0  # incremental detokenization: output tokens decoded as context for the next ones
-    read_offset: int = 0  # output tokens whose text is in ``text``
-
-    @property
-    def finished(self) -> bool:
-        return self.finish_reason is not None
-
-    @property
-    def all_ids(self) -> list[int]:
-        return self.prompt_ids + self.output_ids
-
-
-@dataclass
-class SpecStats:
-    drafts: int = 0  # speculative steps taken
-    draft_tokens: int = 0  # tokens proposed
-    accepted_tokens: int = 0  # proposed tokens the target accepted
-    emitted_tokens: int = 0  # tokens those steps produced (accepted + one resampled or bonus)
-    rejections: int = 0  # steps that ended in a rejected proposal (the rest accepted all of theirs)
-
-    @property
-    def acceptance_rate(self) -> float:
-        """Accepted / proposed, vLLM's definition (proposals after a rejection count as not accepted)."""
-        return self.accepted_tokens / self.draft_tokens if self.draft_tokens else 0.0
-
-    @property
-    def per_token_acceptance(self) -> float:
-        """Accepted / verified: the estimate of a in the closed form (proposals after a rejection are never
-        verified, so they do not count)."""
-        verified = self.accepted_tokens + self.rejections
-        return self.accepted_tokens / verified if verified else 0.0
-
-    @property
-    def tokens_per_step(self) -> float:
-        return self.emitted_tokens / self.drafts if self.drafts else 0.0
-
-
-def rejection_step(p: Tensor, q: Tensor, draft: list[int], u: Tensor) -> tuple[int, Tensor]:
-    """Verify k drafted tokens. p (k+1, V): the target's distributions at each drafted position and one
-    more; q (k, V): the distributions the draft tokens were drawn from; u (k,): uniform draws. Token i is
-    accepted while u[i] < min(1, p[i, x] / q[i, x]). Returns (n accepted, the distribution of the next
-    token): at the first rejection the normalised residual max(0, p - q), or p[k] (the bonus token) when
-    all k are accepted. Sampling that next token makes the output distributed exactly as p."""
-    for i, x in enumerate(draft):
-        if q[i, x] > 0 and u[i] < min(1.0, float(p[i, x] / q[i, x])):
-            continue
-        residual = (p[i] - q[i]).clamp(min=0)
-        total = residual.sum()
-        return i, residual / total if total > 0 else p[i]
-    return len(draft), p[len(draft)]
-
-
-def expected_tokens_per_step(acceptance: float, k: int) -> float:
-    """(1 - a^(k+1)) / (1 - a): tokens per speculative step when each proposal is accepted independently
-    with probability a (Leviathan et al. 2023, eq. 1)."""
-    return float(k + 1) if acceptance >= 1 else (1 - acceptance ** (k + 1)) / (1 - acceptance)
-
-
-class Engine:
+class Engine(SpeculativeDecoding):
     """Continuous batching over one model (and an optional draft model or n-gram lookup for speculation)."""
 
     def __init__(self, model, tokenizer=None, max_batch: int = 8, draft=None, spec_tokens: int = 0,
@@ -273,7 +161,7 @@ class Engine:
             logits = self._forward(self.model, self.cache, [r.slot for r in self.running],
                                    [[r.all_ids[-1]] for r in self.running])
             for req, lg in zip(self.running, logits, strict=True):
-                self._emit(req, [self._sample(req, lg[-1])], lg[-1:])
+                self._emit(req, [sampler.sample(req, lg[-1])], lg[-1:])
         return self._retire()
 
     def _retire(self) -> list[Request]:
@@ -304,22 +192,6 @@ class Engine:
     def _forward(self, model, cache, slots, tokens, logits: bool = True) -> list[Tensor]:
         return kvcache.forward(model, cache, slots, tokens, logits, compiled=self.compile)
 
-    def _probs(self, req: Request, logits: Tensor) -> Tensor:
-        p = req.params
-        return filtered_probs(logits.double(), p.temperature, p.top_k, p.top_p, p.min_p)
-
-    def _sample(self, req: Request, logits: Tensor) -> int:
-        if req.params.temperature == 0:
-            return int(logits.argmax())
-        return self._draw(req, self._probs(req, logits))
-
-    @staticmethod
-    def _draw(req: Request, probs: Tensor) -> int:
-        """A token from a distribution: its argmax for greedy requests, else a draw with the request's seed."""
-        if req.params.temperature == 0:
-            return int(probs.argmax())
-        return int(torch.multinomial(probs, 1, generator=req.generator))
-
     def _emit(self, req: Request, tokens: list[int], logits: Tensor) -> None:
         """Append tokens (with the logits they were drawn from), then check the stopping rules."""
         now = time.perf_counter()
@@ -342,102 +214,4 @@ class Engine:
             elif len(req.all_ids) >= self.context:
                 req.finish_reason = "length"
         if self.tokenizer is not None:
-            self._detokenize(req)
-
-    def _detokenize(self, req: Request) -> None:
-        """Extend the request's text by its new tokens' (incremental detokenization, as in vLLM): decode the
-        new tokens after a few of context, once with and once without them, and append the difference, so
-        a step costs the same however long the output is, and tokenizers whose text depends on neighbours
-        (a leading space, bytes of one character split over tokens) come out as a full decode would. Text
-        ending in half a UTF-8 character waits for the rest, unless the request has finished. Then stop
-        strings are looked for in the new text (and the stop string's length before it)."""
-        ids = req.output_ids[:-1] if req.output_ids and req.output_ids[-1] == self.eos_token_id else req.output_ids
-        before = self.tokenizer.decode(ids[req.prefix_offset: req.read_offset])
-        after = self.tokenizer.decode(ids[req.prefix_offset:])
-        if after.endswith("\ufffd") and not req.finished:
-            return
-        seen = len(req.text)
-        req.text += after[len(before):]
-        req.prefix_offset, req.read_offset = req.read_offset, len(ids)
-        for s in req.params.stop:
-            cut = req.text.find(s, max(0, seen - len(s) + 1))
-            if cut >= 0:
-                req.text, req.finish_reason = req.text[:cut], "stop"
-
-    # --- speculative decoding ------------------------------------------------------------------------
-    def _propose_ngram(self, req: Request, k: int) -> list[int]:
-        """Prompt lookup: the tokens that followed the latest earlier occurrence of the last n tokens
-        (n from ngram max down to min)."""
-        ids = req.all_ids
-        hi, lo = self.ngram
-        for n in range(min(hi, len(ids) - 1), lo - 1, -1):
-            tail = ids[-n:]
-            for start in range(len(ids) - n - 1, -1, -1):
-                if ids[start: start + n] == tail:
-                    return ids[start + n: start + n + k]
-        return []
-
-    def _speculative_step(self, reqs: list[Request]) -> None:
-        """One speculative step for every running request, batched: the draft proposes for all of them
-        together (k batched draft forwards), then one batched target forward verifies every request's
-        proposals; each request then accepts or rejects its own."""
-        # k per request: the room left (max_tokens, context) minus the one token every step emits anyway
-        ks = [max(0, min(self.spec_tokens, req.params.max_tokens - len(req.output_ids) - 1,
-                         self.context - len(req.all_ids) - 1)) for req in reqs]
-        proposals: list[list[int]] = [[] for _ in reqs]
-        q_probs: list[list[Tensor]] = [[] for _ in reqs]
-        if self.draft is not None:
-            feed = {i: req.all_ids[self.draft_cache.lengths[req.draft_slot]:] for i, req in enumerate(reqs) if ks[i]}
-            for step in range(max(ks)):
-                active = [i for i in feed if ks[i] > step]
-                logits = self._forward(self.draft, self.draft_cache, [reqs[i].draft_slot for i in active],
-                                       [feed[i] for i in active])
-                for i, lg in zip(active, logits, strict=True):
-                    if reqs[i].params.temperature == 0:  # greedy: q is one-hot at the argmax, no need to build it
-                        x = int(lg[-1].argmax())
-                    else:
-                        q = self._probs(reqs[i], lg[-1])
-                        x = self._draw(reqs[i], q)
-                        q_probs[i].append(q)
-                    proposals[i].append(x)
-                    feed[i] = [x]
-        else:
-            proposals = [self._propose_ngram(req, k) if k else [] for req, k in zip(reqs, ks, strict=True)]
-        target = self._forward(self.model, self.cache, [r.slot for r in reqs],
-                               [[r.all_ids[-1], *props] for r, props in zip(reqs, proposals, strict=True)])
-        for req, props, qs, lg in zip(reqs, proposals, q_probs, target, strict=True):
-            if props:
-                self._verify(req, props, qs, lg)
-            else:  # nothing proposed: a plain decode step
-                self._emit(req, [self._sample(req, lg[-1])], lg)
-            self._sync_draft(req)
-
-    def _verify(self, req: Request, proposals: list[int], q_probs: list[Tensor], target: Tensor) -> None:
-        """Accept or reject one request's proposals given the target's logits at [last token, *proposals]."""
-        if req.params.temperature == 0:  # p and q one-hot: accept while the target's argmax agrees
-            best = target.argmax(-1).tolist()
-            n = next((i for i, x in enumerate(proposals) if x != best[i]), len(proposals))
-            final = best[n]
-        else:
-            p = self._probs(req, target)  # (k + 1, V): one call for all rows
-            q = torch.stack(q_probs) if q_probs else torch.nn.functional.one_hot(torch.tensor(proposals),
-                                                                               p.shape[-1]).double()
-            u = torch.rand(len(proposals), generator=req.generator, dtype=torch.float64)
-            n, dist = rejection_step(p, q, proposals, u)
-            final = self._draw(req, dist)
-        accepted = proposals[:n]
-        self.spec.drafts += 1
-        self.spec.draft_tokens += len(proposals)
-        self.spec.accepted_tokens += len(accepted)
-        self.spec.emitted_tokens += len(accepted) + 1
-        self.spec.rejections += n < len(proposals)
-        # keep in the cache the last token and the accepted proposals; drop what was rejected
-        self.cache.lengths[req.slot] -= len(proposals) - len(accepted)
-        self._emit(req, [*accepted, final], target[: len(accepted) + 1])
-
-    def _sync_draft(self, req: Request) -> None:
-        """Roll the draft's cache back to the tokens both models agree on."""
-        if self.draft_cache is None:
-            return
-        slot = req.draft_slot
-        self.draft_cache.lengths[slot] = min(self.draft_cache.lengths[slot], len(req.all_ids) - 1)
+            detokenize(self.tokenizer, req, self.eos_token_id)

@@ -14,13 +14,13 @@ import torch
 from scipy import stats
 
 from llmlab.inference import engine as eng
-from llmlab.inference import quant
+from llmlab.inference import quant, spec_decode
 from llmlab.inference.benchmark import benchmark_summary
 from llmlab.labs.base import CheckContext, CheckFailed, Lab, LabLimits
 from llmlab.plots import figure
 
 LAB = Lab("m18", module=__name__, reference="llmlab.inference.quant",
-          spec=["llmlab.inference.engine:rejection_step", "int8_absmax_quantize", "int8_dequantize",
+          spec=["llmlab.inference.spec_decode:rejection_step", "int8_absmax_quantize", "int8_dequantize",
                 "gptq_block_update", "llmlab.inference.benchmark:benchmark_summary"],
           limits=LabLimits(call_timeout_s=60, total_timeout_s=240, memory_mb=2048),
           own_work="the rejection step, absmax INT8 quantization, the GPTQ column-block update and the "
@@ -48,7 +48,7 @@ def rejection_step_exact(ctx: CheckContext):
         draft = [int(ctx.rng.choice(V, p=q[i].numpy())) for i in range(k)]
         u = torch.from_numpy(ctx.rng.random(k) * (0.05 if trial % 5 == 0 else 1.0))  # some all-accepted
         n, dist = ctx.call("rejection_step", p, q, draft, u)
-        want_n, want = eng.rejection_step(p, q, draft, u)
+        want_n, want = spec_decode.rejection_step(p, q, draft, u)
         ctx.expect(int(n) == want_n, f"trial {trial}: {int(n)} accepted, expected {want_n}")
         ctx.close(dist, want, atol=1e-12, what=f"trial {trial}: next-token distribution")
 
@@ -151,7 +151,7 @@ def probe_raises(sub, name, *args):
 
 # --- seeded bugs --------------------------------------------------------------------------------------
 def rejection_resample_from_p(p, q, draft, u):
-    n, dist = eng.rejection_step(p, q, draft, u)
+    n, dist = spec_decode.rejection_step(p, q, draft, u)
     return n, (p[n] if n < len(draft) else dist)  # resamples from p, not from the residual: biased
 
 
@@ -165,7 +165,7 @@ def rejection_ratio_inverted(p, q, draft, u):
 
 
 def rejection_bonus_off_by_one(p, q, draft, u):
-    n, dist = eng.rejection_step(p, q, draft, u)
+    n, dist = spec_decode.rejection_step(p, q, draft, u)
     return n, (p[n - 1] if n == len(draft) else dist)  # the bonus token from the last drafted position
 
 
@@ -265,7 +265,7 @@ def run(profile: str, out: Path) -> tuple[dict, str]:
         a = e.spec.per_token_acceptance
         spec_rows.append({"k": k, "acceptance": a, "acceptance_vllm": e.spec.acceptance_rate,
                           "tokens_per_step": e.spec.tokens_per_step,
-                          "closed_form": eng.expected_tokens_per_step(a, k),
+                          "closed_form": spec_decode.expected_tokens_per_step(a, k),
                           "tokens_per_s": e.generation_tokens / (time.perf_counter() - t0)})
     with figure(out / "acceptance_vs_k.png", f"Speculative decoding (draft {size_ratio:.0f}x smaller)",
                 ncols=2) as (a1, a2):
