@@ -124,3 +124,63 @@ def gd_rate(kappa: float) -> float:
 def heavy_ball_rate(kappa: float) -> float:
     """Per-step contraction of Polyak's heavy ball with optimal step and momentum on the same quadratic."""
     return (math.sqrt(kappa) - 1) / (math.sqrt(kappa) + 1)
+
+
+# --- convergence experiments (lab m04's deliverable) ------------------------------------------------
+def quadratic_rates(kappas, steps: int) -> dict:
+    """GD with step 2/(L+mu) and heavy ball with optimal parameters on f = (L x^2 + mu y^2)/2, L = 1."""
+    out = {"gd": [], "heavy_ball": []}
+    for kappa in kappas:
+        L, mu = 1.0, 1.0 / kappa
+        h = torch.tensor([L, mu], dtype=torch.float64)
+        x = torch.ones(2, dtype=torch.float64, requires_grad=True)
+        opt = SGD([x], lr=2 / (L + mu))
+        for _ in range(steps):
+            opt.zero_grad()
+            (0.5 * (h * x * x).sum()).backward()
+            opt.step()
+        out["gd"].append(float(x.detach().norm() / math.sqrt(2)) ** (1 / steps))
+        # heavy ball: lr = 4/(sqrt L + sqrt mu)^2, momentum = rate^2; rate measured over the tail
+        x = torch.ones(2, dtype=torch.float64, requires_grad=True)
+        beta = heavy_ball_rate(kappa) ** 2
+        opt = SGD([x], lr=4 / (math.sqrt(L) + math.sqrt(mu)) ** 2, momentum=beta)
+        norms = []
+        for _ in range(steps):
+            opt.zero_grad()
+            (0.5 * (h * x * x).sum()).backward()
+            opt.step()
+            norms.append(float(x.detach().norm()))
+        tail = steps // 2
+        out["heavy_ball"].append((norms[-1] / norms[tail - 1]) ** (1 / (steps - tail)) if norms[-1] > 0 else 0.0)
+    return out
+
+
+def rosenbrock_losses(make, lr: float, steps: int) -> list[float]:
+    """Losses of ``make(params, lr)`` on Rosenbrock's banana from (-1.5, 2)."""
+    xy = torch.tensor([-1.5, 2.0], dtype=torch.float64, requires_grad=True)
+    opt = make([xy], lr)
+    losses = []
+    for _ in range(steps):
+        loss = (1 - xy[0]) ** 2 + 100 * (xy[1] - xy[0] ** 2) ** 2
+        losses.append(loss.item())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return losses
+
+
+def pl_demo(steps: int) -> tuple[list[float], list[float]]:
+    """f(x) = x^2 + 3 sin^2 x is non-convex yet satisfies the PL inequality with mu = 1/32 (Karimi et al.
+    2016); with L = 8 and step 1/L, GD obeys f(x_t) - f* <= (1 - mu/L)^t (f(x_0) - f*)."""
+    L, mu = 8.0, 1 / 32
+    x = torch.tensor([2.5], dtype=torch.float64, requires_grad=True)
+    opt = SGD([x], lr=1 / L)
+    gaps = []
+    for _ in range(steps):
+        f = x**2 + 3 * torch.sin(x) ** 2
+        gaps.append(f.item())
+        opt.zero_grad()
+        f.sum().backward()
+        opt.step()
+    bound = [gaps[0] * (1 - mu / L) ** t for t in range(steps)]
+    return gaps, bound

@@ -392,3 +392,26 @@ def train(model: TransformerLM, train_tokens: np.ndarray, val_tokens: np.ndarray
     hist["seconds"] = time.perf_counter() - t0
     hist["optimizer"] = opt
     return hist
+
+
+@torch.no_grad()
+def attention_maps(model: TransformerLM, ids: torch.Tensor, heads: int = 4) -> dict[str, np.ndarray]:
+    """Softmax attention of every head (first sequence), recomputed from the model's weights."""
+    cfg = model.config
+    T = ids.shape[1]
+    pos = torch.arange(T)
+    x = embedding(ids, model.embed)
+    maps = {}
+    hd = cfg.d_model // cfg.n_heads
+    split = lambda t: t.reshape(1, T, cfg.n_heads, hd).transpose(1, 2)
+    for li, block in enumerate(model.blocks):
+        h = block.attn_norm(x)
+        q, k = split(linear(h, block.wq)), split(linear(h, block.wk))
+        if cfg.positions == "rope":
+            q, k = rope(q, pos, cfg.rope_theta), rope(k, pos, cfg.rope_theta)
+        scores = (q @ k.transpose(-2, -1)) / math.sqrt(hd)
+        w = torch.softmax(scores.masked_fill(~torch.ones(T, T, dtype=torch.bool).tril(), float("-inf")), -1)
+        for hi in range(min(cfg.n_heads, heads)):
+            maps[f"L{li} H{hi}"] = w[0, hi].numpy()
+        x = block(x, pos)
+    return maps

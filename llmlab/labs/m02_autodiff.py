@@ -5,7 +5,6 @@ derivative is judged against PyTorch (autograd and torch.func) in float64."""
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 
 import numpy as np
@@ -418,47 +417,22 @@ def run(profile: str, out: Path) -> tuple[dict, str]:
         ax.legend()
     best_eps = float(epsilons[int(np.argmin(errors))])
 
-    # tensor engine vs torch autograd on a FFN forward+backward, over sizes
-    sizes = [16, 32, 64, 128, 256] if big else [16, 32, 64]
-    ours, theirs = [], []
-    for c in sizes:
-        arrs = [rng.normal(size=(8, 32, c)), rng.normal(size=(c, 4 * c)), rng.normal(size=(4 * c,)),
-                rng.normal(size=(4 * c, c)), rng.normal(size=(c,))]
-        t0 = time.perf_counter()
-        for _ in range(3):
-            ts = [autodiff.Tensor(a) for a in arrs]
-            autodiff.ffn_block(*ts).sum().backward()
-        ours.append((time.perf_counter() - t0) / 3)
-        t0 = time.perf_counter()
-        for _ in range(3):
-            ts = [_t(a).requires_grad_() for a in arrs]
-            (F.gelu(ts[0] @ ts[1] + ts[2]) @ ts[3] + ts[4]).sum().backward()
-        theirs.append((time.perf_counter() - t0) / 3)
-    with figure(out / "engine_vs_torch.png", "FFN forward+backward: llmlab Tensor vs torch autograd") as ax:
-        ax.loglog(sizes, ours, "o-", label="llmlab Tensor (NumPy)")
-        ax.loglog(sizes, theirs, "s-", label="torch autograd")
-        ax.set_xlabel("model width C (hidden 4C, batch 8x32)")
-        ax.set_ylabel("seconds")
-        ax.legend()
     xs = [0.3, 0.7, -0.2]
     Hm = np.array(autodiff.hessian(scalar_fn, xs))
     Ht = torch.func.hessian(lambda t: scalar_fn(list(t)))(_t(xs)).numpy()
     metrics = {"gradcheck_min_rel_error": float(min(errors)), "gradcheck_best_eps": best_eps,
                "gradcheck_rel_error_at_1e-6": float(errors[list(np.round(np.log10(epsilons), 3)).index(-6.0)]),
-               "engine_over_torch_time": [o / t for o, t in zip(ours, theirs, strict=True)], "widths": sizes,
                "hessian_max_abs_error_vs_torch_func": float(np.abs(Hm - Ht).max())}
     report = f"""
 Finite differences against the tensor engine's reverse mode on a transformer layer (C={C}, T={T}): the
 error falls with eps (truncation, O(eps^2)) until round-off takes over (O(1/eps)); the best step here is
 {best_eps:.0e} with relative error {min(errors):.1e}.
 
-Tensor engine vs torch autograd (FFN forward+backward), time ratio by width {sizes}:
-{", ".join(f"{v:.1f}x" for v in metrics['engine_over_torch_time'])}.
+The tensor engine's speed against torch autograd is measured by `make bench` (benchmarks/autodiff_ffn.py).
 
 Hessian by nested dual numbers vs torch.func.hessian: max abs error
 {metrics['hessian_max_abs_error_vs_torch_func']:.1e}.
 
 ![gradcheck](gradcheck_vs_eps.png)
-![engine](engine_vs_torch.png)
 """
     return metrics, report

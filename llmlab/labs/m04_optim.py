@@ -277,47 +277,6 @@ OPTIMIZERS = {
 LR_SCALE = {"Lion": 0.1}  # Lion's sign updates want ~10x smaller steps (Chen et al. 2023): sweep a shifted grid
 
 
-def _quadratic_rates(kappas, steps: int) -> dict:
-    """GD with step 2/(L+mu) and heavy ball with optimal parameters on f = (L x^2 + mu y^2)/2, L = 1."""
-    out = {"gd": [], "heavy_ball": []}
-    for kappa in kappas:
-        L, mu = 1.0, 1.0 / kappa
-        h = torch.tensor([L, mu], dtype=torch.float64)
-        x = torch.ones(2, dtype=torch.float64, requires_grad=True)
-        opt = optim.SGD([x], lr=2 / (L + mu))
-        for _ in range(steps):
-            opt.zero_grad()
-            (0.5 * (h * x * x).sum()).backward()
-            opt.step()
-        out["gd"].append(float(x.detach().norm() / math.sqrt(2)) ** (1 / steps))
-        # heavy ball: lr = 4/(sqrt L + sqrt mu)^2, momentum = rate^2; rate measured over the tail
-        x = torch.ones(2, dtype=torch.float64, requires_grad=True)
-        beta = optim.heavy_ball_rate(kappa) ** 2
-        opt = optim.SGD([x], lr=4 / (math.sqrt(L) + math.sqrt(mu)) ** 2, momentum=beta)
-        norms = []
-        for _ in range(steps):
-            opt.zero_grad()
-            (0.5 * (h * x * x).sum()).backward()
-            opt.step()
-            norms.append(float(x.detach().norm()))
-        tail = steps // 2
-        out["heavy_ball"].append((norms[-1] / norms[tail - 1]) ** (1 / (steps - tail)) if norms[-1] > 0 else 0.0)
-    return out
-
-
-def _rosenbrock(make, lr: float, steps: int) -> list[float]:
-    xy = torch.tensor([-1.5, 2.0], dtype=torch.float64, requires_grad=True)
-    opt = make([xy], lr)
-    losses = []
-    for _ in range(steps):
-        loss = (1 - xy[0]) ** 2 + 100 * (xy[1] - xy[0] ** 2) ** 2
-        losses.append(loss.item())
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return losses
-
-
 class SmallCNN(torch.nn.Module):
     def __init__(self):
         super().__init__()
@@ -361,29 +320,12 @@ def _train_cnn(make, lr: float, data, steps: int, batch: int = 64) -> dict:
     return {"losses": losses, "times": times, "test_accuracy": acc}
 
 
-def _pl_demo(steps: int) -> tuple[list[float], list[float]]:
-    """f(x) = x^2 + 3 sin^2 x is non-convex yet satisfies the PL inequality with mu = 1/32 (Karimi et al.
-    2016); with L = 8 and step 1/L, GD obeys f(x_t) - f* <= (1 - mu/L)^t (f(x_0) - f*)."""
-    L, mu = 8.0, 1 / 32
-    x = torch.tensor([2.5], dtype=torch.float64, requires_grad=True)
-    opt = optim.SGD([x], lr=1 / L)
-    gaps = []
-    for _ in range(steps):
-        f = x**2 + 3 * torch.sin(x) ** 2
-        gaps.append(f.item())
-        opt.zero_grad()
-        f.sum().backward()
-        opt.step()
-    bound = [gaps[0] * (1 - mu / L) ** t for t in range(steps)]
-    return gaps, bound
-
-
 def run(profile: str, out: Path) -> tuple[dict, str]:
     from tqdm import tqdm
 
     big = profile == "full"
     kappas = [1, 10, 100, 1_000, 10_000]
-    rates = _quadratic_rates(kappas, steps=200)
+    rates = optim.quadratic_rates(kappas, steps=200)
     with figure(out / "quadratic_rates.png", "Convergence rate on quadratic bowls") as ax:
         ax.semilogx(kappas, rates["gd"], "o", label="GD measured")
         ax.semilogx(kappas, [optim.gd_rate(k) for k in kappas], "-", label="(k-1)/(k+1)")
@@ -396,7 +338,7 @@ def run(profile: str, out: Path) -> tuple[dict, str]:
 
     ros_lrs = {"SGD+momentum": 1e-4, "Adam": 3e-2, "AdamW": 3e-2, "Lion": 3e-3}
     ros_steps = 5000 if big else 1000
-    ros = {name: _rosenbrock(OPTIMIZERS[name], ros_lrs[name], ros_steps) for name in OPTIMIZERS}
+    ros = {name: optim.rosenbrock_losses(OPTIMIZERS[name], ros_lrs[name], ros_steps) for name in OPTIMIZERS}
     with figure(out / "rosenbrock.png", "Rosenbrock from (-1.5, 2)") as ax:
         for name, losses in ros.items():
             ax.semilogy(np.maximum(losses, 1e-16), label=name)
@@ -429,7 +371,7 @@ def run(profile: str, out: Path) -> tuple[dict, str]:
         ax.set_ylabel("loss")
         ax.legend()
 
-    gaps, bound = _pl_demo(200)
+    gaps, bound = optim.pl_demo(200)
     with figure(out / "pl_condition.png", "PL without convexity: f(x) = x^2 + 3 sin^2 x") as ax:
         ax.semilogy(np.maximum(gaps, 1e-300), label="GD, f(x_t) - f*")
         ax.semilogy(bound, "--", label="(1 - mu/L)^t (f(x_0) - f*)")

@@ -362,7 +362,7 @@ def run(profile: str, out: Path) -> tuple[dict, str]:
         a2.set_ylabel("mean ||residual|| per token")
     # attention maps of the trained model on a validation snippet
     snippet = torch.tensor([val_ids[:48].tolist()])
-    maps = _attention_maps(model, snippet)
+    maps = transformer.attention_maps(model, snippet)
     with figure(out / "attention_maps.png", "Attention maps on validation text (L: layer, H: head)",
                 ncols=len(maps), size=(3 * len(maps), 3.2)) as axes:
         for ax, (name, m) in zip(axes, maps.items(), strict=True):
@@ -427,26 +427,3 @@ Sample (temperature 0.8):
 ![pos](positional_encodings.png)
 """
     return metrics, report
-
-
-@torch.no_grad()
-def _attention_maps(model: transformer.TransformerLM, ids: torch.Tensor) -> dict[str, np.ndarray]:
-    """Softmax attention of every head (first sequence), recomputed from the model's weights."""
-    cfg = model.config
-    T = ids.shape[1]
-    pos = torch.arange(T)
-    x = transformer.embedding(ids, model.embed)
-    maps = {}
-    hd = cfg.d_model // cfg.n_heads
-    split = lambda t: t.reshape(1, T, cfg.n_heads, hd).transpose(1, 2)
-    for li, block in enumerate(model.blocks):
-        h = block.attn_norm(x)
-        q, k = split(transformer.linear(h, block.wq)), split(transformer.linear(h, block.wk))
-        if cfg.positions == "rope":
-            q, k = transformer.rope(q, pos, cfg.rope_theta), transformer.rope(k, pos, cfg.rope_theta)
-        scores = (q @ k.transpose(-2, -1)) / math.sqrt(hd)
-        w = torch.softmax(scores.masked_fill(~torch.ones(T, T, dtype=torch.bool).tril(), float("-inf")), -1)
-        for hi in range(min(cfg.n_heads, 4)):
-            maps[f"L{li} H{hi}"] = w[0, hi].numpy()
-        x = block(x, pos)
-    return maps
