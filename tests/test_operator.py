@@ -243,13 +243,13 @@ def test_kubernetes_backend_maps_labsubmission_phases(tmp_path):
     class Stub:
         objects: dict = {}
 
-        def request(self, method, path, body=None):
-            name = path.rsplit("/", 1)[1]
-            if method == "POST":
-                if body["metadata"]["name"] in self.objects:
-                    raise k8s.KubeError(409, "exists")
-                self.objects[body["metadata"]["name"]] = body
-                return body
+        def create_labsubmission(self, namespace, body):
+            if body["metadata"]["name"] in self.objects:
+                raise k8s.KubeError(409, "exists")
+            self.objects[body["metadata"]["name"]] = body
+            return body
+
+        def get_labsubmission(self, namespace, name):
             if name not in self.objects:
                 raise k8s.KubeError(404, "not found")
             return self.objects[name]
@@ -284,3 +284,44 @@ def test_kubernetes_backend_maps_labsubmission_phases(tmp_path):
     assert not links.verify("abc", int(old.split("expires=")[1].split("&")[0]), old.split("sig=")[1])
     with pytest.raises(ValueError, match="source_base_url"):
         GraderSettings(backend="kubernetes")
+
+
+async def test_kube_client_uses_kubeconfig_contexts(kmock, tmp_path, monkeypatch):
+    """The official client as kubectl users expect: a kubeconfig's named context (its current one points at
+    nothing), the user's token, and the API's errors (404, 409) as KubeError. kmock is the API server."""
+    _declare(kmock)
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    config = {"apiVersion": "v1", "kind": "Config", "current-context": "nowhere",
+              "clusters": [{"name": "emu", "cluster": {"server": str(kmock.url).rstrip("/")}},
+                           {"name": "off", "cluster": {"server": "http://127.0.0.1:9"}}],
+              "users": [{"name": "ada", "user": {"token": "t0ken"}}],
+              "contexts": [{"name": "emulator", "context": {"cluster": "emu", "user": "ada"}},
+                           {"name": "nowhere", "context": {"cluster": "off", "user": "ada"}}]}
+    path = tmp_path / "kubeconfig"
+    path.write_text(yaml.safe_dump(config))
+    kube = k8s.KubeClient(kubeconfig=str(path), context="emulator")
+    assert kube.api.api_client.configuration.host == str(kmock.url).rstrip("/")
+    body = k8s.labsubmission_manifest("one", NS, lab="m01", learner="ada", working_dir_uri="s3://b/x.zip")
+    await asyncio.to_thread(kube.create_labsubmission, NS, body)
+    assert (await asyncio.to_thread(kube.get_labsubmission, NS, "one"))["spec"]["learner"] == "ada"
+    assert [s["metadata"]["name"] for s in await asyncio.to_thread(kube.list_labsubmissions, NS)] == ["one"]
+    with pytest.raises(k8s.KubeError) as missing:
+        await asyncio.to_thread(kube.get_labsubmission, NS, "two")
+    assert missing.value.status == 404
+    requests = kmock[kmock.resource(f"{k8s.GROUP}/{k8s.VERSION}/{k8s.PLURAL}")]
+    assert all(r.headers.get("Authorization") == "Bearer t0ken" for r in requests)
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "absent"))
+    with pytest.raises(k8s.KubeError, match="no Kubernetes credentials"):
+        k8s.KubeClient()
+
+
+def test_crd_and_service_share_the_name_patterns():
+    """The LabSubmission CRD refuses what the grading service refuses: one pattern for lab ids and learners."""
+    from llmlab.labs import LAB_PATTERN
+    from llmlab.platform.submissions import NAME_PATTERN
+
+    crd = yaml.safe_load((chart.CHART / "crds" / "labsubmissions.llmlab.dev.yaml").read_text())
+    spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+    assert spec["lab"]["pattern"] == LAB_PATTERN and spec["learner"]["pattern"] == NAME_PATTERN
+    bad = k8s.labsubmission_manifest("x", NS, lab="m01", learner="Ada Lovelace", working_dir_uri="s3://b/x.zip")
+    assert chart.validate_custom(bad, CRDS)  # refused by the schema

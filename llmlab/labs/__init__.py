@@ -87,6 +87,7 @@ SYLLABUS: tuple[Syllabus, ...] = (
 )
 del S
 BY_ID = {s.id: s for s in SYLLABUS}
+LAB_PATTERN = r"^m(0[1-9]|1[0-9]|20)$"  # a lab id (the LabSubmission CRD and the grading service check it)
 
 
 class UnknownLab(KeyError):

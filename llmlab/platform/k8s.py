@@ -1,7 +1,8 @@
-"""LabSubmission -> KubeRay RayJob, and RayJob status -> LabSubmission status (used by the operator).
+"""LabSubmission -> KubeRay RayJob, and RayJob status -> LabSubmission status (used by the operator), and
+the grading service's client for LabSubmissions (the official ``kubernetes`` client).
 
-Pure functions over plain dicts: no Kubernetes client here, so the mapping is tested on its own and the
-RayJobs it builds are validated against KubeRay's CRD schema.
+The mapping is pure functions over plain dicts, so it is tested on its own and the RayJobs it builds are
+validated against KubeRay's CRD schema.
 """
 
 from __future__ import annotations
@@ -147,42 +148,65 @@ class KubeError(RuntimeError):
         self.status = status
 
 
-SERVICE_ACCOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
-
-
 class KubeClient:
-    """A minimal synchronous Kubernetes API client for custom resources (JSON over HTTPS, no client library).
+    """LabSubmission resources through the official ``kubernetes`` client, configured as kubectl users
+    expect: an explicit API server URL (``kubectl proxy``'s http://127.0.0.1:8001, or an API emulator in
+    tests) with an optional bearer token; else the pod's service account in a cluster; else a kubeconfig
+    file (``$KUBECONFIG`` or ~/.kube/config) and its current or a named context."""
 
-    In a pod it uses the service account (token and CA mounted by Kubernetes); elsewhere give ``server``
-    (``kubectl proxy``'s http://127.0.0.1:8001, or an API emulator in tests) and optionally a ``token``.
-    """
+    def __init__(self, server: str | None = None, *, token: str | None = None, kubeconfig: str | None = None,
+                 context: str | None = None):
+        from kubernetes import client, config
 
-    def __init__(self, server: str | None = None, token: str | None = None, ca_file: str | None = None):
-        import os
-
-        import httpx
-
-        if server is None:  # in-cluster
-            host, port = os.environ.get("KUBERNETES_SERVICE_HOST"), os.environ.get("KUBERNETES_SERVICE_PORT", "443")
-            if not host:
-                raise KubeError(0, "not in a pod (no KUBERNETES_SERVICE_HOST): give the API server's URL")
-            server = f"https://{host}:{port}"
-            with open(f"{SERVICE_ACCOUNT}/token") as f:
-                token = f.read().strip()
-            ca_file = f"{SERVICE_ACCOUNT}/ca.crt"
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.http = httpx.Client(base_url=server.rstrip("/"), headers=headers, verify=ca_file or True, timeout=30)
-
-    def request(self, method: str, path: str, body: dict | None = None) -> dict:
-        r = self.http.request(method, path, json=body)
-        if r.status_code >= 400:
+        cfg = client.Configuration()
+        if server:
+            cfg.host = server.rstrip("/")
+            if token:
+                cfg.api_key = {"authorization": f"Bearer {token}"}
+        else:
             try:
-                message = r.json().get("message", r.text)
-            except ValueError:
-                message = r.text
-            raise KubeError(r.status_code, message[:500])
-        return r.json() if r.content else {}
+                if kubeconfig or context:
+                    raise config.ConfigException("a kubeconfig was asked for")
+                config.load_incluster_config(client_configuration=cfg)
+            except config.ConfigException:
+                try:
+                    config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=cfg)
+                except (config.ConfigException, OSError) as e:
+                    raise KubeError(0, f"no Kubernetes credentials (not in a pod, and no usable kubeconfig: "
+                                       f"{e}); give the API server's URL") from None
+        self.api = client.CustomObjectsApi(client.ApiClient(cfg))
 
-    @staticmethod
-    def labsubmissions(namespace: str, name: str = "") -> str:
-        return f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}" + (f"/{name}" if name else "")
+    def _call(self, fn, *args, **kwargs) -> dict:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            return fn(GROUP, VERSION, *args, **kwargs)
+        except ApiException as e:
+            raise KubeError(e.status or 0, _message(e)) from None
+
+    def create_labsubmission(self, namespace: str, body: dict) -> dict:
+        return self._call(self.api.create_namespaced_custom_object, namespace, PLURAL, body)
+
+    def get_labsubmission(self, namespace: str, name: str) -> dict:
+        return self._call(self.api.get_namespaced_custom_object, namespace, PLURAL, name)
+
+    def list_labsubmissions(self, namespace: str, label_selector: str = "") -> list[dict]:
+        return self._call(self.api.list_namespaced_custom_object, namespace, PLURAL,
+                          label_selector=label_selector)["items"]
+
+    def watch_labsubmissions(self, namespace: str, timeout_seconds: int = 60):
+        """(event type, LabSubmission) as they change, for ``timeout_seconds`` (the client's watch)."""
+        from kubernetes import watch
+
+        for event in watch.Watch().stream(self.api.list_namespaced_custom_object, GROUP, VERSION, namespace,
+                                          PLURAL, timeout_seconds=timeout_seconds):
+            yield event["type"], event["object"]
+
+
+def _message(e) -> str:
+    import json
+
+    try:
+        return str(json.loads(e.body).get("message", e.body))[:500]
+    except (TypeError, ValueError):
+        return str(e.body or e.reason)[:500]

@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 
 from llmlab import __version__
 from llmlab.contracts import CourseGrade
-from llmlab.labs import built_labs
+from llmlab.labs import LAB_PATTERN, built_labs
 from llmlab.platform.asgi import BodyLimit, Observe
 from llmlab.platform.gradebook import course_grade
 from llmlab.platform.metrics import GraderMetrics
@@ -133,7 +133,8 @@ def create_app(settings: GraderSettings | None = None, backend=None) -> FastAPI:
                              result=json.loads(sub.result_json) if sub.result_json else None)
 
     @app.post("/v1/submissions", status_code=202, response_model=SubmissionOut)
-    async def submit(learner: Annotated[Learner, Depends(current)], lab: Annotated[str, Form()],
+    async def submit(learner: Annotated[Learner, Depends(current)],
+                     lab: Annotated[str, Form(pattern=LAB_PATTERN, description="a lab id, m01..m20")],
                      file: Annotated[UploadFile, File()], response: Response,
                      idempotency_key: Annotated[str | None, Header()] = None):
         """Accept a .py file or a .zip for a lab; answered once the upload is durably stored."""
@@ -229,5 +230,6 @@ def _backend(settings: GraderSettings, links: SourceLinks | None):
         return RayBackend(settings.ray_address, settings.grading_deadline_seconds)
     from llmlab.platform.k8s import KubeClient
 
-    return KubernetesBackend(KubeClient(settings.kube_server), settings.kube_namespace, links, settings.ray_cluster,
+    kube = KubeClient(settings.kube_server, kubeconfig=settings.kube_config, context=settings.kube_context)
+    return KubernetesBackend(kube, settings.kube_namespace, links, settings.ray_cluster,
                              settings.grading_deadline_seconds)

@@ -23,7 +23,9 @@ class GraderSettings(BaseSettings):
     backend: Literal["ray", "kubernetes"] = "ray"
     ray_address: str | None = None  # ray: the Ray dashboard address; default: the local head, started on demand
     # kubernetes: grading through LabSubmission resources, which the operator runs as KubeRay RayJobs
-    kube_server: str | None = None  # default: in-cluster (the pod's service account)
+    kube_server: str | None = None  # an API server URL; default: in-cluster, else the kubeconfig
+    kube_config: str | None = None  # a kubeconfig file (default: $KUBECONFIG, ~/.kube/config)
+    kube_context: str | None = None  # a kubeconfig context (default: its current one)
     kube_namespace: str = "default"
     ray_cluster: str = ""  # the RayCluster LabSubmissions name; empty: the operator's default
     source_base_url: str = ""  # how Ray pods reach this service, e.g. http://llmlab-grader.llmlab.svc:8000

@@ -133,7 +133,7 @@ class KubernetesBackend:
                                           deadline_seconds=self.deadline_seconds,
                                           labels={"llmlab.dev/submission-id": submission_id})
         try:
-            self.kube.request("POST", k8s.KubeClient.labsubmissions(self.namespace), body)
+            self.kube.create_labsubmission(self.namespace, body)
         except k8s.KubeError as e:
             if e.status != 409:  # 409: created before a crash; it is there already
                 raise
@@ -142,7 +142,7 @@ class KubernetesBackend:
         from llmlab.platform import k8s
 
         try:
-            sub = self.kube.request("GET", k8s.KubeClient.labsubmissions(self.namespace, job_id))
+            sub = self.kube.get_labsubmission(self.namespace, job_id)
         except k8s.KubeError as e:
             if e.status == 404:
                 return Poll("failed", message=f"the LabSubmission {job_id} was deleted", reason="job_stopped")
