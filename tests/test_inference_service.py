@@ -16,8 +16,10 @@ import httpx
 import openai
 import pytest
 
-from llmlab.inference import Engine, SamplingParams, vllm_args
+from llmlab.inference import Engine, SamplingParams
 from llmlab.platform import chart
+from services.inference import vllm as vllm_args
+from services.inference.settings import InferenceSettings
 from tests.conftest import TEXT
 from tests.conftest import serve_inference as _serve
 
@@ -166,6 +168,17 @@ def test_vllm_arguments_equal_the_charts():
         assert ours[:-1] == rendered[:-1] if spec else ours == rendered
         if spec:
             assert json.loads(ours[-1].split("=", 1)[1]) == json.loads(rendered[-1].split("=", 1)[1])
+        # the service's own launch, driven by its settings as the builtin engine is, gives the same arguments
+        settings = InferenceSettings(engine="vllm", model=merged["model"], served_model_name=merged["servedModelName"],
+                                     max_model_len=merged["maxModelLen"], download_dir="/models/cache",
+                                     gpu_memory_utilization=merged["gpuMemoryUtilization"], dtype="bfloat16",
+                                     draft_model=s.get("draftModel") if s["enabled"] and s["method"] == "draft_model"
+                                     else None, spec_tokens=s["numSpeculativeTokens"],
+                                     ngram=(s["promptLookupMax"], s["promptLookupMin"])
+                                     if s["enabled"] and s["method"] == "ngram" else None)
+        launched = vllm_args.command(settings, "0.0.0.0", merged["port"])
+        assert launched[:2] == ["vllm", "serve"] and "--dtype=bfloat16" in launched
+        assert [a for a in launched[2:] if not a.startswith("--dtype")] == ours
     with pytest.raises(ValueError):
         vllm_args.speculative_config("draft_model", 4)
     assert "vllm" not in sys.modules  # the vLLM path is contract-tested, never imported

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -71,8 +70,6 @@ def serve_inference(model: Annotated[Path, typer.Option("--model", help="a Huggi
     if not api_key and not _loopback(host):
         raise Fail(f"--host {host} serves beyond this machine: give an API key (--api-key or "
                    "LLMLAB_INFERENCE_API_KEY; vLLM reads the same one)", 2)
-    if api_key and engine == "vllm":
-        os.environ["VLLM_API_KEY"] = api_key
     lookup = None
     if ngram:
         try:
@@ -80,33 +77,22 @@ def serve_inference(model: Annotated[Path, typer.Option("--model", help="a Huggi
         except ValueError:
             raise Fail("--ngram takes MAX,MIN, e.g. 4,2", 2) from None
         lookup = (hi, lo)
-    if engine == "vllm":
-        import shutil
+    from services.inference.settings import InferenceSettings
 
-        from llmlab.inference import vllm_args
+    settings = InferenceSettings(engine=engine, model=model, draft_model=draft, ngram=lookup, spec_tokens=spec_tokens,
+                                 max_batch=max_batch, max_waiting=max_waiting, served_model_name=name,
+                                 api_key=api_key, dtype=dtype, device=device, compile=compile)
+    if settings.engine == "vllm":
+        from services.inference import vllm
 
-        spec = None
-        if draft or lookup:
-            spec = vllm_args.speculative_config("ngram" if lookup else "draft_model", spec_tokens,
-                                                str(draft) if draft else None, lookup)
-        exe = shutil.which("vllm")
-        if exe is None:
-            raise Fail("vLLM is not installed here (it needs a CUDA GPU node); use --engine builtin", 2)
-        import json as _json
-
-        config = _json.loads((model / "config.json").read_text())
-        max_len = config.get("max_position_embeddings") or config.get("n_positions", 2048)  # Llama / GPT-2
-        os.execv(exe, [exe, "serve", *vllm_args.vllm_serve_args(str(model), served_model_name=name or model.name,
-                                                                  max_model_len=max_len, port=port, host=host,
-                                                                  speculative=spec, dtype=dtype)])
+        try:
+            vllm.launch(settings, host, port)  # does not return
+        except vllm.VLLMUnavailable as e:
+            raise Fail(str(e), 2) from None
     import uvicorn
 
     from services.inference.app import create_app
-    from services.inference.settings import InferenceSettings
 
-    settings = InferenceSettings(model=model, draft_model=draft, ngram=lookup, spec_tokens=spec_tokens,
-                                 max_batch=max_batch, max_waiting=max_waiting, served_model_name=name,
-                                 api_key=api_key, dtype=dtype, device=device, compile=compile)
     if device.startswith("cuda"):
         import torch
 

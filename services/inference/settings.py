@@ -26,3 +26,5 @@ class InferenceSettings(BaseSettings):
     max_prompt_bytes: int = 1_000_000  # a prompt (or all chat messages) over this: 400; a body over twice it: 413
     api_key: SecretStr | None = None
     gpu_memory_utilization: float = 0.9  # vllm only
+    max_model_len: int | None = None  # vllm only; default: the model folder's context length
+    download_dir: str | None = None  # vllm only
