@@ -57,13 +57,6 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor |
     return weights @ v
 
 
-def attention_weights(q: Tensor, k: Tensor, temperature: float = 1.0) -> Tensor:
-    """Rows of softmax(q k^T / (sqrt(d) T)): the attention distributions at temperature T > 0."""
-    if temperature <= 0:
-        raise ValueError("temperature must be > 0")
-    return stable_softmax((q @ k.transpose(-2, -1)) / (math.sqrt(q.shape[-1]) * temperature), dim=-1)
-
-
 def attention_entropy(scores: Tensor, temperature: float = 1.0) -> Tensor:
     """Entropy in nats of each row of softmax(scores / T). T -> 0 tends to 0 (a one-hot row, when the
     maximum is unique); T -> inf tends to log(n) (uniform over the row's n keys)."""
