@@ -10,18 +10,18 @@ under a job id derived from the submission id (a second dispatch finds the first
 
 from llmlab.platform.submissions.backends import Backend, KubernetesBackend, Poll, RayBackend, SourceLinks, source_zip
 from llmlab.platform.submissions.models import (
-                                                NAME_PATTERN,
-                                                NAME_RULE,
-                                                TOKEN_TTL_DAYS,
-                                                UNFINISHED,
-                                                Base,
-                                                Learner,
-                                                Role,
-                                                Submission,
-                                                SubmissionRejected,
-                                                Token,
-                                                hash_token,
-                                                normalize_name,
+    NAME_PATTERN,
+    NAME_RULE,
+    TOKEN_TTL_DAYS,
+    UNFINISHED,
+    Base,
+    Learner,
+    Role,
+    Submission,
+    SubmissionRejected,
+    Token,
+    hash_token,
+    normalize_name,
 )
 from llmlab.platform.submissions.service import GradingService, integrity_report
 from llmlab.platform.submissions.store import Store
