@@ -401,7 +401,7 @@ def _slow_judging(ctx: CheckContext):
 def test_judging_has_its_own_time_limit(tmp_path):
     lab = Lab("m01", module=__name__, reference="llmlab.linalg", spec=["bilinear"],
               limits=LabLimits(call_timeout_s=10, total_timeout_s=60, memory_mb=512, judge_timeout_s=1))
-    lab.check(points=1)(_slow_judging)
+    lab.check(points=1, grades="SVD")(_slow_judging)
     path = tmp_path / "s.py"
     path.write_text(m01_source())
     result = grade(lab, path)

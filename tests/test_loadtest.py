@@ -29,7 +29,8 @@ def test_locust_gate(ray_address, tmp_path):
              "--duration", "12s", "--out", str(tmp_path / "out"), "--db", db],
             env={**env, **extra_env}, capture_output=True, text=True, timeout=300)
         # the gate's mechanism, not this machine's speed (that is `make loadtest`'s job): a lenient
-        # SLO file must pass and an impossible one must fail
+        # SLO file (30 s, the largest bucket: met however loaded the machine is) must pass and an impossible
+        # one must fail
         def slo_file(name: str, threshold: float) -> str:
             spec = yaml.safe_load((REPO / "loadtests" / "slos.yaml").read_text())
             for objective in spec["services"]["grader"]["latency"]:
@@ -37,7 +38,7 @@ def test_locust_gate(ray_address, tmp_path):
             (tmp_path / name).write_text(yaml.safe_dump(spec))
             return str(tmp_path / name)
 
-        ok = run({"LLMLAB_SLO_FILE": slo_file("lenient.yaml", 5)})
+        ok = run({"LLMLAB_SLO_FILE": slo_file("lenient.yaml", 30)})
         assert ok.returncode == 0, ok.stdout[-3000:] + ok.stderr[-3000:]
         assert "SLO gate passed" in ok.stderr
         assert (tmp_path / "out" / "grader_stats.csv").exists() and (tmp_path / "out" / "grader.html").exists()

@@ -11,7 +11,7 @@ from llmlab.inference.metrics import E2E, E2E_BUCKETS, HTTP_REQUESTS, ITL, ITL_B
 
 # buckets that contain the grading SLO thresholds (see loadtests/slos.yaml when it lands)
 GRADING_BUCKETS = (1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600)
-HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 SUBMISSIONS_TOTAL = "llmlab_submissions_total"
 GRADING_DURATION = "llmlab_grading_duration_seconds"

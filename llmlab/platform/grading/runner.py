@@ -30,6 +30,11 @@ from llmlab.platform.grading import isolation, protocol, scan
 log = logging.getLogger(__name__)
 
 
+# A sandbox's start (a fresh interpreter importing torch, the lab and the submission) may take this long
+# whatever the per-call limit: on a loaded machine the imports alone take seconds. It counts against the
+# grading's total limit, which bounds a submission that loops at import.
+START_S = 20.0
+
 class SubmissionError(Exception):
     """The submission misbehaved in a way that ends the current call (crash, timeout, memory, import)."""
 
@@ -294,7 +299,7 @@ def grade(lab: Lab, submission: Path, *, learner: str = "anonymous", seed: int |
                 paused = signal.setitimer(signal.ITIMER_REAL, 0)[0] if timed else 0.0  # sandbox time is not judging
                 try:
                     if box.proc is None:
-                        box.start(min(time.monotonic() + limits.call_timeout_s * 2, total_deadline))
+                        box.start(min(time.monotonic() + max(limits.call_timeout_s * 2, START_S), total_deadline))
                     return box.call(probe, args, kwargs, min(time.monotonic() + limits.call_timeout_s,
                                                              total_deadline))
                 finally:
