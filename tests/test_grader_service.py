@@ -99,7 +99,8 @@ def test_limits_idempotency_and_bad_uploads(service):
     post = lambda name, data, lab="m01", **kw: client.post("/v1/submissions", data={"lab": lab},
                                                            files={"file": (name, data)}, headers={**h, **kw})
     assert post("big.py", b"#" * (65 * 1024)).status_code == 413
-    assert post("a.py", REFERENCE, lab="m42").status_code == 404
+    bad = post("a.py", REFERENCE, lab="m42")  # not a lab id at all: the form's pattern refuses it
+    assert bad.status_code == 422 and "pattern" in bad.text
     assert post("a.py", REFERENCE, lab="m20").status_code == 404  # not built yet
     assert post("notes.txt", b"hello").status_code == 415
     evil = io.BytesIO()
