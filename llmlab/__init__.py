@@ -10,6 +10,7 @@ is imported only by the modules that need it.
 
 import importlib
 import importlib.abc
+import importlib.machinery
 import importlib.util
 import sys
 import warnings
@@ -33,15 +34,19 @@ class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         new = self._target(name)
         return None if new is None else importlib.util.spec_from_loader(name, self, is_package=True)
 
+    def __init__(self):
+        self._own_specs: dict[str, importlib.machinery.ModuleSpec] = {}  # alias name -> the module's own spec
+
     def create_module(self, spec):
         new = self._target(spec.name)
         warnings.warn(f"{spec.name} moved to {new}; import it from there", DeprecationWarning, stacklevel=2)
         module = importlib.import_module(new)
-        self._spec = module.__spec__
+        self._own_specs[spec.name] = module.__spec__
         return module
 
     def exec_module(self, module):
-        module.__spec__ = self._spec  # the import system set the alias's spec on the shared module object
+        # the import system set the alias's spec on the shared module object: give it back its own
+        module.__spec__ = self._own_specs.pop(module.__spec__.name)
 
 
 sys.meta_path.insert(0, _MovedModules())  # before the path finder, which would load a second copy

@@ -11,8 +11,7 @@ def pair_cosines(embeddings, i, j) -> torch.Tensor:
     W = torch.as_tensor(embeddings, dtype=torch.float64)
     a, b = W[torch.as_tensor(i)], W[torch.as_tensor(j)]
     norms = a.norm(dim=-1) * b.norm(dim=-1)
-    dots = (a * b).sum(-1)
-    return torch.where(norms > 0, dots / torch.where(norms > 0, norms, 1.0), torch.zeros_like(dots))
+    return (a * b).sum(-1) / torch.where(norms > 0, norms, 1.0)  # a zero vector's dot products are 0
 
 
 def cosine_similarities(embeddings, pairs: int = 20000, seed: int = 0) -> torch.Tensor:

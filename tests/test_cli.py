@@ -77,6 +77,7 @@ def test_moved_modules_still_import_with_a_deprecation():
             "import llmlab.platform.jobs.client as new\n"
             "try:\n import llmlab.jobs.client\nexcept DeprecationWarning as w: print(w)\n"
             "warnings.simplefilter('ignore'); import llmlab.jobs.client as old, llmlab.gradebook as gb,"
-            " llmlab.platform.gradebook as gb2; assert old is new and gb is gb2")
+            " llmlab.platform.gradebook as gb2; assert old is new and gb is gb2"
+            " and old.__spec__.name == 'llmlab.platform.jobs.client'")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0 and "llmlab.jobs moved to llmlab.platform.jobs" in r.stdout, r.stdout + r.stderr

@@ -68,15 +68,15 @@ class _Server:
                 if not body:
                     return
                 payload = data[start:]
-                if rel in server.cut:
+                cut = rel in server.cut
+                if cut:
                     payload = payload[: server.cut.pop(rel)]
-                    self.wfile.write(payload)
+                server.log.append((self.command, rel, rng, len(payload)))  # before the client can see the end
+                self.wfile.write(payload)
+                if cut:
                     self.wfile.flush()
                     self.connection.shutdown(socket.SHUT_RDWR)
                     self.close_connection = True
-                else:
-                    self.wfile.write(payload)
-                server.log.append((self.command, rel, rng, len(payload)))
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"

@@ -30,8 +30,9 @@ def _imports(path: Path, module: str, top_level_only: bool) -> set[str]:
             found |= {a.name for a in node.names}
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
-            if node.level:  # relative
-                pkg = module.split(".")[: -node.level] if not path.name == "__init__.py" else module.split(".")
+            if node.level:  # relative: from the module's package, up level - 1 more
+                pkg = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
+                pkg = pkg[: len(pkg) - (node.level - 1)]
                 base = ".".join(pkg + ([node.module] if node.module else []))
             found.add(base)
             found |= {f"{base}.{a.name}" for a in node.names}

@@ -10,6 +10,7 @@ import asyncio
 import os
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import aiohttp
@@ -120,27 +121,28 @@ def test_labsubmission_crd_and_rayjob_mapping():
 
 async def test_submission_becomes_a_rayjob_and_its_result_comes_back(operator, ray_address, tmp_path):
     kmock = operator
-    await _api(kmock, "POST", _subs_path(), _submission("ada-m01", cluster={"name": "llmlab-ray"}))
-    job = await _eventually(lambda: _get_or_none(kmock, _jobs_path("grade-ada-m01")))
-    assert job["metadata"]["ownerReferences"][0]["name"] == "ada-m01"  # adopted: deleted with its owner
+    name = f"ada-m01-{uuid.uuid4().hex[:6]}"  # its Ray job id is fixed by the name: unique on a reused Ray head
+    await _api(kmock, "POST", _subs_path(), _submission(name, cluster={"name": "llmlab-ray"}))
+    job = await _eventually(lambda: _get_or_none(kmock, _jobs_path(f"grade-{name}")))
+    assert job["metadata"]["ownerReferences"][0]["name"] == name  # adopted: deleted with its owner
     assert not chart.validate_custom({k: v for k, v in job.items() if k != "status"}, CRDS)
     # the operator writes the status after creating the RayJob: wait for it rather than race it
-    sub = await _eventually(lambda: _phase(kmock, "ada-m01", "Pending"))
-    assert sub["status"]["phase"] == "Pending" and sub["status"]["rayJob"] == "grade-ada-m01"
+    sub = await _eventually(lambda: _phase(kmock, name, "Pending"))
+    assert sub["status"]["phase"] == "Pending" and sub["status"]["rayJob"] == f"grade-{name}"
 
     # play KubeRay: run the grading as the Ray job the RayJob names, on a real local Ray head
     ref = tmp_path / "submission.py"
     ref.write_text(m01_source("svd_ascending"))
     job_id = job["spec"]["jobId"]
     await asyncio.to_thread(ray_client.submit_grading, "m01", ref, address=ray_address, learner="ada", job_id=job_id)
-    await _api(kmock, "PATCH", _jobs_path("grade-ada-m01") + "/status",
+    await _api(kmock, "PATCH", _jobs_path(f"grade-{name}") + "/status",
                {"status": {"jobStatus": "RUNNING", "jobDeploymentStatus": "Running", "startTime": k8s.now_iso()}})
-    await _eventually(lambda: _phase(kmock, "ada-m01", "Running"))
+    await _eventually(lambda: _phase(kmock, name, "Running"))
     assert await asyncio.to_thread(ray_client.wait, job_id, ray_address, 300) == "SUCCEEDED"
-    await _api(kmock, "PATCH", _jobs_path("grade-ada-m01") + "/status",
+    await _api(kmock, "PATCH", _jobs_path(f"grade-{name}") + "/status",
                {"status": {"jobStatus": "SUCCEEDED", "jobDeploymentStatus": "Complete", "jobId": job_id,
                            "dashboardURL": ray_address.removeprefix("http://"), "endTime": k8s.now_iso()}})
-    sub = await _eventually(lambda: _phase(kmock, "ada-m01", "Succeeded"))
+    sub = await _eventually(lambda: _phase(kmock, name, "Succeeded"))
     assert sub["status"]["score"] == 5 and sub["status"]["maxScore"] == 14
     assert sub["status"]["result"]["learner"] == "ada" and sub["status"]["finishedAt"]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Annotated
@@ -143,14 +144,10 @@ def grade_cmd(lab_id: Annotated[str, typer.Argument(metavar="ID")],
         err.print(f"[yellow]warning:[/] grading without OS isolation ({why}); the submission runs with your "
                   "rights. Grade only code you trust; the grading service and Ray jobs refuse to do this.")
     try:
-        if as_json:
+        with contextlib.nullcontext() if as_json else out.status("grading") as status:
             result = grade(lab, path, learner=learner, seed=seed, limits=limits, allow_unisolated=True,
-                           stop_at_first_failure=first_failure)
-        else:
-            with out.status("grading") as status:
-                result = grade(lab, path, learner=learner, seed=seed, limits=limits, allow_unisolated=True,
-                               stop_at_first_failure=first_failure,
-                               progress=lambda name: status.update(f"grading {lab.id}: {name}"))
+                           stop_at_first_failure=first_failure,
+                           progress=status and (lambda name: status.update(f"grading {lab.id}: {name}")))
     except (FileNotFoundError, ValueError) as e:
         raise Fail(str(e), 2) from None
     _record(result, "local", record)
@@ -195,30 +192,28 @@ def submit_cmd(lab_id: Annotated[str, typer.Argument(metavar="ID")],
     print_result(result, as_json)
 
 
-def _grading_client(server: str, token: str | None):
+@contextlib.contextmanager
+def _grading_service(server: str, token: str | None):
+    """A client of the grading service; its refusals become errors for the user (exit 2 for the request's
+    fault, 1 for the service's or the network's)."""
     from llmlab.platform.grading_client import GradingClient, ServiceError
 
     try:
-        return GradingClient(server, token or "")
+        with GradingClient(server, token or "") as grader:
+            yield grader
     except ServiceError as e:
-        raise Fail(str(e), 2) from None
+        raise Fail(str(e), 2 if e.status and e.status < 500 else 1) from None
 
 
 def _submit_to_service(lab_id: str, path: Path, server: str, token: str | None, wait: bool, as_json: bool):
-    from llmlab.platform.grading_client import ServiceError
-
-    with _grading_client(server, token) as grader:
-        try:
-            if not wait:
-                sub = grader.submit(lab_id, path)
-                out.print(sub["id"] if as_json else f"submitted {sub['id']} to {server}")
-                return
-            with out.status("submitting") as status:
-                sub = grader.submit(lab_id, path, wait=True,
-                                    on_state=lambda state: status.update(f"submission: {state}"))
-            result = grader.result(sub)
-        except ServiceError as e:
-            raise Fail(str(e), 2 if e.status and e.status < 500 else 1) from None
+    with _grading_service(server, token) as grader:
+        if not wait:
+            sub = grader.submit(lab_id, path)
+            out.print(sub["id"] if as_json else f"submitted {sub['id']} to {server}")
+            return
+        with out.status("submitting") as status:
+            sub = grader.submit(lab_id, path, wait=True, on_state=lambda state: status.update(f"submission: {state}"))
+        result = grader.result(sub)
     print_result(result, as_json)
 
 
@@ -267,13 +262,8 @@ def gradebook_cmd(learner: Annotated[str | None, typer.Option(help="one learner 
     from llmlab.platform.gradebook import COMPONENT_NAMES, Gradebook
 
     if server:
-        from llmlab.platform.grading_client import ServiceError
-
-        with _grading_client(server, token) as grader:
-            try:
-                grades = [g for g in grader.gradebook() if learner in (None, g.learner)]
-            except ServiceError as e:
-                raise Fail(str(e), 2 if e.status and e.status < 500 else 1) from None
+        with _grading_service(server, token) as grader:
+            grades = [g for g in grader.gradebook() if learner in (None, g.learner)]
         where = server
     else:
         book = Gradebook(db)

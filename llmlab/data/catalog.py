@@ -172,10 +172,11 @@ def _download(url: str, f: DataFile, dest: Path, progress: bool) -> None:
 
     part = dest.with_name(dest.name + ".part")
     have = part.stat().st_size if part.exists() else 0
-    if have >= f.size:  # a complete or oversized leftover is checked below or started afresh
-        have = 0 if have > f.size else have
-    request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if 0 < have < f.size else {})
-    if have < f.size:
+    if have > f.size:  # not a prefix of this file: start afresh
+        part.unlink()
+        have = 0
+    request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+    if have < f.size:  # (a complete leftover is only verified)
         try:
             with urllib.request.urlopen(request, timeout=60) as r:
                 if have and r.status != 206:  # the server ignored the range: start over

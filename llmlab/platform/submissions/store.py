@@ -121,6 +121,14 @@ class Store:
                 q = q.where(Submission.learner_id == learner_id)
             return list(s.scalars(q))
 
+    def scores(self, learner_id: int) -> list[tuple[str, float, float]]:
+        """(lab, score, max_score) of the learner's graded submissions, oldest first (for the gradebook)."""
+        with self.session() as s:
+            return [tuple(row) for row in s.execute(
+                select(Submission.lab, Submission.score, Submission.max_score)
+                .where(Submission.learner_id == learner_id, Submission.state == "graded")
+                .order_by(Submission.created_at))]
+
     def unfinished(self) -> list[Submission]:
         with self.session() as s:
             return list(s.scalars(select(Submission).where(Submission.state.in_(UNFINISHED))))
