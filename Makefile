@@ -4,6 +4,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install --disable-pip-version-check -c constraints.txt
 PROFILE ?= quick
+# pytest-xdist workers for make test (tests/conftest.py keeps tests that share a fixture on one worker)
+TEST_WORKERS ?= 2
+PYTEST := $(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 .PHONY: install system-deps run test test-all bench loadtest charts lint clean
 
@@ -22,11 +25,11 @@ system-deps:  ## Debian packages the tests use (run as root; .ci/run does): Prom
 run: install  ## the main job: every built lab's deliverable and grading as Ray jobs, on a local Ray head
 	$(VENV)/bin/llmlab run --profile $(PROFILE)
 
-test: install  ## the test suite (without the slow tests)
-	$(PY) -m pytest
+test: install  ## the test suite (without the slow tests), on TEST_WORKERS cores
+	$(PYTEST)
 
 test-all: install  ## everything, slow tests (notebooks, full-scale checks) included
-	$(PY) -m pytest -m ""
+	$(PYTEST) -m ""
 
 bench: install  ## side-by-side benchmarks; figures land in benchmarks/results/
 	$(PY) benchmarks/run.py

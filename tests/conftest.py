@@ -2,6 +2,29 @@ import os
 
 import pytest
 
+# `make test` runs the suite on every core with pytest-xdist (`-n N --dist loadgroup`). Tests that share an
+# expensive module- or session-scoped fixture stay on one worker (a group per module), and all tests of the
+# one local Ray head form one group (a session fixture starts and stops it). The modules listed here are
+# many independent gradings and spread over the workers test by test.
+SPREAD = {"test_labs.py", "test_grader_hostile.py", "test_grader_service_inputs.py", "test_cli.py"}
+
+
+def pytest_configure(config):
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:  # one worker's torch on each core: oversubscribed OpenMP threads spin and crawl
+        import torch
+
+        torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // workers))
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.get_closest_marker("ray"):
+            item.add_marker(pytest.mark.xdist_group("ray"))
+        elif item.path.name not in SPREAD:
+            item.add_marker(pytest.mark.xdist_group(item.path.stem))
+
 
 def needs(tool_ok: bool, reason: str):
     """Skip on a user's machine when a system tool is missing; never skip under CI (CI=true)."""
