@@ -9,6 +9,8 @@ import math
 import torch
 from torch import Tensor
 
+from llmlab.scaling.laws import fit_power_law  # noqa: F401  (m08 fits its measured cost with it)
+
 
 def stable_softmax(x: Tensor, dim: int = -1) -> Tensor:
     """softmax(x) along ``dim`` computed as exp(x - max) / sum: no overflow for logits of any size. Entries
@@ -69,9 +71,3 @@ def attention_entropy(scores: Tensor, temperature: float = 1.0) -> Tensor:
     return -(p * torch.where(p > 0, logp, torch.zeros_like(logp))).sum(-1)
 
 
-def fit_power_law(sizes, seconds) -> tuple[float, float]:
-    """Least-squares fit of seconds = a * size^b on a log-log scale; returns (a, b)."""
-    x = torch.log(torch.as_tensor(sizes, dtype=torch.float64))
-    y = torch.log(torch.as_tensor(seconds, dtype=torch.float64))
-    b = float(((x - x.mean()) * (y - y.mean())).sum() / ((x - x.mean()) ** 2).sum())
-    return float(torch.exp(y.mean() - b * x.mean())), b

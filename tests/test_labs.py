@@ -192,9 +192,16 @@ def _m18(m, out):
     assert all(0 < r["acceptance"] <= 1 and r["tokens_per_step"] >= 1 for r in m["speculative"])
 
 
+def _m11(m, out):
+    assert all(m["within_published_se"].values())  # Chinchilla's fit: Besiroglu et al.'s values within their SEs
+    assert 15 < m["plan_1e21"]["tokens_per_param"] < 30 and 0.45 < m["n_opt_exponent_a"] < 0.55
+    assert m["kaplan_exponents"]["beta (L(D))"]["exponent"] > 0  # more data, lower loss
+    assert m["zoo"]["final_val_loss"][-1] < m["zoo"]["final_val_loss"][0]  # the largest model beats the smallest
+
+
 # The quick deliverables' headline numbers, as the issues state them (labs whose numbers are plots only: none)
 HEADLINES = {"m01": _m01, "m04": _m04, "m05": _m05, "m06": _m06, "m07": _m07, "m08": _m08, "m09": _m09,
-             "m10": _m10, "m18": _m18}
+             "m10": _m10, "m11": _m11, "m18": _m18}
 
 
 @pytest.mark.parametrize("lab_id", LABS)
