@@ -181,8 +181,11 @@ def compute_frontier(ctx: CheckContext):
             records.append({"N": float(N), "D": float(D), "C": float(6 * N * D),
                             "val_loss": float(ChinchillaFit(**TRUE).loss(N, D) + 0.01 * ctx.rng.standard_normal())})
     for key in ("C", "D"):
-        grid, best = ctx.call("envelope", records, key, 10)
-        grid, best = np.asarray(grid, dtype=np.float64), np.asarray(best, dtype=np.float64)
+        got = ctx.call("envelope", records, key, 10)
+        ctx.expect(isinstance(got, list | tuple) and len(got) == 2 and all(isinstance(g, list | tuple) for g in got),
+                   "envelope must return (grid, losses), two lists of numbers")
+        grid, best = (np.array([ctx.number(v, what) for v in values]) for values, what in zip(got, ("grid", "loss"),
+                                                                                               strict=True))
         want_grid = np.geomspace(min(r[key] for r in records) * 2, max(r[key] for r in records), 10)
         want = np.full(10, np.inf)
         for N in {r["N"] for r in records}:
