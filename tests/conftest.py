@@ -4,9 +4,11 @@ import pytest
 
 # `make test` runs the suite on every core with pytest-xdist (`-n N --dist loadgroup`). Tests that share an
 # expensive module- or session-scoped fixture stay on one worker (a group per module), and all tests of the
-# one local Ray head form one group (a session fixture starts and stops it). The modules listed here are
-# many independent gradings and spread over the workers test by test.
-SPREAD = {"test_labs.py", "test_grader_hostile.py", "test_grader_service_inputs.py", "test_cli.py"}
+# one local Ray head form one group (a session fixture starts and stops it), scheduled first: it is the
+# longest unit. The modules listed here are many independent gradings and spread over the workers test by
+# test. test_grader_hostile stays one group: its fork bomb exhausts the sandbox uid's process limit, which
+# a concurrent sandbox of the same uid would feel.
+SPREAD = {"test_labs.py", "test_grader_service_inputs.py", "test_cli.py"}
 
 
 def pytest_configure(config):
@@ -19,6 +21,7 @@ def pytest_configure(config):
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
 def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: item.get_closest_marker("ray") is None)  # stable: the Ray group first
     for item in items:
         if item.get_closest_marker("ray"):
             item.add_marker(pytest.mark.xdist_group("ray"))

@@ -1,9 +1,9 @@
 """The ``llmlab`` command. Thin: argument parsing and printing; the work is in the library.
 
 One module per verb group: ``labs`` (labs, grading, submissions, the gradebook), ``platform`` (the course
-run, services, learners, the local stack, SLOs and dashboards), ``text`` (tokenizer and graph tools) and
-``data`` (the course's data sets). Every verb exits non-zero on failure and prints the error without a
-traceback (``LLMLAB_DEBUG=1`` shows it).
+run, services, learners, the local stack, SLOs and dashboards), ``text`` (tokenizer and graph tools),
+``data`` (the course's data sets) and ``scaling`` (``llmlab plan``). Every verb exits non-zero on failure
+and prints the error without a traceback (``LLMLAB_DEBUG=1`` shows it).
 """
 
 from __future__ import annotations

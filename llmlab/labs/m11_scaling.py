@@ -288,9 +288,10 @@ def _zoo_section(profile: str, out: Path) -> tuple[dict, str]:
             axes[0].loglog([c for c, _, _ in curve], [v for _, _, v in curve], color=color, lw=1,
                            label=f"N={N / 1e6:.2f}M")
             axes[1].loglog([d for _, d, _ in curve], [v for _, _, v in curve], color=color, lw=1)
-        for ax, (x, y), (name, f), xlabel in zip(axes, ((C, LC), (D, LD), (sizes, final)), fits.items(),
-                                                 ("compute C = 6ND (FLOPs)", "tokens D", "non-embedding N"),
-                                                 strict=True):
+        panels = (((C, LC), "gamma (L(C))", "compute C = 6ND (FLOPs)"), ((D, LD), "beta (L(D))", "tokens D"),
+                  ((sizes, final), "alpha (L(N))", "non-embedding N"))
+        for ax, ((x, y), name, xlabel) in zip(axes, panels, strict=True):
+            f = fits[name]
             ax.loglog(x, y, "ko", ms=3)
             ax.loglog(x, [f["a"] * v ** -f["exponent"] for v in x], "k--",
                       label=f"{name.split()[0]} = {f['exponent']:.3f} [{f['interval'][0]:.3f}, {f['interval'][1]:.3f}]")
