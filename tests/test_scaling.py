@@ -165,3 +165,21 @@ def test_plan_cli():
     for args in (["--flops", "-1"], ["--flops", "1e21", "--gpu-hours", "2"], ["--gpu-hours", "2", "--gpu", "tpu"]):
         done = subprocess.run([LLMLAB, "plan", *args], capture_output=True, text=True, timeout=120)
         assert done.returncode == 2 and "error" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_off_limits_huber_fails_in_the_sandbox():
+    """The lab's off-limits cheat: an objective built on scipy.special.huber fails its check in the sandbox
+    (OffLimits), and the other checks stand."""
+    from llmlab.labs import get_lab
+    from llmlab.platform.grading import grade_source
+
+    lab = get_lab("m11")
+    source = lab.submission_source() + (
+        "from scipy.special import huber as _huber, logsumexp as _lse\nimport numpy as _np\n\n\n"
+        "def chinchilla_objective(params, N, D, L, delta=1e-3):\n"
+        "    a, b, e, al, be = params\n"
+        "    pred = _lse([a - al * _np.log(N), b - be * _np.log(D), _np.full(len(N), e)], axis=0)\n"
+        "    return float(_huber(delta, pred - _np.log(L)).sum())\n")
+    by = {c.name: c for c in grade_source(lab, source, trusted=True).checks}
+    assert not by["huber_objective"].passed and "off limits" in by["huber_objective"].message
+    assert by["power_law_fit"].passed and by["compute_optimal_split"].passed

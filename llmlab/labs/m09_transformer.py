@@ -307,18 +307,11 @@ PROFILES = {  # the two-layer character model
 }
 
 
-def _data():
-    from llmlab.data import shakespeare
-    from llmlab.tokenization import CharTokenizer
-
-    train, val = shakespeare.split()
-    tok = CharTokenizer.train(train + val)
-    return tok, np.array(tok.encode(train), dtype=np.int64), np.array(tok.encode(val), dtype=np.int64)
-
-
 def run(profile: str, out: Path) -> tuple[dict, str]:
     prof = PROFILES[profile]
-    tok, train_ids, val_ids = _data()
+    from llmlab.data import shakespeare
+
+    tok, train_ids, val_ids = shakespeare.char_tokens()
     cfg = transformer.TrainConfig(**{**prof["train"].__dict__})
     model = transformer.TransformerLM(transformer.TransformerConfig(tok.vocab_size, **prof["model"]), seed=0)
     grad_log: dict[str, list[float]] = {}

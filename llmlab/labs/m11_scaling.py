@@ -256,15 +256,6 @@ LAB.bug("envelope_linear_in_c", envelope=envelope_linear_in_c)
 
 
 # --- deliverable --------------------------------------------------------------------------------------
-def _shakespeare():
-    from llmlab.data import shakespeare
-    from llmlab.tokenization import CharTokenizer
-
-    train, val = shakespeare.split()
-    tok = CharTokenizer.train(train + val)
-    return tok.vocab_size, np.array(tok.encode(train), dtype=np.int64), np.array(tok.encode(val), dtype=np.int64)
-
-
 def _law(x, y, n_boot: int = 1000) -> dict:
     """A Kaplan power law y = a x^b with a 95% bootstrap interval of the exponent (reported as -b, the
     rate at which the loss falls)."""
@@ -274,8 +265,10 @@ def _law(x, y, n_boot: int = 1000) -> dict:
 
 
 def _zoo_section(profile: str, out: Path) -> tuple[dict, str]:
-    vocab, train, val = _shakespeare()
-    records = zoo.train_zoo(zoo.FULL if profile == "full" else zoo.QUICK, train, val, vocab)
+    from llmlab.data import shakespeare
+
+    tok, train, val = shakespeare.char_tokens()
+    records = zoo.train_zoo(zoo.FULL if profile == "full" else zoo.QUICK, train, val, tok.vocab_size)
     sizes = sorted({r["N"] for r in records})
     final = [min((r for r in records if r["N"] == N), key=lambda r: -r["D"])["val_loss"] for N in sizes]
     C, LC = zoo.envelope(records, "C")

@@ -48,14 +48,13 @@ class NoiseScale:
     """B_simple along training: the ratio of exponential moving averages of the two unbiased estimates."""
 
     def __init__(self, decay: float = 0.9):
-        self.decay, self.g2, self.trace, self.history = decay, None, None, []
+        self.decay, self.g2, self.trace = decay, None, None
 
-    def update(self, g_small_sq: float, g_big_sq: float, b_small: float, b_big: float, **at) -> float:
+    def update(self, g_small_sq: float, g_big_sq: float, b_small: float, b_big: float) -> float:
         g2, trace = noise_scale_estimates(g_small_sq, g_big_sq, b_small, b_big)
         d = self.decay
         self.g2 = g2 if self.g2 is None else d * self.g2 + (1 - d) * g2
         self.trace = trace if self.trace is None else d * self.trace + (1 - d) * trace
-        self.history.append({**at, "g2": g2, "trace": trace, "b_simple": self.b_simple})
         return self.b_simple
 
     @property

@@ -5,8 +5,7 @@ by a schedule tuned for a longer run (the caveat Hoffmann et al. raise about cos
 
 Every model sees the same tokens (as in Kaplan et al.'s Figure 1): L(N) is read at the last checkpoint,
 L(D) and L(C) are the envelopes of the learning curves over models (the lowest loss any model reaches by a
-token count or a compute), and the IsoFLOP slices come from interpolating each curve at a fixed C = 6 N D.
-Along the way the gradient noise scale is measured.
+token count or a compute). Along the way the gradient noise scale is measured.
 """
 
 from __future__ import annotations
@@ -19,7 +18,7 @@ import torch
 from tqdm import tqdm
 
 from llmlab.scaling.noise import NoiseScale, batch_gradient_norms
-from llmlab.transformer import TransformerConfig, TransformerLM, cross_entropy, evaluate, get_batch
+from llmlab.transformer import TransformerConfig, TransformerLM, clip_grad_norm, cross_entropy, evaluate, get_batch
 
 
 @dataclass(frozen=True)
@@ -58,22 +57,21 @@ def train_zoo(cfg: ZooConfig, train_tokens: np.ndarray, val_tokens: np.ndarray, 
         model = TransformerLM(TransformerConfig(vocab_size, context=cfg.context, d_model=d_model,
                                                 n_layers=n_layers, n_heads=n_heads), seed=cfg.seed).to(device)
         N = non_embedding_params(model)
-        steps = cfg.steps
-        marks = sorted({int(s) for s in np.geomspace(max(steps / 32, 4), steps, cfg.checkpoints).round()})
+        marks = {int(s) for s in np.geomspace(max(cfg.steps / 32, 4), cfg.steps, cfg.checkpoints).round()}
         opt = AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=0.0)
         gen = torch.Generator().manual_seed(cfg.seed)
         noise, t0 = NoiseScale(), time.perf_counter()
-        for step in tqdm(range(1, steps + 1), desc=f"zoo N={N / 1e6:.2f}M", mininterval=2, leave=False):
+        for step in tqdm(range(1, cfg.steps + 1), desc=f"zoo N={N / 1e6:.2f}M", mininterval=2, leave=False):
             for group in opt.param_groups:
                 group["lr"] = cfg.lr * min(1.0, step / cfg.warmup)
             x, y = get_batch(train_tokens, cfg.batch_size, cfg.context, device, generator=gen)
             loss = cross_entropy(model(x), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            clip_grad_norm(model.parameters(), 1.0)
             opt.step()
             if step in marks:
-                noise.update(*batch_gradient_norms(model, cross_entropy, x, y, cfg.noise_parts), step=step)
+                noise.update(*batch_gradient_norms(model, cross_entropy, x, y, cfg.noise_parts))
                 D = step * tokens_per_step
                 records.append({"d_model": d_model, "n_layers": n_layers, "N": N, "N_total": model.n_params,
                                 "D": D, "C": 6 * N * D, "step": step,
