@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from llmlab.attention import scaled_dot_product_attention, stable_softmax
+from llmlab.distributed.checkpointing import checkpoint_segment
 
 POSITIONS = ("rope", "learned", "sinusoidal", "alibi")
 
@@ -275,6 +276,7 @@ class TransformerLM(nn.Module):
         self.blocks = nn.ModuleList(TransformerBlock(cfg) for _ in range(cfg.n_layers))
         self.final_norm = Norm(cfg.d_model, cfg.norm, cfg.norm_eps)
         self.head = None if cfg.tie_embeddings else nn.Parameter(torch.empty(cfg.vocab_size, cfg.d_model))
+        self.activation_checkpointing = False  # recompute each block in backward (lab m12)
         self.reset_parameters(seed)
 
     def reset_parameters(self, seed: int | None = None) -> None:
@@ -303,7 +305,10 @@ class TransformerLM(nn.Module):
             bias = alibi_slopes(self.config.n_heads)[:, None, None] * rel[None]
         residuals = [x]
         for block in self.blocks:
-            x = block(x, positions, bias)
+            if self.activation_checkpointing and x.requires_grad:
+                x = checkpoint_segment(block, x, positions, bias)
+            else:
+                x = block(x, positions, bias)
             residuals.append(x)
         logits = linear(self.final_norm(x), self.embed if self.head is None else self.head)
         return (logits, residuals) if return_residuals else logits

@@ -56,7 +56,7 @@ def test_custom_resources_validate_against_their_crds(rendered):
                 seen.add(d["kind"])
                 errors = chart.validate_custom(d, CRDS)
                 assert not errors, (name, d["kind"], errors[:5])
-    assert {"RayCluster", "ServiceMonitor", "PrometheusRule"} <= seen
+    assert {"RayCluster", "RayJob", "ServiceMonitor", "PrometheusRule"} <= seen
 
 
 def test_crd_validation_catches_a_wrong_field(rendered):
@@ -173,7 +173,8 @@ def test_values_schema_rejects_bad_values():
     import helm_python
 
     for bad in ({"inference": {"speculative": {"method": "magic"}}}, {"image": {"tag": "latest"}},
-                {"grader": {"replicas": 0}}, {"surprise": True}):
+                {"grader": {"replicas": 0}}, {"surprise": True}, {"pretrain": {"zeroStage": 4}},
+                {"pretrain": {"dataSource": "x'; rm -rf /"}}, {"pretrain": {"modelSize": "7b"}}):
         with pytest.raises(helm_python.HelmError):
             chart.render(bad)
 
@@ -296,3 +297,42 @@ def test_inference_requires_an_api_key_from_a_secret(rendered):
                 assert ref["key"] in secret["data"], name
                 seen += 1
     assert seen >= 2
+
+
+def _pretrain_config(rayjob: dict) -> dict:
+    import shlex
+
+    argv = shlex.split(rayjob["spec"]["entrypoint"])
+    assert argv[:3] == ["python", "-m", "llmlab.platform.jobs.pretrain_job"]
+    return json.loads(argv[argv.index("--config-json") + 1])
+
+
+MODEL_FIELDS = ("d_model", "n_layers", "n_heads", "context", "micro_batch", "lr", "min_lr", "warmup")
+
+
+def test_pretraining_rayjob_follows_the_values(rendered):
+    """The pretraining RayJob's settings are a valid PretrainConfig whose model is llmlab's FULL (70m) or
+    QUICK preset; workers, GPUs and the output claim are the values'; the cluster goes when the job ends."""
+    from llmlab.distributed.pretrain import FULL, QUICK, PretrainConfig
+
+    assert not any(d["kind"] == "RayJob" for d in rendered["minimal-cpu"])  # off unless asked for
+    job = next(d for d in rendered["pretrain"] if d["kind"] == "RayJob")
+    cfg = PretrainConfig.from_dict(_pretrain_config(job))
+    assert all(getattr(cfg, f) == getattr(FULL, f) for f in MODEL_FIELDS)
+    assert (cfg.zero_stage, cfg.bf16, cfg.workers, cfg.gpus_per_worker) == (3, True, 2, 1)
+    assert job["spec"]["shutdownAfterJobFinishes"] is True
+    group = job["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]
+    assert group["replicas"] == group["minReplicas"] == group["maxReplicas"] == 2
+    pod = group["template"]["spec"]
+    assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert pod["containers"][0]["image"].endswith("-gpu")
+    assert {"name": "output", "persistentVolumeClaim": {"claimName": "llmlab-pretrain-results"}} in pod["volumes"]
+
+    quick = chart.render({"pretrain": {"enabled": True, "modelSize": "quick", "workers": 2, "gpusPerWorker": 0,
+                                       "cpusPerWorker": 1, "zeroStage": 2}})
+    job = next(d for d in quick if d["kind"] == "RayJob")
+    cfg = PretrainConfig.from_dict(_pretrain_config(job))
+    assert all(getattr(cfg, f) == getattr(QUICK, f) for f in MODEL_FIELDS) and cfg.zero_stage == 2
+    pod = job["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["template"]["spec"]
+    assert "nvidia.com/gpu" not in pod["containers"][0]["resources"]["limits"] and "tolerations" not in pod
+    assert not chart.validate_custom(job, CRDS)

@@ -2,8 +2,8 @@
 
 One module per verb group: ``labs`` (labs, grading, submissions, the gradebook), ``platform`` (the course
 run, services, learners, the local stack, SLOs and dashboards), ``text`` (tokenizer and graph tools),
-``data`` (the course's data sets) and ``scaling`` (``llmlab plan``). Every verb exits non-zero on failure
-and prints the error without a traceback (``LLMLAB_DEBUG=1`` shows it).
+``data`` (the course's data sets), ``scaling`` (``llmlab plan``) and ``train`` (``llmlab pretrain``). Every
+verb exits non-zero on failure and prints the error without a traceback (``LLMLAB_DEBUG=1`` shows it).
 """
 
 from __future__ import annotations
@@ -57,4 +57,4 @@ def main() -> None:
 
 
 # the verb groups register their commands on ``app`` (imported last: they import the names above)
-from llmlab.cli import data, labs, platform, scaling, text  # noqa: E402,F401
+from llmlab.cli import data, labs, platform, scaling, text, train  # noqa: E402,F401

@@ -101,3 +101,13 @@ container.apparmor.security.beta.kubernetes.io/{{ .container }}: unconfined
 - {name: LLMLAB_INSECURE_NO_SANDBOX, value: "1"}
 {{- end }}
 {{- end -}}
+
+{{/* Where the pretraining RayJob writes: a PersistentVolumeClaim when named, else scratch space. */}}
+{{- define "llmlab.pretrainOutputVolume" -}}
+- name: output
+{{- if .Values.pretrain.output.claimName }}
+  persistentVolumeClaim: {claimName: {{ .Values.pretrain.output.claimName }}}
+{{- else }}
+  emptyDir: {}
+{{- end }}
+{{- end -}}

@@ -1,0 +1,49 @@
+"""How fast training goes, and how to go bigger: model FLOPs per token and MFU (PaLM, Appendix B, as
+nanoGPT computes it), and the learning rate for a larger batch (linear rule, Goyal et al. 2017; square-root
+rule, Krizhevsky 2014 / Malladi et al. 2022 for Adam), reached by linear warm-up."""
+
+from __future__ import annotations
+
+import math
+
+from llmlab.transformer import TransformerLM
+
+RULES = ("linear", "sqrt")
+
+
+def matmul_params(model: TransformerLM) -> int:
+    """Parameters that take part in matrix products: all but the input embedding (a table lookup), unless
+    the output head is tied to it."""
+    lookup = 0 if model.head is None else model.embed.numel()
+    return model.n_params - lookup
+
+
+def flops_per_token(n_params: int, n_layers: int, context: int, d_model: int) -> float:
+    """Training FLOPs per token of a model with ``n_params`` weights in matrix products: 6 N for the
+    forward and backward products with the weights, plus 12 L T d for attention's scores and weighted sums
+    over a context of T (PaLM's 6N + 12LHQT, with H Q = d)."""
+    return 6 * n_params + 12 * n_layers * context * d_model
+
+
+def model_flops_per_token(model: TransformerLM, context: int) -> float:
+    cfg = model.config
+    return flops_per_token(matmul_params(model), cfg.n_layers, context, cfg.d_model)
+
+
+def mfu(tokens_per_s: float, flops_per_tok: float, peak_flops: float) -> float:
+    """Model FLOPs utilization: the FLOP/s the model's arithmetic needs at this throughput over the
+    device's peak (recomputation by activation checkpointing is not counted: that would be HFU)."""
+    return tokens_per_s * flops_per_tok / peak_flops
+
+
+def scaled_lr(base_lr: float, base_batch: int, batch: int, rule: str = "linear") -> float:
+    """The learning rate for ``batch`` given one tuned at ``base_batch``: times k (linear) or sqrt(k)."""
+    if rule not in RULES:
+        raise ValueError(f"rule must be one of {RULES}")
+    k = batch / base_batch
+    return base_lr * (k if rule == "linear" else math.sqrt(k))
+
+
+def warmup_lr(step: int, lr: float, warmup: int) -> float:
+    """Linear warm-up from lr / warmup to lr over the first ``warmup`` steps (step counts from 1), then flat."""
+    return lr * min(1.0, step / max(warmup, 1))
