@@ -14,6 +14,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import autodiff_ffn  # noqa: E402
 import inference_bench  # noqa: E402
 import isolation_bench  # noqa: E402
+import pretrain_bench  # noqa: E402
 import submit_latency  # noqa: E402
 import tokenizers_bench  # noqa: E402
 
@@ -23,9 +24,10 @@ def main() -> None:
     out.mkdir(exist_ok=True)
     results = {"when": dt.datetime.now(dt.UTC).isoformat(), "machine": platform.platform(),
                "benchmarks": [autodiff_ffn.main(), submit_latency.main(), tokenizers_bench.main(),
-                              inference_bench.main(), isolation_bench.main()]}
+                              inference_bench.main(), isolation_bench.main(),
+                              pretrain_bench.main()]}
     (out / "results.json").write_text(json.dumps(results, indent=2))
-    ffn, lat, tok, inf, iso = results["benchmarks"]
+    ffn, lat, tok, inf, iso, pre = results["benchmarks"]
     print("autodiff: llmlab Tensor vs torch autograd, FFN forward+backward (float64, CPU)")
     for r in ffn["rows"]:
         print(f"  {r['shape']:<28} llmlab {r['llmlab_s'] * 1e3:8.1f} ms  torch {r['torch_s'] * 1e3:8.1f} ms  "
@@ -43,6 +45,7 @@ def main() -> None:
           f"same ids: {tok['same_ids']}")
     inference_bench.report(inf)
     isolation_bench.report(iso)
+    pretrain_bench.report(pre)
     print(f"wrote {out / 'results.json'}")
 
 

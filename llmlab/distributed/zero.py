@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import math
+import warnings
 
 import torch
 from torch import Tensor
@@ -51,17 +52,28 @@ def zero_model_state_bytes(psi: float, world_size: int, stage: int, k: int = ADA
 
 
 def live_tensor_bytes() -> int:
-    """Bytes of every tensor storage this process can reach (each storage once): what a rank holds
-    between steps, measured rather than predicted. CPU tensors only; on a GPU use the allocator's stats."""
+    """Bytes of every tensor storage this process can reach (each storage once), gradients included: what
+    a rank holds, measured rather than predicted. The census walks the garbage collector's objects and each
+    tensor's ``.grad`` (a gradient autograd wrote has no Python object of its own until it is read). CPU
+    tensors only; on a GPU use the allocator's statistics."""
     seen, total = set(), 0
-    for obj in gc.get_objects():
-        try:
-            if not isinstance(obj, Tensor) or obj.device.type != "cpu":
-                continue
-            storage = obj.untyped_storage()
-        except (RuntimeError, ReferenceError, NotImplementedError):
-            continue
+
+    def count(t) -> None:
+        nonlocal total
+        storage = t.untyped_storage()
         if storage.data_ptr() not in seen and storage.nbytes():
             seen.add(storage.data_ptr())
             total += storage.nbytes()
+
+    with warnings.catch_warnings():  # isinstance() on torch's deprecated module proxies warns
+        warnings.simplefilter("ignore")
+        for obj in gc.get_objects():
+            try:
+                if not isinstance(obj, Tensor) or obj.device.type != "cpu":
+                    continue
+                count(obj)
+                if obj.is_leaf and obj.requires_grad and obj.grad is not None:
+                    count(obj.grad)
+            except (RuntimeError, ReferenceError, NotImplementedError):
+                continue
     return total
