@@ -17,8 +17,11 @@ import time
 
 import torch
 
-from llmlab.distributed import pretrain, zero
-from llmlab.transformer import TransformerConfig, TransformerLM, cross_entropy, get_batch
+# before anything imports Ray: its driver must reach the loopback-only local head as 127.0.0.1
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
+from llmlab.distributed import pretrain, zero  # noqa: E402
+from llmlab.transformer import TransformerConfig, TransformerLM, cross_entropy, get_batch  # noqa: E402
 
 CFG = dataclasses.replace(pretrain.QUICK, d_model=128, n_layers=4, n_heads=4, context=128, micro_batch=8, steps=2,
                           eval_every=2, eval_batches=1, sweep_steps=6, cpus_per_worker=1.0)
@@ -110,8 +113,7 @@ def main() -> dict:
     from llmlab.platform.jobs import local
 
     address = local.ensure(None)  # the local head: the driver connects to it like any Ray job's
-    os.environ.update(RAY_ADDRESS=f"127.0.0.1:{local.DEFAULT_GCS_PORT}", RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",
-                      GLOO_SOCKET_IFNAME="lo")
+    os.environ.update(RAY_ADDRESS=f"127.0.0.1:{local.DEFAULT_GCS_PORT}", GLOO_SOCKET_IFNAME="lo")
     rows = {"torch, 1 process, fp32": single_process(False), "torch, 1 process, bf16 autocast": single_process(True),
             "torch DDP, 2 ranks, fp32": ddp()}
     for bf16 in (False, True):

@@ -228,7 +228,6 @@ def test_quick_deliverable(lab_id, tmp_path, request, monkeypatch):
 
         request.getfixturevalue("ray_address")
         monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{local.DEFAULT_GCS_PORT}")
-        monkeypatch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # a driver on loopback, as the head
         monkeypatch.setenv("GLOO_SOCKET_IFNAME", "lo")
     record = run_deliverable(lab_id, "quick", tmp_path)
     DeliverableRecord(lab=lab_id, profile="quick", out_dir=str(tmp_path), metrics=record).model_dump_json()
