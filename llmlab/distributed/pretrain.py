@@ -173,8 +173,9 @@ def _measure_stage(cfg: PretrainConfig, stage: int, train: np.ndarray, vocab: in
     the first."""
     import gc
 
+    device = "cuda" if cfg.gpus_per_worker else "cpu"
     gc.collect()
-    base = zero.live_tensor_bytes()
+    base = zero.held_bytes(device)
     engine, n_params = _engine(cfg, stage, vocab)
     peak, t0 = 0, 0.0
     for step in range(cfg.sweep_steps + 2):  # step 0 creates the optimizer states; step 1 is measured
@@ -184,11 +185,11 @@ def _measure_stage(cfg: PretrainConfig, stage: int, train: np.ndarray, vocab: in
             _micro_step(engine, train, cfg, gen)
         if step == 1:
             gc.collect()
-            peak = zero.live_tensor_bytes() - base
+            peak = zero.held_bytes(device) - base
         engine.step()
     seconds = time.perf_counter() - t0
     gc.collect()
-    held = zero.live_tensor_bytes() - base
+    held = zero.held_bytes(device) - base
     engine.destroy()
     del engine
     gc.collect()
@@ -206,9 +207,9 @@ def _partition_layout_holds(engine, cfg: PretrainConfig, vocab: int, rank: int) 
                                             n_heads=cfg.n_heads), seed=cfg.seed)
     ws = engine.world_size
     mine = lambda q, dtype: zero.partition_flat(q.detach().flatten().to(dtype), ws)[rank]
-    ours = all(torch.equal(p.ds_tensor, mine(q, p.ds_tensor.dtype))
+    ours = all(torch.equal(p.ds_tensor.cpu(), mine(q, p.ds_tensor.dtype))
                for p, q in zip(engine.module.parameters(), fresh.parameters(), strict=True))
-    agree = torch.tensor([int(ours)])
+    agree = torch.tensor([int(ours)], device=engine.device)  # NCCL reduces GPU tensors only
     dist.all_reduce(agree, op=dist.ReduceOp.MIN)
     return bool(agree.item())
 
@@ -297,7 +298,10 @@ def pretrain(cfg: PretrainConfig, out_dir, address: str | None = None) -> dict:
     started = not ray.is_initialized()
     if started:
         env = {k: os.environ[k] for k in ("GLOO_SOCKET_IFNAME", "OMP_NUM_THREADS") if k in os.environ}
-        ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=False)
+        # A Ray job's driver: the job's runtime env reaches the workers already (and Ray refuses a second one
+        # that sets the same variables). Anywhere else, the workers get this process's settings.
+        in_job = "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
+        ray.init(address=address, runtime_env=None if in_job else {"env_vars": env}, log_to_driver=False)
     try:
         resources = {"CPU": cfg.cpus_per_worker} | ({"GPU": cfg.gpus_per_worker} if cfg.gpus_per_worker else {})
         trainer = TorchTrainer(

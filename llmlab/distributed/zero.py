@@ -77,3 +77,12 @@ def live_tensor_bytes() -> int:
             except (RuntimeError, ReferenceError, NotImplementedError):
                 continue
     return total
+
+
+def held_bytes(device: str = "cpu") -> int:
+    """Bytes of tensors this process holds on ``device``: the CUDA allocator's count on a GPU, else the
+    census of :func:`live_tensor_bytes`."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        return torch.cuda.memory_allocated()
+    return live_tensor_bytes()

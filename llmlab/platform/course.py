@@ -36,6 +36,13 @@ def _submit(address: str, entrypoint: str, meta: dict) -> str:
     return job_id
 
 
+def submit_deliverable(address: str, lab_id: str, profile: str, out_dir: Path, learner: str = LEARNER) -> str:
+    """A lab's reference deliverable as a Ray job writing into ``out_dir``; returns the job id."""
+    return _submit(address, shlex.join(["python", "-m", "llmlab.platform.jobs.deliverable_job", lab_id, "--profile",
+                                        profile, "--out", str(out_dir)]),
+                   {"llmlab.kind": "deliverable", "llmlab.lab": lab_id, "llmlab.learner": learner})
+
+
 def run_course(profile: str = "quick", address: str | None = None, labs: list[str] | None = None,
                out_dir: Path | None = None, console: Console | None = None) -> Path:
     if profile not in PROFILES:
@@ -55,10 +62,7 @@ def run_course(profile: str = "quick", address: str | None = None, labs: list[st
     t0 = time.monotonic()
     jobs: dict[tuple[str, str], str] = {}
     for lab_id in labs:
-        jobs[(lab_id, "deliverable")] = _submit(
-            address, shlex.join(["python", "-m", "llmlab.platform.jobs.deliverable_job", lab_id, "--profile", profile,
-                                 "--out", str(out_dir / lab_id)]),
-            {"llmlab.kind": "deliverable", "llmlab.lab": lab_id, "llmlab.learner": LEARNER})
+        jobs[(lab_id, "deliverable")] = submit_deliverable(address, lab_id, profile, out_dir / lab_id)
         jobs[(lab_id, "grade")] = _submit(
             address, grade_entrypoint(lab_id, reference=True, learner=LEARNER),
             {"llmlab.kind": "grade", "llmlab.lab": lab_id, "llmlab.learner": LEARNER})
