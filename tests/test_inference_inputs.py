@@ -155,8 +155,8 @@ def test_a_failing_batch_fails_alone_and_the_engine_serves_on(tiny_model):
 
     async def one(prompt):
         stream = runner.submit(engine.tokenizer.encode(prompt), SamplingParams(max_tokens=4, temperature=0))
-        async for _, req in runner.stream(stream):
-            if req.finished:
+        async for _, req, final in runner.stream(stream):
+            if final:
                 return req.text
 
     async def scenario():
@@ -168,6 +168,31 @@ def test_a_failing_batch_fails_alone_and_the_engine_serves_on(tiny_model):
         assert len(asyncio.run(scenario())) == 4 and runner.alive
     finally:
         runner.stop()
+
+
+def test_a_slow_stream_reader_gets_every_token(tiny_model):
+    """A consumer that reads each item only after the engine has finished the request still receives the
+    final item (the engine thread's request object says finished early; the queue's own flag decides)."""
+    import asyncio
+
+    engine = Engine.from_folder(tiny_model)
+    runner = AsyncEngine(engine).start()
+    want = engine.generate(["the quick"], SamplingParams(max_tokens=12, temperature=0))[0]
+
+    async def slow():
+        stream = runner.submit(engine.tokenizer.encode("the quick"), SamplingParams(max_tokens=12, temperature=0))
+        ids, last = [], None
+        async for item in runner.stream(stream):
+            ids += item[0]
+            last = item
+            await asyncio.sleep(0.3)  # the engine finishes meanwhile
+        return ids, last[1].text, last[2]
+
+    try:
+        ids, text, final = asyncio.run(slow())
+    finally:
+        runner.stop()
+    assert final and ids == want.output_ids and text == want.text
 
 
 def test_a_dead_engine_loop_fails_health_and_asks_to_exit(tiny_model):

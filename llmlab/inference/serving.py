@@ -84,13 +84,15 @@ class AsyncEngine:
             self._wake.set()
 
     async def stream(self, stream: _Stream):
-        """Yield (new token ids, request) as they are generated; the last item has request.finished."""
+        """Yield (new token ids, request, final) as they are generated; ``final`` marks the last item, after
+        which the engine no longer touches the request. (The request object is the engine thread's: while
+        items are in flight its ``finished`` may already be set, and its text not yet final.)"""
         while True:
             item = await stream.queue.get()
             if isinstance(item, BaseException):
                 raise item
             yield item
-            if item[1].finished:
+            if item[2]:
                 return
 
     # --- the engine thread ----------------------------------------------------------------------------
@@ -144,7 +146,7 @@ class AsyncEngine:
         if new or req.finished:
             if s.tokens or req.finished:
                 s.sent = len(req.output_ids)
-                s.loop.call_soon_threadsafe(s.queue.put_nowait, (new, req))
+                s.loop.call_soon_threadsafe(s.queue.put_nowait, (new, req, req.finished))
             if before is None:  # its first tokens: time to first token
                 self.metrics.ttft.labels(self.metrics.model_name).observe(req.first_token_at - req.arrival)
             else:

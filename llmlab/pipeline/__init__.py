@@ -1,2 +1,3 @@
-"""From Common Crawl to training tokens (lab m17): reading WARC/WET records as a stream (:mod:`.warc`);
-extraction, filters, deduplication, sharding and the Ray Data stages come next."""
+"""From Common Crawl to training tokens (lab m17): WARC/WET records read as a stream (:mod:`.warc`),
+deduplication, exact and MinHash-LSH (:mod:`.dedup`), PII masking (:mod:`.pii`). Extraction, quality
+filters, sharding and the Ray Data stages come next."""

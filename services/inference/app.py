@@ -288,10 +288,10 @@ def _sse(runner: AsyncEngine, stream, chunk, body: _Sampling, prompt_tokens: int
         sent = 0
         req = None
         try:
-            async for _, req in runner.stream(stream):
+            async for _, req, final in runner.stream(stream):
                 text = req.text
-                upto = len(text) if req.finished else max(sent, len(text) - hold)
-                if not req.finished and text[upto - 1: upto] == "\ufffd":  # half of a multi-byte character
+                upto = len(text) if final else max(sent, len(text) - hold)
+                if not final and text[upto - 1: upto] == "\ufffd":  # half of a multi-byte character
                     upto -= 1
                 if upto > sent:
                     yield f"data: {json.dumps(chunk(text[sent:upto], None))}\n\n"
