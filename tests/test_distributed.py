@@ -142,3 +142,19 @@ def test_pretrain_job_entrypoint_round_trips_the_config():
     argv = shlex.split(cmd)
     assert argv[:3] == ["python", "-m", "llmlab.platform.jobs.pretrain_job"]
     assert json.loads(argv[argv.index("--config-json") + 1]) == {"zero_stage": 3, "name": "a b'c"}
+
+
+def test_off_limits_torch_checkpoint_fails_in_the_sandbox():
+    """m12's off-limits cheat: a checkpointed segment that hands the work to torch.utils.checkpoint fails
+    its check in the sandbox, and the other checks stand."""
+    from llmlab.labs import get_lab
+    from llmlab.platform.grading import grade_source
+
+    lab = get_lab("m12")
+    source = lab.submission_source() + (
+        "\n\ndef checkpoint_segment(fn, *args):\n"
+        "    from torch.utils.checkpoint import checkpoint\n"
+        "    return checkpoint(fn, *args, use_reentrant=True)\n")
+    by = {c.name: c for c in grade_source(lab, source, trusted=True).checks}
+    assert not by["checkpointed_segment"].passed and "off limits" in by["checkpointed_segment"].message
+    assert by["bf16_rounding"].passed and by["zero_partition"].passed

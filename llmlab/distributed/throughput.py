@@ -6,16 +6,7 @@ from __future__ import annotations
 
 import math
 
-from llmlab.transformer import TransformerLM
-
 RULES = ("linear", "sqrt")
-
-
-def matmul_params(model: TransformerLM) -> int:
-    """Parameters that take part in matrix products: all but the input embedding (a table lookup), unless
-    the output head is tied to it."""
-    lookup = 0 if model.head is None else model.embed.numel()
-    return model.n_params - lookup
 
 
 def flops_per_token(n_params: int, n_layers: int, context: int, d_model: int) -> float:
@@ -23,11 +14,6 @@ def flops_per_token(n_params: int, n_layers: int, context: int, d_model: int) ->
     forward and backward products with the weights, plus 12 L T d for attention's scores and weighted sums
     over a context of T (PaLM's 6N + 12LHQT, with H Q = d)."""
     return 6 * n_params + 12 * n_layers * context * d_model
-
-
-def model_flops_per_token(model: TransformerLM, context: int) -> float:
-    cfg = model.config
-    return flops_per_token(matmul_params(model), cfg.n_layers, context, cfg.d_model)
 
 
 def mfu(tokens_per_s: float, flops_per_tok: float, peak_flops: float) -> float:
