@@ -17,7 +17,6 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import os
 import shutil
 import tempfile
 import time
@@ -290,30 +289,11 @@ def pretrain(cfg: PretrainConfig, out_dir, address: str | None = None) -> dict:
     """Run ``cfg`` on the Ray cluster at ``address`` (None: the one this process is connected to, the one
     ``RAY_ADDRESS`` names, or a new local instance). Writes ``out_dir/model`` (Hugging Face folder) and
     ``out_dir/summary.json``, and returns the summary."""
-    import ray
-    from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
+    from llmlab.distributed.ray_train import fit
 
     out_dir = Path(out_dir).resolve()
-    started = not ray.is_initialized()
-    if started:
-        env = {k: os.environ[k] for k in ("GLOO_SOCKET_IFNAME", "OMP_NUM_THREADS") if k in os.environ}
-        # A Ray job's driver: the job's runtime env reaches the workers already (and Ray refuses a second one
-        # that sets the same variables). Anywhere else, the workers get this process's settings.
-        in_job = "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
-        ray.init(address=address, runtime_env=None if in_job else {"env_vars": env}, log_to_driver=False)
-    try:
-        resources = {"CPU": cfg.cpus_per_worker} | ({"GPU": cfg.gpus_per_worker} if cfg.gpus_per_worker else {})
-        trainer = TorchTrainer(
-            train_loop, train_loop_config=asdict(cfg),
-            scaling_config=ScalingConfig(num_workers=cfg.workers, use_gpu=cfg.gpus_per_worker > 0,
-                                         resources_per_worker=resources),
-            torch_config=TorchConfig(backend="nccl" if cfg.gpus_per_worker else "gloo"),
-            run_config=RunConfig(name=cfg.name, storage_path=str(out_dir / "ray")))
-        result = trainer.fit()
-    finally:
-        if started:
-            ray.shutdown()
+    result = fit(train_loop, asdict(cfg), workers=cfg.workers, cpus_per_worker=cfg.cpus_per_worker,
+                 gpus_per_worker=cfg.gpus_per_worker, name=cfg.name, storage=str(out_dir / "ray"), address=address)
     with result.checkpoint.as_directory() as ckpt:
         shutil.copytree(Path(ckpt) / "model", out_dir / "model", dirs_exist_ok=True)
         summary = json.loads((Path(ckpt) / "summary.json").read_text())

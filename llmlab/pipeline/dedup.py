@@ -40,22 +40,35 @@ def exact_dedup(docs: list[str]) -> list[int]:
     return keep
 
 
+def line_hashes(text: str) -> list[int | None]:
+    """:func:`text_hash` of each line (None for blank lines)."""
+    return [text_hash(line) if line.strip() else None for line in text.split("\n")]
+
+
+def repeated_lines(hashes_per_doc: list[list[int | None]]) -> list[set[int]]:
+    """For each document, the indices of its lines that occurred earlier in the corpus (this document
+    included); blank lines never count."""
+    seen, out = set(), []
+    for hashes in hashes_per_doc:
+        repeats = set()
+        for i, h in enumerate(hashes):
+            if h is not None:
+                if h in seen:
+                    repeats.add(i)
+                seen.add(h)
+        out.append(repeats)
+    return out
+
+
+def drop_lines(text: str, indices: set[int]) -> str:
+    return "\n".join(line for i, line in enumerate(text.split("\n")) if i not in indices)
+
+
 def dedup_lines(docs: list[str]) -> tuple[list[str], int]:
     """Each line kept only where it first occurs in the corpus (blank lines kept); returns the documents
     and how many lines were dropped."""
-    seen, out, dropped = set(), [], 0
-    for d in docs:
-        kept = []
-        for line in d.split("\n"):
-            h = text_hash(line) if line.strip() else None
-            if h is not None and h in seen:
-                dropped += 1
-                continue
-            if h is not None:
-                seen.add(h)
-            kept.append(line)
-        out.append("\n".join(kept))
-    return out, dropped
+    repeats = repeated_lines([line_hashes(d) for d in docs])
+    return [drop_lines(d, r) for d, r in zip(docs, repeats, strict=True)], sum(map(len, repeats))
 
 
 def shingles(text: str, n: int = 5) -> set[str]:
@@ -107,16 +120,16 @@ def candidate_probability(s: float, bands: int, rows: int) -> float:
     return 1 - (1 - s**rows) ** bands
 
 
-def near_dedup(docs: list[str], threshold: float = 0.8, num_perm: int = 128, bands: int = 16,
-               n: int = 5, seed: int = 0) -> tuple[list[int], list[list[int]]]:
-    """MinHash-LSH near-duplicate removal: candidates from the bands, confirmed by the signature estimate
-    >= threshold, grouped (union-find); keeps the first document of each group. Returns (kept indices,
-    groups of more than one)."""
+def near_duplicate_groups(signatures: list[np.ndarray], threshold: float = 0.8,
+                          bands: int = 16) -> tuple[list[int], list[list[int]]]:
+    """Candidates from LSH banding, confirmed by the signature estimate >= threshold, grouped (union-find);
+    returns (the first index of each group, the groups of more than one)."""
+    if not signatures:
+        return [], []
+    num_perm = len(signatures[0])
     if num_perm % bands:
         raise ValueError("num_perm must be a multiple of bands")
-    mh = MinHash(num_perm, seed)
-    sigs = [mh.signature(shingles(d, n)) for d in docs]
-    parent = list(range(len(docs)))
+    parent = list(range(len(signatures)))
 
     def root(i: int) -> int:
         while parent[i] != i:
@@ -124,11 +137,19 @@ def near_dedup(docs: list[str], threshold: float = 0.8, num_perm: int = 128, ban
             i = parent[i]
         return i
 
-    for i, j in lsh_candidates(sigs, bands, num_perm // bands):
-        if estimate_jaccard(sigs[i], sigs[j]) >= threshold:
+    for i, j in lsh_candidates(signatures, bands, num_perm // bands):
+        if estimate_jaccard(signatures[i], signatures[j]) >= threshold:
             ri, rj = root(i), root(j)
             parent[max(ri, rj)] = min(ri, rj)
     groups: dict[int, list[int]] = {}
-    for i in range(len(docs)):
+    for i in range(len(signatures)):
         groups.setdefault(root(i), []).append(i)
     return sorted(groups), [g for g in groups.values() if len(g) > 1]
+
+
+def near_dedup(docs: list[str], threshold: float = 0.8, num_perm: int = 128, bands: int = 16,
+               n: int = 5, seed: int = 0) -> tuple[list[int], list[list[int]]]:
+    """MinHash-LSH near-duplicate removal over word n-gram shingles; keeps the first document of each group.
+    Returns (kept indices, groups of more than one)."""
+    mh = MinHash(num_perm, seed)
+    return near_duplicate_groups([mh.signature(shingles(d, n)) for d in docs], threshold, bands)
