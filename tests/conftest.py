@@ -5,6 +5,7 @@ import pytest
 # Drivers this session starts (lab m12's Ray Train run) reach the loopback-only head as 127.0.0.1: Ray reads
 # this once, when it is first imported, and would otherwise swap 127.0.0.1 for the machine's address.
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # as the local head runs (llmlab.platform.jobs.local)
 
 # `make test` runs the suite on every core with pytest-xdist (`-n N --dist loadgroup`). Tests that share an
 # expensive module- or session-scoped fixture stay on one worker (a group per module), and all tests of the

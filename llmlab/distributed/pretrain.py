@@ -7,6 +7,9 @@ steps (bytes per rank between steps and at the gradient peak, tokens/s). At the 
 parameters are gathered and rank 0 writes them as llmlab's Hugging Face folder, reported to Ray Train as the
 run's checkpoint (``ray.train.report``) together with the loss history.
 
+With ``engine="ddp"`` the same loop trains with torch DistributedDataParallel instead (lab m17: fp32 over the
+pipeline's token shards, each rank streaming its own, metrics logged to Weights & Biases).
+
 The same function runs on a laptop's local Ray head, inside a Ray job (``llmlab pretrain``), or on a
 KubeRay cluster (the chart's pretraining RayJob): only ``workers``, ``cpus_per_worker`` and ``gpus_per_worker``
 change.
@@ -17,6 +20,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import os
 import shutil
 import tempfile
 import time
@@ -30,7 +34,8 @@ from llmlab.distributed import zero
 from llmlab.distributed.throughput import flops_per_token
 from llmlab.transformer import TransformerConfig, TransformerLM, cosine_lr, cross_entropy, get_batch
 
-DATA = ("tinyshakespeare",)  # or a path to a .npy file of token ids (train) next to a *_val.npy
+DATA = ("tinyshakespeare",)  # or a .npy file of token ids (train) next to a *_val.npy, or a shard folder
+ENGINES = ("deepspeed", "ddp")
 
 
 @dataclass(frozen=True)
@@ -52,6 +57,7 @@ class PretrainConfig:
     clip: float = 1.0
     weight_decay: float = 0.0
     # parallelism and precision
+    engine: str = "deepspeed"  # or "ddp": torch DistributedDataParallel, fp32 (ZeRO and bf16 are DeepSpeed's)
     zero_stage: int = 3
     bf16: bool = True
     activation_checkpointing: bool = True
@@ -65,12 +71,19 @@ class PretrainConfig:
     sweep_steps: int = 3
     seed: int = 0
     name: str = "llmlab-pretrain"
+    wandb_project: str = ""  # log to Weights & Biases (offline: the run folder is synced later with `wandb sync`)
 
     def __post_init__(self):
         if self.zero_stage not in zero.STAGES or any(s not in zero.STAGES for s in self.stage_sweep):
             raise ValueError(f"ZeRO stages are {zero.STAGES}")
-        if self.data not in DATA and not self.data.endswith(".npy"):
-            raise ValueError(f"data must be one of {DATA} or a .npy file of token ids")
+        if self.data not in DATA and not self.data.endswith(".npy") and not is_shard_folder(self.data):
+            raise ValueError(f"data must be one of {DATA}, a .npy file of token ids or a folder of token shards "
+                             "(with index.json)")
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine must be one of {ENGINES}")
+        if self.engine == "ddp" and (self.stage_sweep or self.bf16 or self.activation_checkpointing):
+            raise ValueError("engine ddp trains in fp32 without a ZeRO stage sweep or activation checkpointing: "
+                             "set bf16, activation_checkpointing false and stage_sweep empty")
         for name in ("d_model", "n_layers", "n_heads", "context", "steps", "micro_batch", "grad_accum", "workers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
@@ -122,9 +135,22 @@ FULL = PretrainConfig(d_model=640, n_layers=14, n_heads=10, context=512, steps=5
                       stage_sweep=(0, 3))
 
 
+def is_shard_folder(data: str) -> bool:
+    return (Path(data) / "index.json").is_file()
+
+
 # --- inside each Ray Train worker ------------------------------------------------------------------------
-def load_tokens(data: str) -> tuple[np.ndarray, np.ndarray, int, object]:
-    """(train ids, validation ids, vocabulary size, tokenizer or None)."""
+def load_tokens(data: str) -> tuple[np.ndarray | None, np.ndarray, int, object]:
+    """(train ids, validation ids, vocabulary size, tokenizer or None); for a shard folder the training ids
+    are None: each rank streams its own shards (:func:`batches`)."""
+    if is_shard_folder(data):
+        from llmlab.pipeline import shards
+        from llmlab.tokenization import BPETokenizer
+
+        index = shards.load_index(data)
+        val = np.concatenate([shards.read_shard(data, s, verify=True) for s in index["splits"]["val"]])
+        tok = BPETokenizer.load(Path(data) / index["tokenizer"]) if index.get("tokenizer") else None
+        return None, val.astype(np.int64), index["vocab_size"], tok
     if data == "tinyshakespeare":
         from llmlab.data import shakespeare
 
@@ -147,26 +173,75 @@ def deepspeed_config(cfg: PretrainConfig, stage: int, n_params: int) -> dict:
             "zero_allow_untested_optimizer": True, "steps_per_print": 10**9, "wall_clock_breakdown": False}
 
 
-def _engine(cfg: PretrainConfig, stage: int, vocab: int):
-    import deepspeed
+class DDPEngine:
+    """torch DistributedDataParallel behind the part of DeepSpeed's engine interface the loop uses, so one
+    training loop drives both (gradient accumulation: every micro-step's loss is scaled by 1/grad_accum)."""
 
+    def __init__(self, model: TransformerLM, opt: torch.optim.Optimizer, cfg: PretrainConfig):
+        import ray.train.torch
+
+        self.module, self.optimizer, self.cfg = model, opt, cfg
+        self.ddp = ray.train.torch.prepare_model(model)
+        self.device = next(model.parameters()).device
+        self.world_size, self.global_rank = torch.distributed.get_world_size(), torch.distributed.get_rank()
+
+    def __call__(self, x):
+        return self.ddp(x)
+
+    def backward(self, loss):
+        (loss / self.cfg.grad_accum).backward()
+
+    def step(self):
+        torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.cfg.clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def get_lr(self):
+        return [g["lr"] for g in self.optimizer.param_groups]
+
+    def train(self):
+        self.ddp.train()
+
+    def eval(self):
+        self.ddp.eval()
+
+
+def _engine(cfg: PretrainConfig, stage: int, vocab: int):
     model = TransformerLM(TransformerConfig(vocab, context=cfg.context, d_model=cfg.d_model, n_layers=cfg.n_layers,
                                             n_heads=cfg.n_heads), seed=cfg.seed)
     model.activation_checkpointing = cfg.activation_checkpointing
     n_params = model.n_params
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
+    if cfg.engine == "ddp":
+        return DDPEngine(model, opt, cfg), n_params
+    import deepspeed
+
     engine, *_ = deepspeed.initialize(model=model, optimizer=opt, config=deepspeed_config(cfg, stage, n_params))
     return engine, n_params
 
 
-def _micro_step(engine, train: np.ndarray, cfg: PretrainConfig, gen: torch.Generator) -> torch.Tensor:
-    x, y = get_batch(train, cfg.micro_batch, cfg.context, str(engine.device), generator=gen)
+def batches(cfg: PretrainConfig, train: np.ndarray | None, rank: int, world: int, device: str):
+    """Endless training batches for one rank: random windows of the token array (each rank its own seed),
+    or the rank's own token shards."""
+    if train is None:
+        from llmlab.pipeline.shards import stream_batches
+
+        for x, y in stream_batches(cfg.data, rank, world, cfg.micro_batch, cfg.context, cfg.seed):
+            yield torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
+        return
+    gen = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
+    while True:
+        yield get_batch(train, cfg.micro_batch, cfg.context, device, generator=gen)
+
+
+def _micro_step(engine, data, cfg: PretrainConfig) -> torch.Tensor:
+    x, y = next(data)
     loss = cross_entropy(engine(x).float(), y)
     engine.backward(loss)
     return loss.detach()
 
 
-def _measure_stage(cfg: PretrainConfig, stage: int, train: np.ndarray, vocab: int, gen) -> dict:
+def _measure_stage(cfg: PretrainConfig, stage: int, data, vocab: int) -> dict:
     """A few optimizer steps at one ZeRO stage: bytes this rank holds between steps and after backward
     (parameters, gradients, optimizer states and DeepSpeed's buffers), and tokens/s of the steps after
     the first."""
@@ -181,7 +256,7 @@ def _measure_stage(cfg: PretrainConfig, stage: int, train: np.ndarray, vocab: in
         if step == 2:
             t0 = time.perf_counter()
         for _ in range(cfg.grad_accum):
-            _micro_step(engine, train, cfg, gen)
+            _micro_step(engine, data, cfg)
         if step == 1:
             gc.collect()
             peak = zero.held_bytes(device) - base
@@ -226,12 +301,16 @@ def _evaluate(engine, val: np.ndarray, cfg: PretrainConfig) -> float:
 
 def _consolidate(engine, cfg: PretrainConfig, vocab: int, tokenizer, out: Path) -> None:
     """Gather every partitioned parameter (all ranks take part) and write the fp32 model on rank 0."""
-    import deepspeed
+    from contextlib import nullcontext
 
     from llmlab import hf
 
-    params = list(engine.module.parameters())
-    with deepspeed.zero.GatheredParameters(params, enabled=cfg.zero_stage == 3):
+    gathered = nullcontext()
+    if cfg.engine == "deepspeed":
+        import deepspeed
+
+        gathered = deepspeed.zero.GatheredParameters(list(engine.module.parameters()), enabled=cfg.zero_stage == 3)
+    with gathered:
         if engine.global_rank == 0:
             model = TransformerLM(TransformerConfig(vocab, context=cfg.context, d_model=cfg.d_model,
                                                     n_layers=cfg.n_layers, n_heads=cfg.n_heads))
@@ -239,26 +318,41 @@ def _consolidate(engine, cfg: PretrainConfig, vocab: int, tokenizer, out: Path) 
             hf.export(model, out, tokenizer=tokenizer)
 
 
+def _wandb(cfg: PretrainConfig, rank: int, folder: str):
+    """Rank 0's Weights & Biases run (offline unless WANDB_MODE says otherwise), or None."""
+    if not cfg.wandb_project or rank != 0:
+        return None
+    import wandb
+
+    return wandb.init(project=cfg.wandb_project, name=cfg.name, config=asdict(cfg), dir=folder,
+                      mode=os.environ.get("WANDB_MODE", "offline"), settings=wandb.Settings(silent=True))
+
+
 def train_loop(config: dict) -> None:
     """The function each Ray Train worker runs."""
     import ray.train
 
     cfg = PretrainConfig.from_dict(config)
-    rank = ray.train.get_context().get_world_rank()
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
     torch.set_num_threads(max(1, math.floor(cfg.cpus_per_worker)))
     train, val, vocab, tokenizer = load_tokens(cfg.data)
-    gen = torch.Generator().manual_seed(cfg.seed * 1000 + rank)  # each rank its own batches
+    device = "cuda" if cfg.gpus_per_worker else "cpu"
+    data = batches(cfg, train, rank, world, device)
     phases = {"start": time.perf_counter()}
-    sweep = [_measure_stage(cfg, s, train, vocab, gen) for s in cfg.stage_sweep]
+    sweep = [_measure_stage(cfg, s, data, vocab) for s in cfg.stage_sweep]
     phases["stage_sweep"] = time.perf_counter()
     engine, n_params = _engine(cfg, cfg.zero_stage, vocab)
-    layout = _partition_layout_holds(engine, cfg, vocab, rank) if cfg.zero_stage == 3 else None
+    zero3 = cfg.engine == "deepspeed" and cfg.zero_stage == 3
+    layout = _partition_layout_holds(engine, cfg, vocab, rank) if zero3 else None
+    wandb_dir = tempfile.mkdtemp(prefix="llmlab-wandb-")
+    run = _wandb(cfg, rank, wandb_dir)
     history, t0, tokens = [], time.perf_counter(), 0
     for step in range(1, cfg.steps + 1):
         lr = cosine_lr(step, cfg.lr, cfg.min_lr, cfg.warmup, cfg.steps)
         for group in engine.optimizer.param_groups:
             group["lr"] = lr
-        losses = [_micro_step(engine, train, cfg, gen) for _ in range(cfg.grad_accum)]
+        losses = [_micro_step(engine, data, cfg) for _ in range(cfg.grad_accum)]
         engine.step()
         tokens += cfg.tokens_per_step
         if step % cfg.eval_every == 0 or step in (1, cfg.steps):
@@ -267,28 +361,37 @@ def train_loop(config: dict) -> None:
                    "seconds": time.perf_counter() - t0}
             row["tokens_per_s"] = tokens / row["seconds"]
             history.append(row)
+            if run is not None:
+                run.log(row, step=step)
             ray.train.report(row)  # every rank reports: in Ray Train a report is a barrier
     phases["train"] = time.perf_counter()
     matmul = n_params - vocab * cfg.d_model  # all but the embedding table (ZeRO-3 empties model.parameters())
     summary = {"params": n_params, "flops_per_token": flops_per_token(matmul, cfg.n_layers, cfg.context, cfg.d_model),
                "tokens_per_s": tokens / (time.perf_counter() - t0), "history": history, "stage_sweep": sweep,
                "config": asdict(cfg), "world_size": engine.world_size, "zero3_layout_is_partition_flat": layout}
+    if run is not None:
+        run.summary.update({"params": n_params, "tokens_per_s": summary["tokens_per_s"]})
+        run.finish()
     with tempfile.TemporaryDirectory() as tmp:
         _consolidate(engine, cfg, vocab, tokenizer, Path(tmp) / "model")
         phases["consolidate"] = time.perf_counter()
         summary["seconds"] = {k: phases[k] - phases[p] for p, k in itertools.pairwise(phases)}
         if rank == 0:
+            if run is not None:  # the offline run folder travels with the checkpoint
+                shutil.copytree(Path(wandb_dir) / "wandb", Path(tmp) / "wandb", symlinks=True)
             (Path(tmp) / "summary.json").write_text(json.dumps(summary, indent=1))
             ray.train.report(history[-1], checkpoint=ray.train.Checkpoint.from_directory(tmp))
         else:
             ray.train.report(history[-1])
+    shutil.rmtree(wandb_dir, ignore_errors=True)
 
 
 # --- the driver ---------------------------------------------------------------------------------------------
 def pretrain(cfg: PretrainConfig, out_dir, address: str | None = None) -> dict:
     """Run ``cfg`` on the Ray cluster at ``address`` (None: the one this process is connected to, the one
     ``RAY_ADDRESS`` names, or a new local instance). Writes ``out_dir/model`` (Hugging Face folder) and
-    ``out_dir/summary.json``, and returns the summary."""
+    ``out_dir/summary.json`` (and with ``wandb_project`` the offline run under ``out_dir/wandb``), and returns
+    the summary."""
     from llmlab.distributed.ray_train import fit
 
     out_dir = Path(out_dir).resolve()
@@ -296,6 +399,8 @@ def pretrain(cfg: PretrainConfig, out_dir, address: str | None = None) -> dict:
                  gpus_per_worker=cfg.gpus_per_worker, name=cfg.name, storage=str(out_dir / "ray"), address=address)
     with result.checkpoint.as_directory() as ckpt:
         shutil.copytree(Path(ckpt) / "model", out_dir / "model", dirs_exist_ok=True)
+        if (Path(ckpt) / "wandb").is_dir():
+            shutil.copytree(Path(ckpt) / "wandb", out_dir / "wandb", dirs_exist_ok=True)
         summary = json.loads((Path(ckpt) / "summary.json").read_text())
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary

@@ -118,19 +118,22 @@ def toxicity(doc: dict, s: Settings, classifier) -> str | None:
 
 
 def dedup_keys(doc: dict, s: Settings) -> dict:
-    """What the global dedup step needs of a document, computed where the document is."""
+    """What the global dedup step needs of a document, computed where the document is: the text's hash,
+    its lines' hashes (hex strings: 64-bit values survive any table format; blank lines "") and its MinHash
+    signature (values below 2^31). A dropped document has none."""
     if doc["dropped"]:
-        return {"id": doc["id"], "hash": None, "lines": [], "signature": None}
+        return {"id": doc["id"], "hash": "", "lines": [], "signature": []}
     sig = dedup.MinHash(s.num_perm).signature(dedup.shingles(doc["text"], s.shingle))
-    return {"id": doc["id"], "hash": dedup.text_hash(doc["text"]), "lines": dedup.line_hashes(doc["text"]),
-            "signature": sig}
+    return {"id": doc["id"], "hash": f"{dedup.text_hash(doc['text']):016x}",
+            "lines": [f"{h:016x}" if h is not None else "" for h in dedup.line_hashes(doc["text"])],
+            "signature": [int(v) for v in sig]}
 
 
 def dedup_decisions(keys: list[dict], s: Settings) -> dict[int, dict]:
     """The global step, over every document's keys in corpus order: exact duplicates (same normalized
     text) and near duplicates (MinHash-LSH) are dropped, the first of each group kept; then every line
     that occurred earlier in a kept document is removed."""
-    keys = [k for k in sorted(keys, key=lambda k: k["id"]) if k["hash"] is not None]
+    keys = [k for k in sorted(keys, key=lambda k: k["id"]) if k["hash"]]
     decision, first = {}, {}
     for k in keys:
         if k["hash"] in first:
@@ -138,12 +141,14 @@ def dedup_decisions(keys: list[dict], s: Settings) -> dict[int, dict]:
         else:
             first[k["hash"]] = k["id"]
     rest = [k for k in keys if k["id"] not in decision]
-    _, groups = dedup.near_duplicate_groups([k["signature"] for k in rest], s.near_duplicate_threshold, s.bands)
+    signatures = [np.asarray(k["signature"], dtype=np.uint64) for k in rest]
+    _, groups = dedup.near_duplicate_groups(signatures, s.near_duplicate_threshold, s.bands)
     for g in groups:
         for i in g[1:]:
             decision[rest[i]["id"]] = {"drop": "near", "of": rest[g[0]]["id"]}
     kept = [k for k in rest if k["id"] not in decision]
-    for k, lines in zip(kept, dedup.repeated_lines([k["lines"] for k in kept]), strict=True):
+    lines_per_doc = [[h or None for h in k["lines"]] for k in kept]
+    for k, lines in zip(kept, dedup.repeated_lines(lines_per_doc), strict=True):
         decision[k["id"]] = {"drop_lines": sorted(lines)}
     return decision
 

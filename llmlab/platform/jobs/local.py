@@ -35,6 +35,9 @@ def _ray_env() -> dict[str, str]:
     # Ray binds every interface unless told otherwise; the embedded default is loopback only
     env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     env["RAY_USAGE_STATS_ENABLED"] = "0"
+    # A loopback-only head needs no token; with ~/.ray/auth_token present (any earlier `ray.init()` of a
+    # local instance writes one) Ray would otherwise turn token authentication on and answer 401
+    env["RAY_AUTH_MODE"] = "disabled"
     # torch.distributed's gloo (Ray Train workers, lab m12) rendezvouses on the same loopback interface
     env["GLOO_SOCKET_IFNAME"] = "lo"
     # job drivers run `python ...`: make that the interpreter llmlab runs in, even without an activated venv
