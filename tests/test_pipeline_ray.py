@@ -1,52 +1,19 @@
 """Lab m17 on a real local Ray head: the pipeline's stages on Ray Data give exactly what the same stage
 functions give in a plain loop, the report accounts for the Common Crawl samples as the data manifest
 describes them, and DDP training on Ray Train streams each rank its own shards while rank 0 logs to Weights &
-Biases offline (the run file is read back record by record)."""
+Biases offline (the run file read back record by record with llmlab.tracking)."""
 
 from __future__ import annotations
 
 import json
-import struct
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from llmlab.pipeline import run, stages, toxicity
+from llmlab.tracking import wandb_history
 
 pytestmark = pytest.mark.ray
-
-
-def wandb_history(run_dir: Path) -> list[dict]:
-    """The history rows of an offline W&B run file: a ':W&B' header (7 bytes), then LevelDB log records
-    (32 KiB blocks; each chunk a CRC-32C, a little-endian length and a type: full, first, middle, last)
-    holding wandb_internal_pb2.Record messages."""
-    from wandb.proto import wandb_internal_pb2 as pb
-
-    data = next(run_dir.glob("run-*.wandb")).read_bytes()
-    assert data[:4] == b":W&B"
-    pos, block, records, partial = 7, 32768, [], b""
-    while pos + 7 <= len(data):
-        if block - pos % block < 7:  # a block's tail too short for a header is padding
-            pos += block - pos % block
-            continue
-        _crc, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
-        chunk = data[pos + 7:pos + 7 + length]
-        pos += 7 + length
-        if kind == 0 and length == 0:
-            continue
-        partial = chunk if kind in (1, 2) else partial + chunk
-        if kind in (1, 4):
-            records.append(partial)
-            partial = b""
-    rows = []
-    for raw in records:
-        rec = pb.Record()
-        rec.ParseFromString(raw)
-        if rec.WhichOneof("record_type") == "history":
-            rows.append({item.key or "/".join(item.nested_key): json.loads(item.value_json)
-                         for item in rec.history.item})
-    return rows
 
 
 @pytest.fixture(scope="module")

@@ -94,9 +94,20 @@ class MinHash:
         self.b = rng.integers(0, MERSENNE, num_perm, dtype=np.uint64)
 
     def signature(self, grams: Iterable[str]) -> np.ndarray:  # (num_perm,) uint64
-        x = np.array([int.from_bytes(hashlib.blake2b(g.encode(), digest_size=8).digest(), "little") % MERSENNE
-                      for g in grams] or [0], dtype=np.uint64)
-        return ((np.outer(x, self.a) + self.b) % np.uint64(MERSENNE)).min(axis=0)
+        return minhash([shingle_hash(g) for g in grams] or [0], self.a, self.b)
+
+
+def shingle_hash(gram: str) -> int:
+    """A shingle's 64-bit BLAKE2b hash reduced mod p."""
+    return int.from_bytes(hashlib.blake2b(gram.encode(), digest_size=8).digest(), "little") % MERSENNE
+
+
+def minhash(hashes, a, b) -> np.ndarray:
+    """The MinHash signature of a set of shingle hashes (each below p = 2^31 - 1): for every hash function
+    i, min over x of (a_i x + b_i) mod p. uint64 arithmetic is exact here, since a_i x + b_i < 2^62."""
+    x = np.asarray(hashes, dtype=np.uint64)
+    a, b = np.asarray(a, dtype=np.uint64), np.asarray(b, dtype=np.uint64)
+    return ((np.outer(x, a) + b) % np.uint64(MERSENNE)).min(axis=0)
 
 
 def estimate_jaccard(sig_a: np.ndarray, sig_b: np.ndarray) -> float:
