@@ -293,3 +293,21 @@ def test_near_duplicates_are_found_by_their_signatures():
     decisions = stages.dedup_decisions(keys, s)
     assert decisions[2] == {"drop": "near", "of": 0} and "drop" not in decisions[1]
     assert dedup.jaccard(dedup.shingles(base), dedup.shingles(edited)) > 0.9
+
+
+def test_off_limits_datatrove_fails_in_the_sandbox():
+    """m17's off-limits cheat: Gopher's rules handed to datatrove fail their check in the sandbox (the
+    package is blocked), and the other checks stand."""
+    from llmlab.labs import get_lab
+    from llmlab.platform.grading import grade_source
+
+    lab = get_lab("m17")
+    source = lab.submission_source() + (
+        "\n\ndef gopher_quality(text, **kwargs):\n"
+        "    from datatrove.data import Document\n"
+        "    from datatrove.pipeline.filters import GopherQualityFilter\n"
+        "    verdict = GopherQualityFilter().filter(Document(text=text, id='0'))\n"
+        "    return None if verdict is True else verdict[1]\n")
+    by = {c.name: c for c in grade_source(lab, source, trusted=True).checks}
+    assert not by["gopher_quality_rules"].passed and "off limits" in by["gopher_quality_rules"].message
+    assert by["minhash_signatures"].passed and by["token_shards"].passed

@@ -115,7 +115,8 @@ def estimate_jaccard(sig_a: np.ndarray, sig_b: np.ndarray) -> float:
 
 
 def lsh_candidates(signatures: list[np.ndarray], bands: int, rows: int) -> set[tuple[int, int]]:
-    """Pairs (i < j) that agree on every row of at least one band."""
+    """Pairs (i < j) of signatures that agree on every row of at least one band; band k is the entries
+    ``k * rows`` to ``(k + 1) * rows - 1``."""
     pairs = set()
     for band in range(bands):
         buckets: dict[bytes, list[int]] = {}
@@ -164,3 +165,13 @@ def near_dedup(docs: list[str], threshold: float = 0.8, num_perm: int = 128, ban
     Returns (kept indices, groups of more than one)."""
     mh = MinHash(num_perm, seed)
     return near_duplicate_groups([mh.signature(shingles(d, n)) for d in docs], threshold, bands)
+
+
+def minhash_accuracy(docs: list[str], num_perm: int = 128, n: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    """(exact Jaccard, MinHash estimate) of every pair of documents' word n-gram sets."""
+    grams = [shingles(d, n) for d in docs]
+    mh = MinHash(num_perm)
+    sigs = [mh.signature(g) for g in grams]
+    pairs = [(i, j) for i in range(len(docs)) for j in range(i + 1, len(docs))]
+    return (np.array([jaccard(grams[i], grams[j]) for i, j in pairs]),
+            np.array([estimate_jaccard(sigs[i], sigs[j]) for i, j in pairs]))

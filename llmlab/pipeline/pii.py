@@ -32,6 +32,17 @@ def mask_ips(text: str) -> tuple[str, int]:
 
 
 def mask_pii(text: str) -> tuple[str, dict[str, int]]:
+    """Emails, then phone numbers, then IPv4 addresses replaced by their placeholders; returns the text and
+    {"email": n, "phone": n, "ip": n}.
+
+    - email: ``\\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\\.[A-Za-z]{2,}\\b``
+    - phone: a North American number, optionally "+1" or "1" and a separator first, the area code bare or in
+      parentheses, groups 3-3-4 separated by nothing, a space, "." or "-", not inside a longer word or number;
+      or an international number: "+", a country code (2-9 then up to two digits), then 2 to 5 groups of
+      2-4 digits, each after an optional space, "." or "-"
+    - ip: four decimal octets 0-255 joined by ".", not part of a longer dotted number (999.1.1.1 and
+      1.2.3.4.5 are not addresses)
+    """
     counts = {}
     for name, fn in (("email", mask_emails), ("phone", mask_phone_numbers), ("ip", mask_ips)):
         text, counts[name] = fn(text)

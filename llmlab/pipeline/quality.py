@@ -25,6 +25,8 @@ _CITATION = re.compile(r"\[\d*]|\[edit]|\[citation needed]")
 
 
 def words(text: str) -> list[str]:
+    """Runs of word characters, with inner apostrophes or hyphens ("don't", "well-known"), and runs of
+    other non-space characters ("...", "#", "(", "!?"): ``re.findall(r"\\w+(?:['’-]\\w+)*|[^\\w\\s]+", text)``."""
     return _WORD.findall(text)
 
 
@@ -42,8 +44,19 @@ def gopher_quality(text: str, min_words: int = 50, max_words: int = 100_000, min
                    max_mean_len: float = 10, max_symbol_ratio: float = 0.1, max_bullet_lines: float = 0.9,
                    max_ellipsis_lines: float = 0.3, min_alpha_words: float = 0.8, min_stop_words: int = 2,
                    stop_words: frozenset[str] = GOPHER_STOP_WORDS) -> str | None:
-    """Gopher's quality rules: length in words, mean word length, '#' and ellipsis per word, lines that
-    start with a bullet or end with an ellipsis, words with a letter, and at least two stop words."""
+    """Gopher's quality rules, in this order; the first that fails is returned ("reason"), None if all pass.
+    Words are :func:`words`; "content words" are those not made only of Unicode punctuation or symbols
+    (categories P* and S*); lines are ``text.splitlines()``.
+
+    - too_few_words / too_many_words: content words < min_words or > max_words
+    - short_words / long_words: mean length of the content words < min_mean_len or > max_mean_len
+    - hash_ratio: count of "#" / number of words > max_symbol_ratio
+    - ellipsis_ratio: (count of "..." + count of "…") / number of words > max_symbol_ratio
+    - bullet_lines: fraction of lines whose left-stripped text starts with "•" or "-" > max_bullet_lines
+    - ellipsis_lines: fraction of lines whose right-stripped text ends with "..." or "…" > max_ellipsis_lines
+    - few_alphabetic_words: fraction of words with at least one alphabetic character < min_alpha_words
+    - few_stop_words: fewer than min_stop_words distinct stop words among the words (case-sensitive)
+    """
     ws = words(text)
     content = [w for w in ws if not _is_symbol(w)]
     if len(content) < min_words:
@@ -100,8 +113,19 @@ def gopher_repetition(text: str, max_dup_lines: float = 0.3, max_dup_paragraphs:
                       max_dup_line_chars: float = 0.2, max_dup_paragraph_chars: float = 0.2,
                       top_ngram_max: dict[int, float] = TOP_NGRAM_MAX,
                       dup_ngram_max: dict[int, float] = DUP_NGRAM_MAX) -> str | None:
-    """Gopher's repetition rules: duplicated paragraphs and lines (by count and by characters), the most
-    frequent 2-4-gram's share of the characters, and the share of characters in repeated 5-10-grams."""
+    """Gopher's repetition rules, in this order; the first that fails is returned, None if all pass ("empty"
+    for an empty text). Paragraphs are ``re.split(r"\\n{2,}", text.strip())``, lines ``re.split(r"\\n+", text)``;
+    a duplicate is an item equal to an earlier one, and its characters are its length; fractions of
+    characters are over ``len(text)``.
+
+    - duplicate_paragraphs / duplicate_paragraph_chars: duplicate paragraphs / paragraphs, their characters
+    - duplicate_lines / duplicate_line_chars: the same for lines
+    - top_{n}_gram for n in top_ngram_max: the most frequent word n-gram (words joined by a space; the
+      earliest in the text among equally frequent ones) times its count, in characters
+    - duplicated_{n}_grams for n in dup_ngram_max: scan the words from i = 0 with a set of seen n-grams
+      (words joined without spaces); a seen n-gram adds its length and jumps i by n, a new one is added to
+      the set and i moves by 1
+    """
     if not text:
         return "empty"
     paragraphs = re.split(r"\n{2,}", text.strip())

@@ -24,6 +24,9 @@ from llmlab.pipeline import shards, stages
 SAMPLES = ("commoncrawl/CC-MAIN-2016-50-wet-00009-filtered25.warc.wet.gz",
            "commoncrawl/CC-MAIN-2016-50-wet-00009-head51200.warc.wet.gz",
            "commoncrawl/CC-MAIN-2020-34-sample.warc.gz", "commoncrawl/whirlwind.warc.gz")
+# A whole WET file of Common Crawl (CC-MAIN-2018-17, its first segment's first file), streamed over HTTPS
+CC_WET = ("https://data.commoncrawl.org/crawl-data/CC-MAIN-2018-17/segments/1524125937193.1/wet/"
+          "CC-MAIN-20180420081400-20180420101400-00000.warc.wet.gz")
 EOS = "<|endoftext|>"
 
 
@@ -85,14 +88,11 @@ def tokenize_and_shard(texts: list[str], out_dir: Path, cfg: PipelineConfig) -> 
 
     tok = BPETokenizer.train("\n\n".join(texts), cfg.vocab_size, special_tokens=[EOS])
     tok.save(out_dir / "tokenizer")
-    ids = [tok.encode(t) for t in texts]
-    val = stages.split_for_validation(len(ids), cfg.val_every)
-    train = [i for i, v in zip(ids, val, strict=True) if not v]
+    train, val = stages.split_for_validation([tok.encode(t) for t in texts], cfg.val_every)
     shard_tokens = max(1, min(cfg.shard_tokens, sum(len(i) + 1 for i in train) // cfg.min_train_shards))
     meta = {"tokenizer": "tokenizer", "sources": list(cfg.sources)}
     shards.write_shards(train, out_dir, shard_tokens, tok.eos_token_id, tok.vocab_size, "train", meta)
-    return shards.write_shards([i for i, v in zip(ids, val, strict=True) if v], out_dir, shard_tokens,
-                               tok.eos_token_id, tok.vocab_size, "val", meta)
+    return shards.write_shards(val, out_dir, shard_tokens, tok.eos_token_id, tok.vocab_size, "val", meta)
 
 
 def run(cfg: PipelineConfig, out_dir, address: str | None = None, classifier=None) -> dict:
@@ -123,7 +123,7 @@ def run(cfg: PipelineConfig, out_dir, address: str | None = None, classifier=Non
     with open(out / "documents.jsonl", "w") as f:
         for d in docs:
             f.write(json.dumps({k: v for k, v in d.items() if k != "text" or not d["dropped"]}) + "\n")
-    index = tokenize_and_shard([d["text"] for d in kept], out, cfg) if len(kept) >= 2 else None
+    index = tokenize_and_shard([d["text"] for d in kept], out, cfg) if kept else None
     timings["tokenize_and_shard"] = time.perf_counter() - t0 - sum(timings.values())
     report = {"stages": stages.stage_report(docs), "documents": len(docs), "kept": len(kept),
               "pii": {k: int(sum(d.get(f"pii_{k}", 0) for d in kept)) for k in ("email", "phone", "ip")},

@@ -188,10 +188,11 @@ def stage_report(docs: list[dict]) -> list[dict]:
     return rows
 
 
-def split_for_validation(n: int, every: int = 10) -> np.ndarray:
-    """Which of n kept documents go to the validation split: every ``every``-th, at least one when n >= 2."""
-    val = np.zeros(n, dtype=bool)
-    val[every - 1::every] = True
-    if n >= 2 and not val.any():
-        val[-1] = True
-    return val
+def split_for_validation(docs: list[list[int]], every: int = 10) -> tuple[list[list[int]], list[list[int]]]:
+    """(train, validation) token lists: every ``every``-th document goes to validation; with fewer
+    documents than that, the last tenth of every document does (so both splits see every source)."""
+    if len(docs) >= every:
+        return ([d for i, d in enumerate(docs) if i % every != every - 1],
+                [d for i, d in enumerate(docs) if i % every == every - 1])
+    cuts = [len(d) - max(1, len(d) // 10) for d in docs]
+    return [d[:c] for d, c in zip(docs, cuts, strict=True)], [d[c:] for d, c in zip(docs, cuts, strict=True)]
