@@ -168,8 +168,8 @@ def probe_shards(sub, docs, shard_tokens, eos, vocab):
 @LAB.check(points=2, grades="pretraining that streams a Common Crawl shard")
 def token_shards(ctx: CheckContext):
     """write_shards lays hidden documents out as raw little-endian uint16 files, each document followed by
-    the end-of-text id, shards cut after the document that reaches shard_tokens, and an index whose entries
-    (file, tokens, docs, sha256) describe them; read_shard reads a shard written elsewhere; a vocabulary over
+    the end-of-text id, the stream cut every shard_tokens tokens, and an index whose entries (file, tokens,
+    docs, sha256) describe them; read_shard reads a shard written elsewhere; a vocabulary over
     65,536 ids is refused (ValueError)."""
     vocab = ctx.randint(300, 65_536)
     docs = [ctx.rng.integers(0, vocab - 1, ctx.randint(1, 200)).tolist() for _ in range(ctx.randint(6, 20))]

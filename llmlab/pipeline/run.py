@@ -89,7 +89,8 @@ def tokenize_and_shard(texts: list[str], out_dir: Path, cfg: PipelineConfig) -> 
     tok = BPETokenizer.train("\n\n".join(texts), cfg.vocab_size, special_tokens=[EOS])
     tok.save(out_dir / "tokenizer")
     train, val = stages.split_for_validation([tok.encode(t) for t in texts], cfg.val_every)
-    shard_tokens = max(1, min(cfg.shard_tokens, sum(len(i) + 1 for i in train) // cfg.min_train_shards))
+    total = sum(len(i) + 1 for i in train)
+    shard_tokens = max(1, min(cfg.shard_tokens, -(-total // cfg.min_train_shards)))
     meta = {"tokenizer": "tokenizer", "sources": list(cfg.sources)}
     shards.write_shards(train, out_dir, shard_tokens, tok.eos_token_id, tok.vocab_size, "train", meta)
     return shards.write_shards(val, out_dir, shard_tokens, tok.eos_token_id, tok.vocab_size, "val", meta)

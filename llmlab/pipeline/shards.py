@@ -1,8 +1,9 @@
 """Token shards: documents tokenized into flat uint16 files with a JSON index, and a loader that streams
 each rank its own shards.
 
-A shard is the raw little-endian uint16 token ids of whole documents, each followed by the end-of-text id
-(nanoGPT's and Megatron's ``.bin`` layout without a header, readable with ``np.memmap``). ``index.json``
+A shard is raw little-endian uint16 token ids, a fixed number of them cut from the stream of documents each
+followed by the end-of-text id (nanoGPT's and Megatron's ``.bin`` layout without a header, readable with
+``np.memmap``). ``index.json``
 names the shards of each split with their token and document counts and SHA-256, the vocabulary size and
 the end-of-text id. Rank r of w reads shards r, r + w, r + 2w, ... of the training split (so a split needs
 at least w shards), in a seeded order that changes every epoch, and cuts random windows from them.
@@ -23,10 +24,15 @@ INDEX = "index.json"
 
 def write_shards(docs: Iterable[list[int] | np.ndarray], out_dir, shard_tokens: int, eos: int, vocab_size: int,
                  split: str = "train", meta: dict | None = None) -> dict:
-    """Write documents' token ids (each followed by ``eos``) into shards of about ``shard_tokens`` tokens
-    (a shard ends after the document that reaches the size) and add the split to ``out_dir/index.json``."""
+    """Write documents' token ids, each followed by ``eos``, as one stream cut into shards of exactly
+    ``shard_tokens`` tokens (the last one shorter; a document may continue in the next shard, as in nanoGPT's
+    and FineWeb's shards), named ``{split}_00000.bin``, ...; add the split to ``out_dir/index.json``: a list
+    of {"file", "tokens", "docs" (documents that end in the shard), "sha256"}, with "dtype": "uint16",
+    "vocab_size" and "eos" (and ``meta``) at the top. A vocabulary over 2^16 ids is a ValueError."""
     if vocab_size > 1 << 16:
         raise ValueError(f"a vocabulary of {vocab_size} does not fit in uint16 shards")
+    if shard_tokens < 1:
+        raise ValueError("shard_tokens must be at least 1")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     index_path = out / INDEX
@@ -34,28 +40,24 @@ def write_shards(docs: Iterable[list[int] | np.ndarray], out_dir, shard_tokens: 
     if index and (index["vocab_size"], index["eos"]) != (vocab_size, eos):
         raise ValueError("the splits of one index must share the tokenizer")
     index.update({"dtype": "uint16", "vocab_size": vocab_size, "eos": eos, **(meta or {})})
-    shards, buf, n_docs = [], [], 0
+    shards, buf = [], np.zeros(0, dtype=DTYPE)
 
-    def flush():
-        nonlocal buf, n_docs
-        if not buf:
-            return
-        arr = np.concatenate(buf).astype(DTYPE)
+    def flush(tokens: np.ndarray):
         name = f"{split}_{len(shards):05d}.bin"
-        (out / name).write_bytes(arr.tobytes())
-        shards.append({"file": name, "tokens": int(arr.size), "docs": n_docs,
-                       "sha256": hashlib.sha256(arr.tobytes()).hexdigest()})
-        buf, n_docs = [], 0
+        (out / name).write_bytes(tokens.tobytes())
+        shards.append({"file": name, "tokens": int(tokens.size), "docs": int((tokens == eos).sum()),
+                       "sha256": hashlib.sha256(tokens.tobytes()).hexdigest()})
 
     for ids in docs:
         ids = np.asarray(ids, dtype=np.int64)
         if ids.size and (ids.min() < 0 or ids.max() >= vocab_size):
             raise ValueError(f"token ids must lie in [0, {vocab_size})")
-        buf.append(np.append(ids, eos))
-        n_docs += 1
-        if sum(b.size for b in buf) >= shard_tokens:
-            flush()
-    flush()
+        buf = np.concatenate([buf, np.append(ids, eos).astype(DTYPE)])
+        while buf.size >= shard_tokens:
+            flush(buf[:shard_tokens])
+            buf = buf[shard_tokens:]
+    if buf.size:
+        flush(buf)
     index.setdefault("splits", {})[split] = shards
     index_path.write_text(json.dumps(index, indent=1))
     return index
