@@ -6,6 +6,9 @@ Biases offline (the run file read back record by record with llmlab.tracking).""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,29 +19,36 @@ from llmlab.tracking import wandb_history
 pytestmark = pytest.mark.ray
 
 
-@pytest.fixture(scope="module")
-def classifier():
-    texts, labels = toxicity.load_davidson()
-    return toxicity.train(texts[:6000], labels[:6000], iterations=100)
+def test_pipeline_verb_rejects_bad_configs_before_submitting(tmp_path):
+    (tmp_path / "c.json").write_text('{"vocab_sise": 1000}')
+    r = subprocess.run([str(Path(sys.executable).with_name("llmlab")), "pipeline", "--config", str(tmp_path / "c.json"),
+                        "--address", "http://127.0.0.1:9"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "vocab_sise" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_pipeline_on_ray_data_equals_the_plain_loop_and_ddp_trains_on_its_shards(ray_address, classifier,
-                                                                                 tmp_path):
+def test_pipeline_job_on_ray_data_equals_the_plain_loop_and_ddp_trains_on_its_shards(ray_address, tmp_path):
+    """`llmlab pipeline` runs as a Ray job on the session's head; the documents it writes are exactly what
+    the stage functions give in a plain loop here (with the toxicity classifier it trained and saved)."""
     from llmlab import hf
     from llmlab.distributed.pretrain import PretrainConfig, pretrain
     from llmlab.platform.jobs import local
 
-    gcs = f"127.0.0.1:{local.DEFAULT_GCS_PORT}"  # this process is a driver of the session's head
-    cfg = run.PipelineConfig()
-    report = run.run(cfg, tmp_path / "data", address=gcs, classifier=classifier)
+    data = tmp_path / "data"
+    r = subprocess.run([str(Path(sys.executable).with_name("llmlab")), "pipeline", "--out", str(data),
+                        "--address", ray_address], capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "submitted llmlab-pipeline-" in r.stderr and "language" in r.stdout
+    cfg, report = run.PipelineConfig(), json.loads((data / "report.json").read_text())
     by_stage = {r["stage"]: r for r in report["stages"]}
     # the samples: 16 + 1 HTML responses, 25 + 15 WET records, and the truncated WET file's cut record
     assert by_stage["read"]["docs_in"] == 58 and by_stage["read"]["dropped"] == {"truncated": 1}
     assert by_stage["language"]["dropped"]["ru"] >= 10 and by_stage["language"]["dropped"]["zh"] >= 10
     assert 2 <= report["kept"] < 20 and report["shards"]["train"]["shards"] >= 2
-    for r in report["stages"]:
-        assert r["docs_in"] - r["docs_out"] == sum(r["dropped"].values())
-    assert (tmp_path / "data" / "pipeline.png").stat().st_size > 10_000
+    assert report["toxicity_classifier"]["auc"] > 0.95
+    for row in report["stages"]:
+        assert row["docs_in"] - row["docs_out"] == sum(row["dropped"].values())
+    assert (data / "pipeline.png").stat().st_size > 10_000
+    classifier = toxicity.ToxicityClassifier.load(data / "toxicity.npz")
 
     # the reference: the same stage functions in a plain loop, no Ray
     s = cfg.settings
@@ -51,13 +61,14 @@ def test_pipeline_on_ray_data_equals_the_plain_loop_and_ddp_trains_on_its_shards
     for d in docs:
         stages.apply_dedup(d, s, decisions)
         stages.mask(d, s)
-    on_ray = [json.loads(line) for line in (tmp_path / "data" / "documents.jsonl").read_text().splitlines()]
+    on_ray = [json.loads(line) for line in (data / "documents.jsonl").read_text().splitlines()]
     assert [(d["id"], d["dropped"], d.get("text")) for d in on_ray] == \
         [(d["id"], d["dropped"], d["text"] if not d["dropped"] else None) for d in docs]
     assert stages.stage_report(docs) == report["stages"]
 
     # DDP on Ray Train over the shards, rank 0 logging to W&B offline
-    train = PretrainConfig(data=str(tmp_path / "data"), engine="ddp", bf16=False, activation_checkpointing=False,
+    gcs = f"127.0.0.1:{local.DEFAULT_GCS_PORT}"  # this process is a driver of the session's head
+    train = PretrainConfig(data=str(data), engine="ddp", bf16=False, activation_checkpointing=False,
                            stage_sweep=(), cpus_per_worker=0.5, steps=40, eval_every=20, lr=3e-3,
                            wandb_project="llmlab-test", name="m17-test")
     summary = pretrain(train, tmp_path / "train", address=gcs)

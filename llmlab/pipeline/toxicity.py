@@ -59,6 +59,14 @@ class ToxicityClassifier:
         """The probability that each text is hateful or offensive."""
         return 1 / (1 + np.exp(-(matrix(texts, self.buckets) @ self.weight + self.bias)))
 
+    def save(self, path) -> None:
+        np.savez_compressed(path, weight=self.weight, bias=self.bias, buckets=self.buckets)
+
+    @classmethod
+    def load(cls, path) -> ToxicityClassifier:
+        with np.load(path) as z:
+            return cls(z["weight"], float(z["bias"]), int(z["buckets"]))
+
 
 def load_davidson(path=None) -> tuple[list[str], np.ndarray]:
     """(tweets, labels) with label 1 for hate speech or offensive language, 0 for neither."""
