@@ -311,3 +311,19 @@ def test_off_limits_datatrove_fails_in_the_sandbox():
     by = {c.name: c for c in grade_source(lab, source, trusted=True).checks}
     assert not by["gopher_quality_rules"].passed and "off limits" in by["gopher_quality_rules"].message
     assert by["minhash_signatures"].passed and by["token_shards"].passed
+
+
+def test_wandb_log_framing_round_trips():
+    """llmlab.tracking reads back the LevelDB log framing W&B run files use: records of every size (empty,
+    one that ends a few bytes before a block's end so padding follows, several blocks long), from byte 0
+    or after a file header; a record cut off at the end is left out."""
+    from llmlab import tracking
+
+    rng = np.random.default_rng(0)
+    for start in (0, 7):
+        records = [rng.bytes(n) for n in (0, 10, 32_768 - 7 - start - 7 - 3, 5, 70_000, 1)]
+        data = bytes(start) + tracking.frame_records(records, start)
+        assert tracking.log_records(data, start) == records
+        assert tracking.log_records(data[:-1], start) == records[:-1]
+    # a record that exactly fills a block leaves no padding: the next header starts the next block
+    assert len(tracking.frame_records([b"x" * (tracking.BLOCK - 7), b"y"])) == tracking.BLOCK + 8

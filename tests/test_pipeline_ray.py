@@ -1,7 +1,7 @@
-"""Lab m17 on a real local Ray head: the pipeline's stages on Ray Data give exactly what the same stage
-functions give in a plain loop, the report accounts for the Common Crawl samples as the data manifest
-describes them, and DDP training on Ray Train streams each rank its own shards while rank 0 logs to Weights &
-Biases offline (the run file read back record by record with llmlab.tracking)."""
+"""Lab m17's pipeline on a real local Ray head, as `llmlab pipeline` submits it: its stages on Ray Data give
+exactly what the same stage functions give in a plain loop, and the report accounts for the Common Crawl
+samples as the data manifest describes them. (DDP on the shards, logged to W&B and read back, is the m17
+deliverable's test in test_labs.py.)"""
 
 from __future__ import annotations
 
@@ -10,11 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from llmlab.pipeline import run, stages, toxicity
-from llmlab.tracking import wandb_history
 
 pytestmark = pytest.mark.ray
 
@@ -26,13 +24,9 @@ def test_pipeline_verb_rejects_bad_configs_before_submitting(tmp_path):
     assert r.returncode == 2 and "vocab_sise" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_pipeline_job_on_ray_data_equals_the_plain_loop_and_ddp_trains_on_its_shards(ray_address, tmp_path):
+def test_pipeline_job_on_ray_data_equals_the_plain_loop(ray_address, tmp_path):
     """`llmlab pipeline` runs as a Ray job on the session's head; the documents it writes are exactly what
     the stage functions give in a plain loop here (with the toxicity classifier it trained and saved)."""
-    from llmlab import hf
-    from llmlab.distributed.pretrain import PretrainConfig, pretrain
-    from llmlab.platform.jobs import local
-
     data = tmp_path / "data"
     r = subprocess.run([str(Path(sys.executable).with_name("llmlab")), "pipeline", "--out", str(data),
                         "--address", ray_address], capture_output=True, text=True, timeout=900)
@@ -65,17 +59,3 @@ def test_pipeline_job_on_ray_data_equals_the_plain_loop_and_ddp_trains_on_its_sh
     assert [(d["id"], d["dropped"], d.get("text")) for d in on_ray] == \
         [(d["id"], d["dropped"], d["text"] if not d["dropped"] else None) for d in docs]
     assert stages.stage_report(docs) == report["stages"]
-
-    # DDP on Ray Train over the shards, rank 0 logging to W&B offline
-    gcs = f"127.0.0.1:{local.DEFAULT_GCS_PORT}"  # this process is a driver of the session's head
-    train = PretrainConfig(data=str(data), engine="ddp", bf16=False, activation_checkpointing=False,
-                           stage_sweep=(), cpus_per_worker=0.5, steps=40, eval_every=20, lr=3e-3,
-                           wandb_project="llmlab-test", name="m17-test")
-    summary = pretrain(train, tmp_path / "train", address=gcs)
-    losses = [h["val_loss"] for h in summary["history"]]
-    assert summary["world_size"] == 2 and losses[-1] < losses[0] - 0.5
-    assert hf.load(tmp_path / "train" / "model").n_params == summary["params"]
-    run_dir = next((tmp_path / "train" / "wandb").glob("offline-run-*"))
-    logged = wandb_history(run_dir)
-    assert [r["step"] for r in logged] == [h["step"] for h in summary["history"]]
-    np.testing.assert_allclose([r["val_loss"] for r in logged], losses, rtol=1e-6)

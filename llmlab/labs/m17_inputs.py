@@ -27,12 +27,13 @@ def prose(ctx: CheckContext, sentences: int) -> str:
     return ("\n\n" if ctx.rng.random() < 0.3 else "\n").join(lines)
 
 
-def document(ctx: CheckContext, kind: str) -> str:
-    """A document made to sit near one rule's threshold (on either side)."""
-    base = prose(ctx, ctx.randint(2, 12))
+def document(ctx: CheckContext, kind: str, strong: bool = False) -> str:
+    """A document made to sit near one rule's threshold (on either side); ``strong``: one that trips the
+    rule for sure (and no earlier one)."""
+    base = prose(ctx, ctx.randint(12, 16) if strong else ctx.randint(2, 12))
     lines = base.split("\n")
-    if kind == "short":
-        return " ".join(base.split()[:ctx.randint(30, 70)])
+    if kind == "short":  # strong: under 50 content words, over 50 with the punctuation
+        return " ".join(base.split()[:ctx.randint(40, 47) if strong else ctx.randint(30, 70)]) + " ," * 12 * strong
     if kind == "long_words":
         return " ".join(w * ctx.randint(1, 3) for w in base.split())
     if kind == "hashes":
@@ -44,11 +45,12 @@ def document(ctx: CheckContext, kind: str) -> str:
     if kind == "numbers":
         return base + " " + " ".join(str(ctx.randint(100, 99999)) for _ in range(ctx.randint(0, 60)))
     if kind == "no_stop":
-        keep = ctx.rng.uniform(0, 0.05)
-        return " ".join(w for w in prose(ctx, ctx.randint(10, 16)).split() if w.lower() not in STOP
+        keep = 0.0 if strong else ctx.rng.uniform(0, 0.05)
+        return " ".join(w for w in prose(ctx, ctx.randint(10, 16)).split() if w.lower().strip(".!?") not in STOP
                         or ctx.rng.random() < keep)
     if kind == "dup_lines":
-        return "\n".join(lines + [ctx.choice(lines) for _ in range(ctx.randint(0, len(lines)))])
+        extra = len(lines) if strong else ctx.randint(0, len(lines))
+        return "\n".join(lines + [ctx.choice(lines) for _ in range(extra)])
     if kind == "dup_paragraphs":
         paras = base.split("\n")
         return "\n\n".join(paras + [ctx.choice(paras) for _ in range(ctx.randint(0, 3))])

@@ -15,7 +15,7 @@ import numpy as np
 
 from llmlab.labs import m17_inputs as inputs
 from llmlab.labs.base import CheckContext, Lab, LabLimits
-from llmlab.pipeline import dedup, quality, shards
+from llmlab.pipeline import dedup, pii, quality, shards
 from llmlab.plots import figure
 
 LAB = Lab("m17", module=__name__, reference="llmlab.pipeline.quality",
@@ -33,14 +33,14 @@ def _compare_reasons(ctx: CheckContext, name: str, n: int) -> None:
     reference = getattr(quality, name)
     seen = set()
     for i in range(n):
-        text = inputs.document(ctx, inputs.KINDS[i % len(inputs.KINDS)])
+        text = inputs.document(ctx, inputs.KINDS[i % len(inputs.KINDS)], strong=i < len(inputs.KINDS))
         want = reference(text)
         got = ctx.call(name, text)
         ctx.expect(got is None or isinstance(got, str), f"{name} returns a reason (str) or None")
         ctx.expect(got == want, f"{name} on a hidden document ({len(text)} characters, starting "
                    f"{text[:60]!r}) returned {got!r}; want {want!r}")
         seen.add(want)
-    ctx.expect(len(seen) >= 4, "the hidden documents exercise several rules")  # a guard on this check itself
+    ctx.expect(len(seen) >= 4, "the hidden documents exercise several rules")  # guards this check itself
 
 
 @LAB.check(points=3, grades="ingestion")
@@ -132,11 +132,9 @@ def lsh_banding(ctx: CheckContext):
 def pii_masking(ctx: CheckContext):
     """mask_pii masks emails, phone numbers and IPv4 addresses in hidden text (with decoys: octets over
     255, longer dotted numbers, version numbers, years, handles) exactly as specified, and counts them."""
-    from llmlab.pipeline.pii import mask_pii
-
     for _ in range(6):
         text = inputs.pii_text(ctx)
-        want = mask_pii(text)
+        want = pii.mask_pii(text)
         got = ctx.call("mask_pii", text)
         ctx.expect(isinstance(got, list | tuple) and len(got) == 2, "mask_pii returns (text, counts)")
         ctx.expect(got[1] == want[1] and got[0] == want[0], f"on {text!r}: got {got[0]!r} with counts {got[1]}; "
@@ -268,8 +266,6 @@ def probability_swapped(s: float, bands: int, rows: int) -> float:
 
 
 def pii_any_octet(text: str):
-    from llmlab.pipeline import pii
-
     text, counts = pii.mask_emails(text)
     text, phones = pii.mask_phone_numbers(text)
     text, ips = re.subn(r"(?<![\w.])\d{1,3}(?:\.\d{1,3}){3}(?![\d.]*\d)", pii.IP, text)

@@ -30,10 +30,12 @@ from llmlab.platform.grading import isolation, protocol, scan
 log = logging.getLogger(__name__)
 
 
-# A sandbox's start (a fresh interpreter importing torch, the lab and the submission) may take this long
-# whatever the per-call limit: on a loaded machine the imports alone take seconds. It counts against the
-# grading's total limit, which bounds a submission that loops at import.
+# A sandbox's start (a fresh interpreter importing torch, the lab and the submission) may use this many CPU
+# seconds whatever the per-call limit, and any wall time within the grading's total limit: on a loaded
+# machine the imports alone wait for the CPU longer than that. A loop at import burns CPU and ends here; a
+# sleep at import ends at the total limit.
 START_S = 20.0
+
 
 class SubmissionError(Exception):
     """The submission misbehaved in a way that ends the current call (crash, timeout, memory, import)."""
@@ -136,7 +138,7 @@ class Sandbox:
         self.req_w, self.rep_r = req_w, rep_r
         self.tap = _OutputTap(out_r)
         try:
-            hello = self._receive(deadline, what="importing the submission")
+            hello = self._receive(deadline, what="importing the submission", cpu_budget=START_S)
         except SubmissionError as e:  # a hang or crash at import fails every check; don't retry it
             self.import_error = str(e)
             raise
@@ -160,9 +162,26 @@ class Sandbox:
             raise SubmissionError(f"the submission used {rss / 2**20:.0f} MB, over the memory limit "
                                   f"of {self.limits.memory_mb} MB")
 
-    def _receive(self, deadline: float, what: str) -> dict:
+    def _watch_cpu(self, budget: float) -> None:
+        """Stop the sandbox once its processes have used ``budget`` seconds of CPU."""
         try:
-            reply = protocol.read_reply(self.rep_r, deadline, poll=self._watch_memory)
+            procs = [psutil.Process(self.proc.pid)]
+            procs += procs[0].children(recursive=True)
+            used = sum(sum(p.cpu_times()[:2]) for p in procs)
+        except psutil.Error:
+            return
+        if used > budget:
+            self.stop()
+            raise SubmissionError(f"timed out importing the submission (over {budget:g} s of CPU)")
+
+    def _receive(self, deadline: float, what: str, cpu_budget: float | None = None) -> dict:
+        def poll():
+            self._watch_memory()
+            if cpu_budget is not None:
+                self._watch_cpu(cpu_budget)
+
+        try:
+            reply = protocol.read_reply(self.rep_r, deadline, poll=poll)
         except protocol.ChannelTimeout:
             self.stop()
             raise SubmissionError(f"timed out {what} (limit {self.limits.call_timeout_s:g}s per call, "
@@ -299,7 +318,9 @@ def grade(lab: Lab, submission: Path, *, learner: str = "anonymous", seed: int |
                 paused = signal.setitimer(signal.ITIMER_REAL, 0)[0] if timed else 0.0  # sandbox time is not judging
                 try:
                     if box.proc is None:
-                        box.start(min(time.monotonic() + max(limits.call_timeout_s * 2, START_S), total_deadline))
+                        # importing is bounded by CPU seconds (START_S), not by the clock: on a loaded
+                        # machine starting the sandbox and importing torch can take longer than that
+                        box.start(total_deadline)
                     return box.call(probe, args, kwargs, min(time.monotonic() + limits.call_timeout_s,
                                                              total_deadline))
                 finally:
