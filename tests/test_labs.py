@@ -229,7 +229,7 @@ HEADLINES = {"m01": _m01, "m04": _m04, "m05": _m05, "m06": _m06, "m07": _m07, "m
              "m18": _m18}
 # Deliverables that run Ray Train jobs: as `make run` runs them, a Ray job on the session's head (the Ray
 # xdist group, see conftest.py) whose driver starts the Ray Train run
-ON_RAY = {"m12", "m17"}
+ON_RAY = {lab for lab in LABS if get_lab(lab).ray_workload}
 
 
 def _deliverable_as_ray_job(lab_id: str, out_dir: Path, address: str) -> dict:

@@ -197,6 +197,9 @@ class Lab:
     # ``module.attr`` / ``module.Class.attr`` replaces one callable.
     own_work: str = ""
     forbidden: tuple[str, ...] = ()
+    # The deliverable starts Ray work of its own (Ray Train workers, Ray Data tasks): as a Ray job its driver
+    # reserves no CPU, or two such drivers would hold every CPU their own work waits for.
+    ray_workload: bool = False
 
     def check(self, points: float, name: str | None = None, *, grades: str):
         """Register a check worth ``points``; ``grades`` names the part of the syllabus's graded deliverable

@@ -24,7 +24,8 @@ LAB = Lab("m12", module=__name__, reference="llmlab.distributed.precision",
           own_work="bf16 rounding on the int32 bits, the loss-scale schedule, ZeRO's partition and memory "
                    "formula, a re-entrant checkpointed segment (a torch.autograd.Function)",
           # callables, not the package: torch imports torch.utils.checkpoint itself, so an import block never bites
-          forbidden=("torch.utils.checkpoint:checkpoint", "torch.utils.checkpoint:checkpoint_sequential", "deepspeed"))
+          forbidden=("torch.utils.checkpoint:checkpoint", "torch.utils.checkpoint:checkpoint_sequential", "deepspeed"),
+          ray_workload=True)
 
 
 def _bits_to_float(bits: np.ndarray) -> torch.Tensor:

@@ -27,7 +27,7 @@ LAB = Lab("m17", module=__name__, reference="llmlab.pipeline.quality",
           limits=LabLimits(call_timeout_s=60, total_timeout_s=300, memory_mb=2048),
           own_work="the Gopher rules, MinHash signatures and LSH banding, exact-dedup hashing, PII regexes, "
                    "token shard writing and reading, the LevelDB log framing of W&B run files",
-          forbidden=("datatrove", "datasketch", "warcio", "wandb"))
+          forbidden=("datatrove", "datasketch", "warcio", "wandb"), ray_workload=True)
 
 def _compare_reasons(ctx: CheckContext, name: str, n: int) -> None:
     reference = getattr(quality, name)

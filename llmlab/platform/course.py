@@ -29,10 +29,10 @@ from llmlab.platform.jobs.grade_job import entrypoint as grade_entrypoint
 LEARNER = "reference"
 
 
-def _submit(address: str, entrypoint: str, meta: dict) -> str:
+def _submit(address: str, entrypoint: str, meta: dict, cpus: float = 1) -> str:
     job_id = f"llmlab-{meta['llmlab.kind']}-{meta['llmlab.lab']}-{uuid.uuid4().hex[:8]}"
     client.connect(address).submit_job(entrypoint=entrypoint, submission_id=job_id, metadata=meta,
-                                       entrypoint_num_cpus=1, runtime_env={"env_vars": client.ONE_CPU_ENV})
+                                       entrypoint_num_cpus=cpus, runtime_env={"env_vars": client.ONE_CPU_ENV})
     return job_id
 
 
@@ -40,7 +40,8 @@ def submit_deliverable(address: str, lab_id: str, profile: str, out_dir: Path, l
     """A lab's reference deliverable as a Ray job writing into ``out_dir``; returns the job id."""
     return _submit(address, shlex.join(["python", "-m", "llmlab.platform.jobs.deliverable_job", lab_id, "--profile",
                                         profile, "--out", str(out_dir)]),
-                   {"llmlab.kind": "deliverable", "llmlab.lab": lab_id, "llmlab.learner": learner})
+                   {"llmlab.kind": "deliverable", "llmlab.lab": lab_id, "llmlab.learner": learner},
+                   cpus=0 if get_lab(lab_id).ray_workload else 1)
 
 
 def run_course(profile: str = "quick", address: str | None = None, labs: list[str] | None = None,
