@@ -16,7 +16,7 @@ import time
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 from llmlab.data import resolve  # noqa: E402
-from llmlab.pipeline import extract, run, stages, toxicity, warc  # noqa: E402
+from llmlab.pipeline import extract, run, toxicity, warc  # noqa: E402
 
 REPEAT = 6
 
@@ -38,20 +38,6 @@ def _extraction() -> dict:
     return out
 
 
-def _plain_loop(cfg: run.PipelineConfig, classifier) -> list[dict]:
-    s = cfg.settings
-    docs = [d for i, src in enumerate(cfg.sources) for d in stages.read(run._resolve(src), i)]
-    for d in docs:
-        for step, kw in ((stages.extract_text, {}), (stages.language, {}), (stages.gopher, {}), (stages.c4, {}),
-                         (stages.toxicity, {"classifier": classifier})):
-            step(d, s, **kw)
-    decisions = stages.dedup_decisions([stages.dedup_keys(d, s) for d in docs], s)
-    for d in docs:
-        stages.apply_dedup(d, s, decisions)
-        stages.mask(d, s)
-    return docs
-
-
 def main() -> dict:
     import ray
 
@@ -61,7 +47,7 @@ def main() -> dict:
     classifier = toxicity.train(texts, labels)
     cfg = run.PipelineConfig(sources=run.SAMPLES * REPEAT)
     t0 = time.perf_counter()
-    plain = _plain_loop(cfg, classifier)
+    plain = run.process_local(cfg, classifier)
     t_plain = time.perf_counter() - t0
     local.ensure(None)
     ray.init(address=f"127.0.0.1:{local.DEFAULT_GCS_PORT}", log_to_driver=False)

@@ -261,14 +261,7 @@ def test_stages_report_accounts_for_every_document_and_byte():
              "Money raised from the sale of programmes will go to the children's hospital."]
     docs = [{"id": i, "source": "x", "url": "", "kind": "text", "text": t, "dropped": "", "bytes_read": len(t.encode())}
             for i, t in enumerate(texts)]
-    for doc in docs:
-        for step, kw in ((stages.extract_text, {}), (stages.language, {}), (stages.gopher, {}), (stages.c4, {}),
-                         (stages.toxicity, {"classifier": clf})):
-            step(doc, s, **kw)
-    decisions = stages.dedup_decisions([stages.dedup_keys(d, s) for d in docs], s)
-    for doc in docs:
-        stages.apply_dedup(doc, s, decisions)
-        stages.mask(doc, s)
+    stages.process_local(docs, s, clf)
     assert [d["dropped"] for d in docs] == ["", "dedup:exact", "dedup:near", "gopher:duplicated_5_grams",
                                             "language:ru", "c4:curly_bracket", ""]
     assert docs[1]["duplicate_of"] == 0 and docs[2]["duplicate_of"] == 0

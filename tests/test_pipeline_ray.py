@@ -45,16 +45,7 @@ def test_pipeline_job_on_ray_data_equals_the_plain_loop(ray_address, tmp_path):
     classifier = toxicity.ToxicityClassifier.load(data / "toxicity.npz")
 
     # the reference: the same stage functions in a plain loop, no Ray
-    s = cfg.settings
-    docs = [d for i, src in enumerate(cfg.sources) for d in stages.read(run._resolve(src), i)]
-    for d in docs:
-        for step, kw in ((stages.extract_text, {}), (stages.language, {}), (stages.gopher, {}), (stages.c4, {}),
-                         (stages.toxicity, {"classifier": classifier})):
-            step(d, s, **kw)
-    decisions = stages.dedup_decisions([stages.dedup_keys(d, s) for d in docs], s)
-    for d in docs:
-        stages.apply_dedup(d, s, decisions)
-        stages.mask(d, s)
+    docs = run.process_local(cfg, classifier)
     on_ray = [json.loads(line) for line in (data / "documents.jsonl").read_text().splitlines()]
     assert [(d["id"], d["dropped"], d.get("text")) for d in on_ray] == \
         [(d["id"], d["dropped"], d["text"] if not d["dropped"] else None) for d in docs]

@@ -19,13 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
-from llmlab.pipeline import shards, stages
+from llmlab.pipeline import shards, stages, warc
 
 SAMPLES = ("commoncrawl/CC-MAIN-2016-50-wet-00009-filtered25.warc.wet.gz",
            "commoncrawl/CC-MAIN-2016-50-wet-00009-head51200.warc.wet.gz",
            "commoncrawl/CC-MAIN-2020-34-sample.warc.gz", "commoncrawl/whirlwind.warc.gz")
 # A whole WET file of Common Crawl (CC-MAIN-2018-17, its first segment's first file), streamed over HTTPS
-CC_WET = ("https://data.commoncrawl.org/crawl-data/CC-MAIN-2018-17/segments/1524125937193.1/wet/"
+CC_WET = (warc.CC_BASE + "crawl-data/CC-MAIN-2018-17/segments/1524125937193.1/wet/"
           "CC-MAIN-20180420081400-20180420101400-00000.warc.wet.gz")
 EOS = "<|endoftext|>"
 
@@ -73,12 +73,6 @@ def _apply(batch, step, **kwargs):
     return pd.DataFrame([step(row, **kwargs) for row in batch.to_dict("records")])
 
 
-def _keys(batch, settings):
-    import pandas as pd
-
-    return pd.DataFrame([stages.dedup_keys(row, settings) for row in batch.to_dict("records")])
-
-
 def process(cfg: PipelineConfig, classifier) -> list[dict]:
     """Every document through every stage on Ray Data (the current Ray connection, or a local one)."""
     import ray
@@ -86,17 +80,23 @@ def process(cfg: PipelineConfig, classifier) -> list[dict]:
     s = cfg.settings
     sources = [{"source": _resolve(src), "source_id": i} for i, src in enumerate(cfg.sources)]
     ds = ray.data.from_items(sources).flat_map(lambda row: list(stages.read(row["source"], row["source_id"])))
-    for step, kwargs in ((stages.extract_text, {}), (stages.language, {}), (stages.gopher, {}), (stages.c4, {}),
-                         (stages.toxicity, {"classifier": classifier})):
+    for step, kwargs in stages.document_steps(classifier):
         ds = ds.map_batches(_apply, batch_format="pandas", fn_kwargs={"step": step, "s": s, **kwargs})
     ds = ds.materialize()  # the documents stay in the object store while the driver decides on duplicates
-    keys = ds.map_batches(_keys, batch_format="pandas", fn_kwargs={"settings": s}).to_pandas()
-    decisions = stages.dedup_decisions(keys.to_dict("records"), s)
+    keys = ds.map_batches(_apply, batch_format="pandas", fn_kwargs={"step": stages.dedup_keys, "s": s})
+    decisions = stages.dedup_decisions(keys.to_pandas().to_dict("records"), s)
     ds = ds.map_batches(_apply, batch_format="pandas", fn_kwargs={"step": stages.apply_dedup, "s": s,
                                                                      "decisions": decisions})
     ds = ds.map_batches(_apply, batch_format="pandas", fn_kwargs={"step": stages.mask, "s": s})
     docs = ds.to_pandas().sort_values("id").to_dict("records")
     return [{k: v for k, v in d.items() if not (isinstance(v, float) and np.isnan(v))} for d in docs]
+
+
+def process_local(cfg: PipelineConfig, classifier) -> list[dict]:
+    """The same stages in one process, without Ray (the reference the Ray Data run is tested against, and
+    the baseline it is benchmarked against)."""
+    docs = [d for i, src in enumerate(cfg.sources) for d in stages.read(_resolve(src), i)]
+    return stages.process_local(docs, cfg.settings, classifier)
 
 
 def tokenize_and_shard(texts: list[str], out_dir: Path, cfg: PipelineConfig) -> dict:

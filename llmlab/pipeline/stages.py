@@ -170,6 +170,24 @@ def mask(doc: dict, s: Settings) -> str | None:
     return None
 
 
+def document_steps(classifier) -> list[tuple]:
+    """The per-document stages before the global dedup step, in order, each with its extra arguments."""
+    return [(extract_text, {}), (language, {}), (gopher, {}), (c4, {}), (toxicity, {"classifier": classifier})]
+
+
+def process_local(docs: list[dict], s: Settings, classifier) -> list[dict]:
+    """Every stage over the documents in this process, in place: what :func:`llmlab.pipeline.run.process`
+    does on Ray Data."""
+    for doc in docs:
+        for step, kwargs in document_steps(classifier):
+            step(doc, s, **kwargs)
+    decisions = dedup_decisions([dedup_keys(d, s) for d in docs], s)
+    for doc in docs:
+        apply_dedup(doc, s, decisions)
+        mask(doc, s)
+    return docs
+
+
 def stage_report(docs: list[dict]) -> list[dict]:
     """Per stage: documents and bytes in and out, and how many documents were dropped for each reason."""
     rows, alive, nbytes = [], None, None

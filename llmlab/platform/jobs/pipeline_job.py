@@ -9,13 +9,11 @@ Prints a result record with the per-stage report.
 
 from __future__ import annotations
 
-import argparse
-import json
-import shlex
 import sys
-from pathlib import Path
 
 from pydantic import BaseModel
+
+from llmlab.platform.jobs import config_job
 
 
 class PipelineRecord(BaseModel):
@@ -25,21 +23,17 @@ class PipelineRecord(BaseModel):
 
 def entrypoint(config: dict, out: str) -> str:
     """The shell command of the job, each argument quoted."""
-    return shlex.join(["python", "-m", "llmlab.platform.jobs.pipeline_job", "--config-json",
-                       json.dumps(config, separators=(",", ":")), "--out", out])
+    return config_job.command("llmlab.platform.jobs.pipeline_job", config, out)
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="pipeline_job")
-    p.add_argument("--config-json", required=True, help="PipelineConfig settings as a JSON object")
-    p.add_argument("--out", type=Path, required=True)
-    args = p.parse_args(argv)
-
     from llmlab.pipeline.run import PipelineConfig, run
     from llmlab.platform.jobs import record
 
-    report = run(PipelineConfig.from_dict(json.loads(args.config_json)), args.out)
-    print(record.encode(PipelineRecord(out_dir=str(args.out.resolve()), report=report)), flush=True)
+    config, out = config_job.parse("pipeline_job", argv)
+    cfg = PipelineConfig.from_dict(config)
+    report = run(cfg, out)
+    print(record.encode(PipelineRecord(out_dir=str(out.resolve()), report=report)), flush=True)
     return 0
 
 

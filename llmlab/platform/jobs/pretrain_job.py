@@ -9,12 +9,11 @@ there). Prints a result record with the run's summary (loss history, tokens/s, t
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
-from pathlib import Path
 
 from pydantic import BaseModel
+
+from llmlab.platform.jobs import config_job
 
 
 class PretrainRecord(BaseModel):
@@ -24,24 +23,17 @@ class PretrainRecord(BaseModel):
 
 def entrypoint(config: dict, out: str) -> str:
     """The shell command of the job, each argument quoted."""
-    import shlex
-
-    return shlex.join(["python", "-m", "llmlab.platform.jobs.pretrain_job", "--config-json",
-                       json.dumps(config, separators=(",", ":")), "--out", out])
+    return config_job.command("llmlab.platform.jobs.pretrain_job", config, out)
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="pretrain_job")
-    p.add_argument("--config-json", required=True, help="PretrainConfig settings as a JSON object")
-    p.add_argument("--out", type=Path, required=True)
-    args = p.parse_args(argv)
-
     from llmlab.distributed.pretrain import PretrainConfig, pretrain
     from llmlab.platform.jobs import record
 
-    cfg = PretrainConfig.from_dict(json.loads(args.config_json))
-    summary = pretrain(cfg, args.out)
-    print(record.encode(PretrainRecord(out_dir=str(args.out.resolve()), summary=summary)), flush=True)
+    config, out = config_job.parse("pretrain_job", argv)
+    cfg = PretrainConfig.from_dict(config)
+    summary = pretrain(cfg, out)
+    print(record.encode(PretrainRecord(out_dir=str(out.resolve()), summary=summary)), flush=True)
     return 0
 
 
