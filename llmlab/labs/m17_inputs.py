@@ -54,6 +54,10 @@ def document(ctx: CheckContext, kind: str, strong: bool = False) -> str:
     if kind == "dup_paragraphs":
         paras = base.split("\n")
         return "\n\n".join(paras + [ctx.choice(paras) for _ in range(ctx.randint(0, 3))])
+    if kind == "ngrams" and strong:  # 3 copies of 6 distinct words: few repeated n-gram characters when a
+        # repeat jumps ahead by n, about 4 times as many when overlapping windows count
+        phrase = " ".join(ctx.rng.choice(NOUNS, 6, replace=False))
+        return prose(ctx, ctx.randint(14, 19)) + " " + " ".join([phrase] * 3)
     if kind == "ngrams":  # a phrase repeated back to back: overlapping windows over it repeat too
         phrase = " ".join(ctx.choice(NOUNS + VERBS) for _ in range(ctx.randint(5, 9)))
         return prose(ctx, ctx.randint(6, 12)) + " " + " ".join([phrase] * ctx.randint(1, 4))

@@ -79,12 +79,13 @@ def exact_dedup_hashing(ctx: CheckContext):
 
 
 def probe_minhash(sub, hashes, a, b):
-    return [int(v) for v in sub.minhash(hashes, a, b)]
+    sig = np.asarray(sub.minhash(hashes, a, b))
+    return [sig.dtype.kind, [int(v) for v in sig]]
 
 
 @LAB.check(points=2, grades="ingestion")
 def minhash_signatures(ctx: CheckContext):
-    """minhash(hashes, a, b) equals min over x of (a_i x + b_i) mod (2^31 - 1) exactly, for hidden hash
+    """minhash(hashes, a, b) is an integer array equal to min over x of (a_i x + b_i) mod (2^31 - 1), for hidden hash
     functions near the top of the field (no overflow), and its agreement rate estimates the Jaccard
     similarity of two hidden sets within 0.08 (256 functions)."""
     p = dedup.MERSENNE
@@ -92,7 +93,8 @@ def minhash_signatures(ctx: CheckContext):
     b = ctx.rng.integers(0, p, 64).tolist()
     a[0], b[0] = p - 1, p - 1
     hashes = ctx.rng.integers(0, p, ctx.randint(1, 300)).tolist() + [p - 1]
-    got = ctx.run(probe_minhash, hashes, a, b)
+    kind, got = ctx.run(probe_minhash, hashes, a, b)
+    ctx.expect(kind in ("u", "i"), f"the signature must hold integers (a numpy dtype of kind u or i), not {kind!r}")
     want = dedup.minhash(hashes, a, b).tolist()
     ctx.expect(got == want, f"{sum(g != w for g, w in zip(got, want, strict=False))} of 64 signature entries "
                "differ from min_x (a x + b) mod p")
@@ -100,7 +102,7 @@ def minhash_signatures(ctx: CheckContext):
     shared, only = ctx.randint(100, 400), ctx.randint(50, 400)
     pool = ctx.rng.choice(p, shared + 2 * only, replace=False).tolist()
     s1, s2 = pool[:shared + only], pool[:shared] + pool[shared + only:]
-    sig1, sig2 = (np.array(ctx.run(probe_minhash, s, a, b)) for s in (s1, s2))
+    sig1, sig2 = (np.array(ctx.run(probe_minhash, s, a, b)[1]) for s in (s1, s2))
     est, exact = float(np.mean(sig1 == sig2)), shared / (shared + 2 * only)
     ctx.close(est, exact, atol=0.08, what="estimated Jaccard similarity")
 
