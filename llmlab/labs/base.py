@@ -411,4 +411,5 @@ def _signature(fn) -> str:
 
 def _doc(obj, indent: str) -> str:
     doc = inspect.getdoc(obj)
-    return textwrap.indent(f'"""{doc}"""', indent) if doc else ""
+    raw = "r" if doc and "\\" in doc else ""  # a docstring quoting a regex (m17's spec) is written raw
+    return textwrap.indent(f'{raw}"""{doc}"""', indent) if doc else ""

@@ -80,8 +80,10 @@ def huber_objective(ctx: CheckContext):
 @LAB.check(points=3, grades="fitted scaling exponents (alpha, beta, gamma)")
 def chinchilla_fit_recovers_a_known_surface(ctx: CheckContext):
     """fit_chinchilla(N, D, L, delta, starts) on 300 runs of a known surface with 1% noise and 15 runs
-    corrupted by +40% recovers alpha and beta within 0.03 (Huber is what keeps the outliers from pulling the
-    fit), and reaches an objective no worse than the reference's from the same starts."""
+    corrupted by +40% recovers alpha and beta within 0.06 of the truth (Huber is what keeps the outliers from
+    pulling the fit) and within 0.005 of the reference's fit, and reaches an objective no worse than the
+    reference's from the same starts. (Over 40 seeds the reference itself lands up to 0.029 from the true
+    alpha: the noise, not the fit, sets how close the truth can be.)"""
     N, D, L = _surface(ctx, 300, TRUE, 0.01)
     bad = ctx.rng.choice(300, 15, replace=False)
     L[bad] *= 1.4
@@ -90,12 +92,13 @@ def chinchilla_fit_recovers_a_known_surface(ctx: CheckContext):
     if not isinstance(got, dict) or set(got) != {"E", "A", "B", "alpha", "beta"}:
         ctx.expect(False, "fit_chinchilla must return a dict with keys E, A, B, alpha, beta")
     got = {k: ctx.number(v, k) for k, v in got.items()}
+    ref = laws.fit_chinchilla(N, D, L, 1e-3, starts)
     for k in ("alpha", "beta"):
-        ctx.close(got[k], TRUE[k], atol=0.03, what=f"fitted {k} (true {TRUE[k]})")
+        ctx.close(got[k], TRUE[k], atol=0.06, what=f"fitted {k} (true {TRUE[k]})")
+        ctx.close(got[k], ref[k], atol=0.005, what=f"fitted {k} (the reference fit's {ref[k]:.4f})")
     ctx.expect(min(got.values()) > 0, "A, B, E, alpha and beta must be positive")
     mine = _objective_reference([math.log(got["A"]), math.log(got["B"]), math.log(got["E"]), got["alpha"],
                                  got["beta"]], N, D, L, 1e-3)
-    ref = laws.fit_chinchilla(N, D, L, 1e-3, starts)
     best = _objective_reference([math.log(ref["A"]), math.log(ref["B"]), math.log(ref["E"]), ref["alpha"],
                                  ref["beta"]], N, D, L, 1e-3)
     ctx.expect(mine <= best * (1 + 1e-4) + 1e-9,
