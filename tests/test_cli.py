@@ -59,6 +59,12 @@ def test_grade_starter_json_and_gradebook(tmp_path):
     assert book[0]["labs"][0]["lab"] == "m01" and book[0]["components"]["quiz"]["status"] == "pending"
     table = llmlab("grade", "m01", str(starter), "--no-record", env_db=db).stdout
     assert "score 0/" in table and "fail" in table
+    # --check: only the named checks run; an unknown name is a usage error that lists the lab's checks
+    one = json.loads(llmlab("grade", "m01", str(starter), "--json", "--no-record", "--check", "projection").stdout)
+    ran = [c["name"] for c in one["checks"] if not c["message"].startswith("not run")]
+    assert ran == ["projection"] and "NotImplementedError" in one["checks"][2]["message"]
+    r = llmlab("grade", "m01", str(starter), "--check", "nope", "--no-record")
+    assert r.returncode == 2 and "no check nope" in r.stderr and "svd_any_shape" in r.stderr
 
 
 def test_light_modules_do_not_import_torch():

@@ -38,6 +38,9 @@ LAB = get_lab("m01")
 FAST = LabLimits(call_timeout_s=3, total_timeout_s=60, memory_mb=512)
 SVD_CHECKS = {"svd_any_shape", "svd_hard_matrices"}  # call batched_svd directly
 USES_SVD = SVD_CHECKS | {"projection", "eckart_young"}  # the reference's projector and low_rank_approx call it
+# A hostile batched_svd is graded on the two checks that call it and one that does not (the grading carries
+# on after the sandbox dies): each check that kills the sandbox costs a restart, an interpreter importing torch
+RUN = (*sorted(SVD_CHECKS), "einsum_bilinear")
 
 
 @pytest.fixture(autouse=True)
@@ -45,7 +48,8 @@ def _isolated():
     needs_isolation()
 
 
-def _submit(tmp_path: Path, body: str, *, replace_svd: bool = True, limits: LabLimits = FAST):
+def _submit(tmp_path: Path, body: str, *, replace_svd: bool = True, limits: LabLimits = FAST,
+            checks: tuple[str, ...] | None = RUN):
     src = m01_source() + "\nimport os, sys, subprocess, time\n"
     if replace_svd:
         src += "def batched_svd(A, max_sweeps=60):\n" + textwrap.indent(textwrap.dedent(body), "    ")
@@ -54,7 +58,7 @@ def _submit(tmp_path: Path, body: str, *, replace_svd: bool = True, limits: LabL
     path = tmp_path / "sub" / "submission.py"
     path.parent.mkdir(exist_ok=True)
     path.write_text(src)
-    return grade(LAB, path, seed=7, limits=limits)
+    return grade(LAB, path, seed=7, limits=limits, checks=checks)
 
 
 def _svd_failed_others_passed(result, needle: str):
@@ -63,7 +67,8 @@ def _svd_failed_others_passed(result, needle: str):
         assert not by[name].passed
         assert needle in by[name].message, by[name].message
     assert not any(c.passed for c in result.checks if c.name in USES_SVD)
-    others = [c for c in result.checks if c.name not in USES_SVD]
+    others = [c for c in result.checks if c.name not in USES_SVD and c.name in RUN]
+    assert others
     assert all(c.passed for c in others), [(c.name, c.message) for c in others if not c.passed]
     assert result.status == "graded" and result.isolation == "bubblewrap"
 
@@ -445,7 +450,7 @@ def test_without_isolation_untrusted_code_is_refused(tmp_path, monkeypatch):
 ], ids=["syntax-error", "exit-at-import", "loop-at-import", "raise-at-import"])
 def test_broken_module(tmp_path, module_body, needle):
     """(A loop at import runs until the sandbox's start deadline: here the grading's 10 s total limit.)"""
-    result = _submit(tmp_path, module_body, replace_svd=False,
+    result = _submit(tmp_path, module_body, replace_svd=False, checks=None,
                      limits=LabLimits(call_timeout_s=3, total_timeout_s=10, memory_mb=512))
     assert result.score == 0 and result.status == "graded"
     assert needle in (result.error or ""), result.error

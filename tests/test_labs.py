@@ -67,14 +67,28 @@ def test_reference_earns_full_marks(lab_id):
 @pytest.mark.parametrize("lab_id, bug", BUGS, ids=[f"{lab}-{bug}" for lab, bug in BUGS])
 def test_seeded_bug_is_caught(lab_id, bug):
     """Graded as ``llmlab grade -x`` does: the checks after the first failure are not run (the slow seed
-    sweep grades every bug in full)."""
+    sweep grades every bug in full). In-process: llmlab's own code needs no sandbox, and the sandbox's
+    start (an interpreter importing torch) was most of each bug's time; the reference's grading above goes
+    through the sandbox."""
     lab = get_lab(lab_id)
-    result = grade_source(lab, lab.submission_source(bug), trusted=True, stop_at_first_failure=True)
+    result = grade_source(lab, lab.submission_source(bug), trusted=True, stop_at_first_failure=True,
+                          in_process=True)
     failed = [c for c in result.checks if not c.passed]
     assert failed, f"seeded bug {bug} passed every check of {lab_id}"
     assert failed[0].message and not failed[0].message.startswith("not run")
     after = result.checks[result.checks.index(failed[0]) + 1:]
     assert all(c.message == "not run: grading stopped at the first failed check" and c.points == 0 for c in after)
+
+
+def test_in_process_grading_equals_the_sandbox():
+    """The seeded bugs' in-process grading judges what the sandbox would: same seed, same verdicts and
+    messages (m02: its values include tensors and a spec class); untrusted code is never graded in-process."""
+    lab = get_lab("m02")
+    for source in (lab.submission_source(), lab.submission_source(next(iter(lab.bugs))), lab.cheat_source("nan")):
+        boxed, here = (grade_source(lab, source, seed=5, trusted=True, in_process=p) for p in (False, True))
+        assert [(c.passed, c.message) for c in here.checks] == [(c.passed, c.message) for c in boxed.checks]
+    with pytest.raises(ValueError, match="trusted"):
+        grade_source(lab, lab.submission_source(), in_process=True)
 
 
 def _names_in(code) -> set[str]:
@@ -115,9 +129,10 @@ CHEAT_CASES = [pytest.param(lab, kind, id=f"{lab}-{kind}",
 @pytest.mark.parametrize("lab_id, kind", CHEAT_CASES)
 def test_cheating_earns_nothing(lab_id, kind):
     """Re-exporting llmlab's reference scores 0; constant, NaN and wrongly typed values from the
-    reference's functions fail every check that judges them (classes are not poisoned: their checks stand)."""
+    reference's functions fail every check that judges them (classes are not poisoned: their checks stand).
+    The poisoned submissions are llmlab's own code, graded in-process."""
     lab = get_lab(lab_id)
-    result = grade_source(lab, lab.cheat_source(kind), trusted=kind != "reexport")
+    result = grade_source(lab, lab.cheat_source(kind), trusted=kind != "reexport", in_process=kind != "reexport")
     if kind == "reexport":
         assert result.score == 0 and "not available to submissions" in result.error
         return
@@ -266,9 +281,9 @@ def test_checks_are_stable_across_seeds(lab_id):
     """Over many seeds: the reference never loses a point and every seeded bug always loses some."""
     lab = get_lab(lab_id)
     for seed in range(10):
-        result = grade_source(lab, lab.submission_source(), seed=seed, trusted=True)
+        result = grade_source(lab, lab.submission_source(), seed=seed, trusted=True, in_process=True)
         assert result.score == result.max_score, (seed, [(c.name, c.message) for c in result.checks if not c.passed])
     for bug in lab.bugs:
         for seed in range(5):
-            result = grade_source(lab, lab.submission_source(bug), seed=seed, trusted=True)
+            result = grade_source(lab, lab.submission_source(bug), seed=seed, trusted=True, in_process=True)
             assert result.score < lab.max_score, (bug, seed)

@@ -133,7 +133,9 @@ def grade_cmd(lab_id: Annotated[str, typer.Argument(metavar="ID")],
               as_json: Annotated[bool, typer.Option("--json")] = False,
               record: Annotated[bool, typer.Option(help="store the result in the gradebook")] = True,
               first_failure: Annotated[bool, typer.Option("-x", "--stop-at-first-failure",
-                                                          help="skip the checks after the first failed one")] = False):
+                                                          help="skip the checks after the first failed one")] = False,
+              check: Annotated[list[str] | None, typer.Option("--check", "-k", metavar="NAME",
+                                                              help="run only this check (repeatable)")] = None):
     """Grade a submission locally, in a sandboxed process. Exit 0 whenever grading happened."""
     from llmlab.platform.grading import grade, isolation
     from llmlab.platform.grading.runner import with_limits
@@ -146,7 +148,7 @@ def grade_cmd(lab_id: Annotated[str, typer.Argument(metavar="ID")],
     try:
         with contextlib.nullcontext() if as_json else out.status("grading") as status:
             result = grade(lab, path, learner=learner, seed=seed, limits=limits, allow_unisolated=True,
-                           stop_at_first_failure=first_failure,
+                           stop_at_first_failure=first_failure, checks=check,
                            progress=status and (lambda name: status.update(f"grading {lab.id}: {name}")))
     except (FileNotFoundError, ValueError) as e:
         raise Fail(str(e), 2) from None

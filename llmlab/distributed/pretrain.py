@@ -128,7 +128,7 @@ class PretrainConfig:
         return self.workers * self.micro_batch * self.grad_accum * self.context
 
 
-QUICK = PretrainConfig(stage_sweep=(0, 1, 2, 3), cpus_per_worker=0.5)
+QUICK = PretrainConfig(steps=40, stage_sweep=(0, 1, 2, 3), cpus_per_worker=0.5)
 # The syllabus's ~70M-parameter model (non-embedding 69M), on one GPU or N workers of a KubeRay cluster.
 FULL = PretrainConfig(d_model=640, n_layers=14, n_heads=10, context=512, steps=5000, micro_batch=32, lr=6e-4,
                       min_lr=6e-5, warmup=200, workers=1, gpus_per_worker=1, eval_every=250, eval_batches=20,
@@ -332,6 +332,7 @@ def train_loop(config: dict) -> None:
     """The function each Ray Train worker runs."""
     import ray.train
 
+    phases = {"enter": time.perf_counter()}
     cfg = PretrainConfig.from_dict(config)
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
@@ -339,7 +340,7 @@ def train_loop(config: dict) -> None:
     train, val, vocab, tokenizer = load_tokens(cfg.data)
     device = "cuda" if cfg.gpus_per_worker else "cpu"
     data = batches(cfg, train, rank, world, device)
-    phases = {"start": time.perf_counter()}
+    phases["load_data"] = time.perf_counter()
     sweep = [_measure_stage(cfg, s, data, vocab) for s in cfg.stage_sweep]
     phases["stage_sweep"] = time.perf_counter()
     engine, n_params = _engine(cfg, cfg.zero_stage, vocab)

@@ -15,7 +15,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -285,19 +285,27 @@ def _on_alarm(signum, frame):
 
 def grade(lab: Lab, submission: Path, *, learner: str = "anonymous", seed: int | None = None,
           limits: LabLimits | None = None, progress=None, trusted: bool = False,
-          allow_unisolated: bool = False, stop_at_first_failure: bool = False) -> GradeResult:
+          allow_unisolated: bool = False, stop_at_first_failure: bool = False,
+          in_process: bool = False, checks: Collection[str] | None = None) -> GradeResult:
     """Grade ``submission`` (a .py file or a folder) against ``lab``. Never raises for a bad submission:
     its faults are reported in the result. Raises FileNotFoundError/ValueError when grading cannot run, and
     IsolationUnavailable when no OS sandbox exists (see ``isolation``) unless ``allow_unisolated`` (one's
     own code, ``llmlab grade``) or ``trusted`` (llmlab's own reference and seeded bugs, which also see the
     llmlab package inside the sandbox). With ``stop_at_first_failure`` (``llmlab grade -x``), the checks
-    after the first failed one are not run (and earn nothing): a quick answer while fixing one thing."""
+    after the first failed one are not run (and earn nothing): a quick answer while fixing one thing. With
+    ``in_process`` (trusted code only) the submission runs in this process (see ``in_process.InProcessBox``). With
+    ``checks`` (``llmlab grade --check NAME``) only the named checks run; the others earn nothing."""
+    if in_process and not trusted:
+        raise ValueError("only trusted code is graded in-process")
+    if checks is not None and (unknown := set(checks) - {c.name for c in lab.checks}):
+        raise ValueError(f"lab {lab.id} has no check {', '.join(sorted(unknown))}; its checks: "
+                         f"{', '.join(c.name for c in lab.checks)}")
     submission = Path(submission).resolve()
     if not submission.exists():
         raise FileNotFoundError(f"no such submission: {submission}")
     if submission.is_file() and submission.suffix != ".py":
         raise ValueError(f"a submission is a .py file or a folder, not {submission.name}")
-    isolated = isolation.require(untrusted=not (trusted or allow_unisolated))
+    isolated = not in_process and isolation.require(untrusted=not (trusted or allow_unisolated))
     limits = limits or lab.limits
     seed = secrets.randbits(63) if seed is None else seed
     started, t0 = dt.datetime.now(dt.UTC), time.monotonic()
@@ -308,7 +316,12 @@ def grade(lab: Lab, submission: Path, *, learner: str = "anonymous", seed: int |
     fatal: str | None = None
     box = None
     try:
-        box = Sandbox(lab, submission, limits, workdir, isolated=isolated, trusted=trusted)
+        if in_process:
+            from llmlab.platform.grading.in_process import InProcessBox
+
+            box = InProcessBox(submission)
+        else:
+            box = Sandbox(lab, submission, limits, workdir, isolated=isolated, trusted=trusted)
         for index, check in enumerate(lab.checks):
             c0 = time.monotonic()
             if progress:
@@ -328,7 +341,9 @@ def grade(lab: Lab, submission: Path, *, learner: str = "anonymous", seed: int |
                         signal.setitimer(signal.ITIMER_REAL, paused)
 
             passed, message = False, ""
-            if fatal:
+            if checks is not None and check.name not in checks:
+                message = "not run: not among the checks asked for"
+            elif fatal:
                 message = fatal
             elif stop_at_first_failure and any(not r.passed for r in results):
                 message = "not run: grading stopped at the first failed check"

@@ -1,6 +1,7 @@
 """The sandbox agent: imports a submission and answers the grader's calls, inside the OS sandbox.
 
-Run by ``runner`` as a script (``python -I sandbox.py CONFIG``), never imported by the grader. It is
+Run by ``runner`` as a script (``python -I sandbox.py CONFIG``); the grader imports it only to grade
+trusted code in its own process (``runner.InProcessBox``) the same way. It is
 self-contained on purpose: inside the sandbox llmlab itself is not mounted (the submission cannot import
 llmlab's reference implementations), so this file and ``protocol.py`` beside it are all of llmlab that
 runs there; the probes a check needs arrive by value (cloudpickle) with each request.
@@ -210,7 +211,7 @@ def _load_submission(path: str):
     return module
 
 
-def _describe(exc: BaseException) -> dict:
+def describe(exc: BaseException) -> dict:
     if isinstance(exc, OSError) and exc.errno == 27:  # EFBIG from RLIMIT_FSIZE
         message = f"wrote a file over {OUTPUT_LIMIT_BYTES // 2**20} MB (output limit)"
     elif isinstance(exc, SystemExit):
@@ -252,7 +253,7 @@ def main() -> None:
         module = _load_submission(cfg["submission"])
         protocol.send_reply(rep_fd, {"ok": True, "names": sorted(n for n in vars(module) if not n.startswith("_"))})
     except BaseException as e:  # noqa: BLE001 - a broken submission is reported, not raised
-        protocol.send_reply(rep_fd, _describe(e) | {"stage": "import"})
+        protocol.send_reply(rep_fd, describe(e) | {"stage": "import"})
         return
 
     while True:
@@ -265,7 +266,7 @@ def main() -> None:
                                                                                           **kwargs)
             reply = {"ok": True, "value": to_wire(value)}
         except BaseException as e:  # noqa: BLE001
-            reply = _describe(e)
+            reply = describe(e)
         try:
             protocol.send_reply(rep_fd, reply)
         except Exception as e:  # the value is not something the grader accepts back
