@@ -289,7 +289,9 @@ class TransformerLM(nn.Module):
                 std = 0.02 / math.sqrt(2 * self.config.n_layers) if name.endswith(("wo", "w2")) else 0.02
                 p.copy_(torch.randn(p.shape, generator=gen) * std)
 
-    def forward(self, ids: Tensor, positions: Tensor | None = None, return_residuals: bool = False):
+    def forward(self, ids: Tensor, positions: Tensor | None = None, return_residuals: bool = False,
+                last_only: bool = False):
+        """Logits (B, T, vocab), or (B, 1, vocab) of the last position only with ``last_only`` (sampling)."""
         B, T = ids.shape
         if T > self.config.context and self.config.positions in ("learned", "sinusoidal"):
             raise ValueError(f"sequence of {T} tokens is longer than the context ({self.config.context})")
@@ -310,7 +312,7 @@ class TransformerLM(nn.Module):
             else:
                 x = block(x, positions, bias)
             residuals.append(x)
-        logits = linear(self.final_norm(x), self.embed if self.head is None else self.head)
+        logits = linear(self.final_norm(x[:, -1:] if last_only else x), self.embed if self.head is None else self.head)
         return (logits, residuals) if return_residuals else logits
 
     @property
@@ -322,7 +324,7 @@ class TransformerLM(nn.Module):
                  generator: torch.Generator | None = None) -> Tensor:
         """Sample continuations of ids (B, T) (no KV cache: this is the teaching model)."""
         for _ in range(max_new_tokens):
-            logits = self(ids[:, -self.config.context:])[:, -1] / max(temperature, 1e-6)
+            logits = self(ids[:, -self.config.context:], last_only=True)[:, -1] / max(temperature, 1e-6)
             nxt = torch.multinomial(torch.softmax(logits.float(), -1), 1, generator=generator)
             ids = torch.cat([ids, nxt], dim=1)
         return ids

@@ -24,12 +24,13 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from llmlab import settings
 from llmlab.distributed import zero
 from llmlab.distributed.throughput import flops_per_token
 from llmlab.transformer import TransformerConfig, TransformerLM, cosine_lr, cross_entropy, get_batch
@@ -96,10 +97,7 @@ class PretrainConfig:
     @classmethod
     def from_dict(cls, d: dict) -> PretrainConfig:
         """Unknown keys are an error (a typo must not silently train the default)."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown pretraining setting(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        settings.reject_unknown(cls, d, "pretraining")
         return cls(**d)
 
     @classmethod

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from llmlab.pipeline import shards, stages, warc
+from llmlab.settings import reject_unknown
 
 SAMPLES = ("commoncrawl/CC-MAIN-2016-50-wet-00009-filtered25.warc.wet.gz",
            "commoncrawl/CC-MAIN-2016-50-wet-00009-head51200.warc.wet.gz",
@@ -50,12 +51,10 @@ class PipelineConfig:
     @classmethod
     def from_dict(cls, d: dict) -> PipelineConfig:
         """Unknown keys (here or under "settings") are an error."""
-        known = {f.name for f in fields(cls)}
-        settings = dict(d.get("settings", {}))
-        unknown = sorted(set(d) - known) + sorted(set(settings) - {f.name for f in fields(stages.Settings)})
-        if unknown:
-            raise ValueError(f"unknown pipeline setting(s): {', '.join(unknown)}")
-        return cls(**{**d, "settings": stages.Settings(**settings)})
+        stage_settings = dict(d.get("settings", {}))
+        reject_unknown(cls, d, "pipeline")
+        reject_unknown(stages.Settings, stage_settings, "pipeline stage")
+        return cls(**{**d, "settings": stages.Settings(**stage_settings)})
 
 
 def _resolve(source: str) -> str:

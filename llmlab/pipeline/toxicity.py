@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import itertools
+import os
 import re
 from dataclasses import dataclass
 
@@ -26,9 +27,14 @@ _TOKEN = re.compile(r"[a-z0-9']+")
 _NOISE = re.compile(r"@\w+|https?://\S+|&\w+;|\brt\b")
 
 
+def clean(text: str) -> str:
+    """Lower-cased, without the tweets' mentions, links, HTML entities and retweet marks."""
+    return _NOISE.sub(" ", text.lower())
+
+
 def features(text: str, buckets: int = BUCKETS) -> np.ndarray:
     """Bucket ids of the text's features (repeats kept: a feature's count is its value)."""
-    words = _TOKEN.findall(_NOISE.sub(" ", text.lower()))
+    words = _TOKEN.findall(clean(text))
     grams = [f"w:{w}" for w in words] + [f"b:{a} {b}" for a, b in itertools.pairwise(words)]
     for w in words:
         padded = f"<{w}>"
@@ -75,6 +81,24 @@ def load_davidson(path=None) -> tuple[list[str], np.ndarray]:
     with open(resolve("toxicity/labeled_data.csv", path), newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     return [r["tweet"] for r in rows], np.array([int(r["class"] != "2") for r in rows], dtype=np.int64)
+
+
+def trained(path=None) -> ToxicityClassifier:
+    """A classifier trained on all of the Davidson data with the default settings, kept in llmlab's cache
+    folder under the data file's SHA-256 (training takes about 15 s; lab m13's judge and the tests reuse it)."""
+    from llmlab.data import catalog, resolve
+
+    source = resolve("toxicity/labeled_data.csv", path)
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()[:16]
+    cached = catalog.cache_dir().parent / "models" / f"toxicity-{digest}.npz"
+    if cached.exists():
+        return ToxicityClassifier.load(cached)
+    clf = train(*load_davidson(source))
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cached.with_suffix(f".{os.getpid()}.npz")
+    clf.save(tmp)
+    os.replace(tmp, cached)  # atomic: concurrent runs never read a half-written file
+    return clf
 
 
 def objective(params: np.ndarray, x, y: np.ndarray, l2: float) -> tuple[float, np.ndarray]:

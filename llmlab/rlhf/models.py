@@ -1,0 +1,65 @@
+"""The three networks of RLHF on llmlab's TransformerLM: the policy with a value head (actor and critic
+sharing the trunk, as TRL's AutoModelForCausalLMWithValueHead), the frozen reference policy (a copy of the
+supervised policy) and the reward model (a trunk with a scalar head read at the reply's last token)."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import Tensor, nn
+
+from llmlab.transformer import TransformerLM
+
+
+def _hidden(lm: TransformerLM, ids: Tensor) -> tuple[Tensor, Tensor]:
+    """(logits, final normed hidden states) of ``ids``."""
+    logits, residuals = lm(ids, return_residuals=True)
+    return logits, lm.final_norm(residuals[-1])
+
+
+class PolicyWithValue(nn.Module):
+    def __init__(self, lm: TransformerLM):
+        super().__init__()
+        self.lm = lm
+        self.value_head = nn.Linear(lm.config.d_model, 1)
+        nn.init.zeros_(self.value_head.weight)
+        nn.init.zeros_(self.value_head.bias)
+
+    def forward(self, ids: Tensor) -> tuple[Tensor, Tensor]:
+        """(logits (B, T, V), values (B, T))."""
+        logits, h = _hidden(self.lm, ids)
+        return logits, self.value_head(h).squeeze(-1)
+
+
+class RewardModel(nn.Module):
+    """A language-model trunk (initialized from the supervised policy, as Ouyang et al. do) and a linear
+    score read at each sequence's last token."""
+
+    def __init__(self, lm: TransformerLM):
+        super().__init__()
+        self.lm = copy.deepcopy(lm)
+        self.score_head = nn.Linear(lm.config.d_model, 1)
+
+    def forward(self, ids: Tensor, last: Tensor) -> Tensor:
+        """Scores (B,) of sequences ``ids`` (B, T) whose last real token is at ``last`` (B,)."""
+        _, h = _hidden(self.lm, ids)
+        return self.score_head(h[torch.arange(len(ids)), last]).squeeze(-1)
+
+
+def response_logprobs(logits: Tensor, ids: Tensor, prompt_len: int) -> Tensor:
+    """log pi(token) of each response token: logits at positions P-1..T-2 predict ids at P..T-1."""
+    logp = torch.log_softmax(logits[:, prompt_len - 1:-1].float(), -1)
+    return logp.gather(-1, ids[:, prompt_len:, None]).squeeze(-1)
+
+
+@torch.no_grad()
+def sample(lm: TransformerLM, prompts: Tensor, max_new: int, eos: int, temperature: float = 1.0,
+           generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    """Sample replies to ``prompts`` (B, P): returns (ids (B, P + max_new), response mask (B, max_new)),
+    the mask 1 up to and including each reply's end-of-reply token, the ids after it padding (0)."""
+    ids = lm.generate(prompts, max_new, temperature=temperature, generator=generator)
+    reply = ids[:, prompts.shape[1]:]
+    ended = (reply == eos).int().cumsum(1)
+    mask = (ended - (reply == eos).int()) == 0  # before the first eos, and the eos itself
+    return torch.cat([prompts, torch.where(mask, reply, 0)], 1), mask.float()
