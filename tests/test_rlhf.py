@@ -4,28 +4,23 @@ Judged by the task's gold rules on held-out prompts, which neither PPO nor DPO s
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
-from llmlab.pipeline import toxicity
-from llmlab.rlhf import learner, task, train
+from llmlab.rlhf import run as rlhf_run
+from llmlab.rlhf import task
 
-CFG = train.RLHFConfig(sft_steps=500, pairs=1200, iterations=30, kl_init=0.2, kl_target=6.0, kl_horizon=1000,
-                       dpo_epochs=1, dpo_beta=0.3, eval_prompts=256)
+CFG = rlhf_run.QUICK
 
 
 @pytest.fixture(scope="module")
-def run():
-    data = task.load()
-    judge = toxicity.trained()
-    sft_lm, sft_losses = train.sft(CFG, data)
-    pairs = train.preference_pairs(CFG, sft_lm, data, judge)
-    rm, rm_stats = train.train_reward_model(CFG, sft_lm, pairs)
-    ppo_learner, history = learner.run_local(CFG, sft_lm, rm, data, judge)
-    dpo_lm, _ = train.dpo(CFG, sft_lm, pairs)
-    ev = {name: train.evaluate(CFG, lm, data, judge) for name, lm in
-          (("sft", sft_lm), ("ppo", ppo_learner.policy.lm), ("dpo", dpo_lm))}
-    return {"data": data, "sft_losses": sft_losses, "pairs": pairs, "rm": rm_stats, "history": history, "eval": ev}
+def run(tmp_path_factory):
+    """The quick preset's run in one process (tests/test_rlhf_ray.py runs it on Ray actors)."""
+    out = tmp_path_factory.mktemp("rlhf")
+    summary = rlhf_run.run(CFG, out, on_ray=False)
+    return {"summary": summary, "history": json.loads((out / "history.json").read_text()), "out": out}
 
 
 def test_task_prompts_vocabulary_and_gold():
@@ -39,11 +34,11 @@ def test_task_prompts_vocabulary_and_gold():
 
 
 def test_supervised_policy_and_reward_model(run):
-    losses = run["sft_losses"]
-    assert np.mean(losses[-50:]) < np.mean(losses[:20]) - 3  # from ~7.6 nats (uniform over 2,000 words)
-    pairs = run["pairs"]
-    assert len(pairs["chosen"]) == CFG.pairs and pairs["chosen"].shape == pairs["rejected"].shape
-    assert run["rm"]["held_out_accuracy"] > 0.8  # Bradley-Terry on 80% of the pairs, measured on the rest
+    s = run["summary"]
+    assert s["sft_loss"]["last"] < s["sft_loss"]["first"] - 3  # from ~7.6 nats (uniform over 2,000 words)
+    assert s["reward_model"]["pairs"] == CFG.pairs
+    assert s["reward_model"]["held_out_accuracy"] > 0.8  # Bradley-Terry on 80% of the pairs, measured on the rest
+    assert (run["out"] / "kl_tracker.png").stat().st_size > 10_000
 
 
 def test_ppo_raises_reward_and_tracks_the_kl_target(run):
@@ -59,6 +54,6 @@ def test_ppo_raises_reward_and_tracks_the_kl_target(run):
 
 
 def test_ppo_and_dpo_beat_the_supervised_policy_on_held_out_prompts(run):
-    ev = run["eval"]
+    ev = run["summary"]["evaluation"]
     assert ev["ppo"]["gold"] > ev["sft"]["gold"] + 0.15 and ev["ppo"]["toxic"] < ev["sft"]["toxic"]
     assert ev["dpo"]["gold"] > ev["sft"]["gold"] + 0.15

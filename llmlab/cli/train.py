@@ -122,3 +122,41 @@ def pipeline_cmd(sources: Annotated[list[str] | None, typer.Argument(
     if report["shards"]:
         out.print(f"shards: {report['shards']}; train on them: llmlab pretrain CONFIG with data = \"{out_dir}\", "
                   'engine = "ddp", bf16 = false, activation_checkpointing = false')
+
+
+@app.command("rlhf")
+def rlhf_cmd(config: Annotated[str, typer.Argument(help="a .toml/.yaml/.json file of RLHFConfig settings, or a "
+                                                        "preset: quick (CPU, minutes), full")] = "quick",
+             address: AddressOpt = None,
+             out_dir: Annotated[Path | None, typer.Option("--out", help="where the history, plots and policy go "
+                                                          "(default runs/rlhf-<time>)")] = None,
+             timeout: Annotated[float, typer.Option(help="seconds to wait for the job")] = 6 * 3600,
+             no_wait: Annotated[bool, typer.Option("--no-wait", help="submit and print the job id")] = False):
+    """Lab m13's toy chatbot: SFT, a Bradley-Terry reward model, PPO with rollout workers, the reward model
+    and the learner as Ray actors, and DPO, as a Ray job; prints the held-out scores of the three policies."""
+    from llmlab.platform.jobs import record
+    from llmlab.platform.jobs.rlhf_job import RLHFRecord, entrypoint
+    from llmlab.rlhf import run
+    from llmlab.rlhf.train import RLHFConfig
+
+    presets = {"quick": run.QUICK, "full": run.FULL}
+    try:
+        cfg = presets[config] if config in presets else RLHFConfig.from_file(config)
+    except FileNotFoundError:
+        raise Fail(f"no such config file: {config} (or use a preset: {', '.join(presets)})", 2) from None
+    except (ValueError, TypeError) as e:
+        raise Fail(f"{config}: {e}", 2) from None
+    out_dir = (out_dir or Path("runs") / f"rlhf-{dt.datetime.now():%Y%m%d-%H%M%S}").resolve()
+    logs = _run_job(address, "rlhf", entrypoint(asdict(cfg), str(out_dir)), timeout, no_wait,
+                    f"{cfg.rollout_workers} rollout worker(s), {cfg.iterations} PPO iterations")
+    if logs is None:
+        return
+    summary = record.decode(logs, RLHFRecord).summary
+    table = Table("policy", "gold (held out)", "on topic", "toxic", title=f"RLHF into {out_dir}")
+    for name, e in summary["evaluation"].items():
+        table.add_row(name.upper(), f"{e['gold']:+.3f}", f"{e['on_topic']:.1%}", f"{e['toxic']:.1%}")
+    out.print(table)
+    first, last = summary["ppo"]["first"], summary["ppo"]["last"]
+    out.print(f"reward model: held-out pairwise accuracy {summary['reward_model']['held_out_accuracy']:.3f}; "
+              f"PPO reward {first['reward']:.2f} -> {last['reward']:.2f}, KL {last['kl']:.2f} nats "
+              f"(target {summary['config']['kl_target']:g}), KL coefficient {last['kl_coef']:.3f}")

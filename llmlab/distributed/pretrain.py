@@ -103,23 +103,7 @@ class PretrainConfig:
     @classmethod
     def from_file(cls, path) -> PretrainConfig:
         """A TOML, YAML or JSON file of settings (a ``[pretrain]`` table or the top level)."""
-        path = Path(path)
-        text = path.read_text()
-        if path.suffix == ".toml":
-            import tomllib
-
-            d = tomllib.loads(text)
-        elif path.suffix in (".yaml", ".yml"):
-            import yaml
-
-            d = yaml.safe_load(text)
-        elif path.suffix == ".json":
-            d = json.loads(text)
-        else:
-            raise ValueError(f"{path.name}: a pretraining config is .toml, .yaml or .json")
-        if not isinstance(d, dict):
-            raise ValueError(f"{path.name}: expected a table of settings")
-        return cls.from_dict(d.get("pretrain", d))
+        return cls.from_dict(settings.read_file(path, "pretrain"))
 
     @property
     def tokens_per_step(self) -> int:

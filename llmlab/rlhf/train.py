@@ -13,7 +13,7 @@ import torch
 from tqdm.auto import tqdm
 
 from llmlab import settings
-from llmlab.rlhf import models, preference, task
+from llmlab.rlhf import models, ppo, preference, task
 from llmlab.transformer import TransformerConfig, TransformerLM
 
 
@@ -48,16 +48,32 @@ class RLHFConfig:
     kl_target: float = 2.0  # nats per reply
     kl_horizon: float = 10_000
     kl_estimator: str = "k1"
+    rollout_workers: int = 2  # Ray actors sampling replies (llmlab.rlhf.ray_ppo)
+    actor_cpus: float = 0.5  # CPUs each Ray actor reserves
     # DPO
     dpo_beta: float = 0.1
     dpo_epochs: int = 2
     dpo_lr: float = 5e-4
     eval_prompts: int = 256
 
+    def __post_init__(self):
+        if self.rollout_batch % self.rollout_workers:
+            raise ValueError("rollout_batch must be a multiple of rollout_workers")
+        if self.kl_estimator not in ppo.KL_ESTIMATORS:
+            raise ValueError(f"kl_estimator must be one of {ppo.KL_ESTIMATORS}")
+        for name in ("sft_steps", "pairs", "iterations", "rollout_batch", "minibatch", "ppo_epochs", "max_reply"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+
     @classmethod
     def from_dict(cls, d: dict) -> RLHFConfig:
         settings.reject_unknown(cls, d, "RLHF")
         return cls(**d)
+
+    @classmethod
+    def from_file(cls, path) -> RLHFConfig:
+        """A TOML, YAML or JSON file of settings (an ``[rlhf]`` table or the top level)."""
+        return cls.from_dict(settings.read_file(path, "rlhf"))
 
 
 # --- data to tensors ------------------------------------------------------------------------------------------

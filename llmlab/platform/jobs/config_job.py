@@ -1,5 +1,5 @@
-"""What the jobs that take a settings object share (``pretrain_job``, ``pipeline_job``): the command line
-``python -m MODULE --config-json '{...}' --out DIR``, quoted, and its parsing."""
+"""What the jobs that take a settings object share (``pretrain_job``, ``pipeline_job``, ``rlhf_job``): the
+command line ``python -m MODULE --config-json '{...}' --out DIR``, quoted, and its parsing."""
 
 from __future__ import annotations
 
