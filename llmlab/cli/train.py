@@ -31,13 +31,7 @@ def pretrain_cmd(config: Annotated[str, typer.Argument(help="a .toml/.yaml/.json
     from llmlab.platform.jobs import record
     from llmlab.platform.jobs.pretrain_job import PretrainRecord, entrypoint
 
-    presets = {"quick": pretrain.QUICK, "full": pretrain.FULL}
-    try:
-        cfg = presets[config] if config in presets else pretrain.PretrainConfig.from_file(config)
-    except FileNotFoundError:
-        raise Fail(f"no such config file: {config} (or use a preset: {', '.join(presets)})", 2) from None
-    except (ValueError, TypeError) as e:
-        raise Fail(f"{config}: {e}", 2) from None
+    cfg = _settings(config, {"quick": pretrain.QUICK, "full": pretrain.FULL}, pretrain.PretrainConfig)
     out_dir = (out_dir or Path("runs") / f"pretrain-{dt.datetime.now():%Y%m%d-%H%M%S}").resolve()
     logs = _run_job(address, "pretrain", entrypoint(asdict(cfg), str(out_dir)), timeout, no_wait,
                     f"{cfg.workers} worker(s), {'DDP' if cfg.engine == 'ddp' else f'ZeRO-{cfg.zero_stage}'}, "
@@ -60,6 +54,16 @@ def pretrain_cmd(config: Annotated[str, typer.Argument(help="a .toml/.yaml/.json
                                               ("bytes_between_steps", "bytes_after_backward", "formula_bytes")),
                            f"{s['tokens_per_s']:,.0f}")
         out.print(stages)
+
+
+def _settings(config: str, presets: dict, cls):
+    """A preset by name, or ``cls.from_file(config)``; a missing or bad file is a usage error (exit 2)."""
+    try:
+        return presets[config] if config in presets else cls.from_file(config)
+    except FileNotFoundError:
+        raise Fail(f"no such config file: {config} (or use a preset: {', '.join(presets)})", 2) from None
+    except (ValueError, TypeError) as e:
+        raise Fail(f"{config}: {e}", 2) from None
 
 
 def _run_job(address: str | None, kind: str, command: str, timeout: float, no_wait: bool, what: str) -> str | None:
@@ -139,13 +143,7 @@ def rlhf_cmd(config: Annotated[str, typer.Argument(help="a .toml/.yaml/.json fil
     from llmlab.rlhf import run
     from llmlab.rlhf.train import RLHFConfig
 
-    presets = {"quick": run.QUICK, "full": run.FULL}
-    try:
-        cfg = presets[config] if config in presets else RLHFConfig.from_file(config)
-    except FileNotFoundError:
-        raise Fail(f"no such config file: {config} (or use a preset: {', '.join(presets)})", 2) from None
-    except (ValueError, TypeError) as e:
-        raise Fail(f"{config}: {e}", 2) from None
+    cfg = _settings(config, {"quick": run.QUICK, "full": run.FULL}, RLHFConfig)
     out_dir = (out_dir or Path("runs") / f"rlhf-{dt.datetime.now():%Y%m%d-%H%M%S}").resolve()
     logs = _run_job(address, "rlhf", entrypoint(asdict(cfg), str(out_dir)), timeout, no_wait,
                     f"{cfg.rollout_workers} rollout worker(s), {cfg.iterations} PPO iterations")
