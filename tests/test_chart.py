@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from llmlab.platform import chart
+from llmlab.platform import chart, dashboards
 
 CRDS = (Path(__file__).resolve().parents[2] / "shared" / "schemas" / "crds",)
 SCENARIOS = chart.scenarios()
@@ -56,7 +56,7 @@ def test_custom_resources_validate_against_their_crds(rendered):
                 seen.add(d["kind"])
                 errors = chart.validate_custom(d, CRDS)
                 assert not errors, (name, d["kind"], errors[:5])
-    assert {"RayCluster", "RayJob", "ServiceMonitor", "PrometheusRule"} <= seen
+    assert {"RayCluster", "RayJob", "ServiceMonitor", "PrometheusRule", "PodMonitor"} <= seen
 
 
 def test_crd_validation_catches_a_wrong_field(rendered):
@@ -144,7 +144,7 @@ def test_observability_objects(rendered):
     generated = yaml.safe_load((Path(chart.CHART) / "files" / "rules" / "grader-slo.rules.yaml").read_text())
     assert rules and rules[0]["spec"] == generated
     boards = [d for d in full if d["kind"] == "ConfigMap" and d["metadata"]["labels"].get("grafana_dashboard") == "1"]
-    assert len(boards) == 3
+    assert len(boards) == len(dashboards.DASHBOARDS)  # every generated dashboard, the RLHF KL tracker's included
     for cm in boards:
         (content,) = cm["data"].values()
         assert json.loads(content)["templating"]["list"][0]["name"] == "datasource"
@@ -174,7 +174,9 @@ def test_values_schema_rejects_bad_values():
 
     for bad in ({"inference": {"speculative": {"method": "magic"}}}, {"image": {"tag": "latest"}},
                 {"grader": {"replicas": 0}}, {"surprise": True}, {"pretrain": {"zeroStage": 4}},
-                {"pretrain": {"dataSource": "x'; rm -rf /"}}, {"pretrain": {"modelSize": "7b"}}):
+                {"pretrain": {"dataSource": "x'; rm -rf /"}}, {"pretrain": {"modelSize": "7b"}},
+                {"rlhf": {"preset": "huge"}}, {"rlhf": {"actorCpus": 0}}, {"rlhf": {"output": {"path": "$(id)"}}},
+                {"rlhf": {"enabled": True, "preset": "full", "rolloutWorkers": 6}}):
         with pytest.raises(helm_python.HelmError):
             chart.render(bad)
 
@@ -299,11 +301,16 @@ def test_inference_requires_an_api_key_from_a_secret(rendered):
     assert seen >= 2
 
 
-def _pretrain_config(rayjob: dict) -> dict:
+def _job_argv(rayjob: dict, module: str) -> list[str]:
     import shlex
 
     argv = shlex.split(rayjob["spec"]["entrypoint"])
-    assert argv[:3] == ["python", "-m", "llmlab.platform.jobs.pretrain_job"]
+    assert argv[:3] == ["python", "-m", module]
+    return argv
+
+
+def _pretrain_config(rayjob: dict) -> dict:
+    argv = _job_argv(rayjob, "llmlab.platform.jobs.pretrain_job")
     return json.loads(argv[argv.index("--config-json") + 1])
 
 
@@ -335,4 +342,39 @@ def test_pretraining_rayjob_follows_the_values(rendered):
     assert all(getattr(cfg, f) == getattr(QUICK, f) for f in MODEL_FIELDS) and cfg.zero_stage == 2
     pod = job["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["template"]["spec"]
     assert "nvidia.com/gpu" not in pod["containers"][0]["resources"]["limits"] and "tolerations" not in pod
+    assert not chart.validate_custom(job, CRDS)
+
+
+def test_rlhf_rayjob_follows_the_values(rendered):
+    """The RLHF RayJob's settings are llmlab's FULL (or QUICK) preset with the values' actors; its driver
+    serves the KL tracker on the head pod's rlhf-metrics port, which the PodMonitor scrapes."""
+    from dataclasses import replace
+
+    from llmlab.rlhf.run import FULL, QUICK
+    from llmlab.rlhf.train import RLHFConfig
+
+    assert not any(d["kind"] in ("RayJob", "PodMonitor") and d["metadata"]["name"].endswith("-rlhf")
+                   for d in rendered["full"])  # off unless asked for
+    docs = rendered["rlhf"]
+    job = next(d for d in docs if d["kind"] == "RayJob")
+    argv = _job_argv(job, "llmlab.platform.jobs.rlhf_job")
+    cfg = RLHFConfig.from_dict(json.loads(argv[argv.index("--config-json") + 1]))
+    assert cfg == replace(FULL, rollout_workers=8, actor_cpus=1)
+    assert argv[argv.index("--metrics-addr") + 1] == "0.0.0.0" and job["spec"]["shutdownAfterJobFinishes"] is True
+    head = job["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]
+    port = int(argv[argv.index("--metrics-port") + 1])
+    assert {"containerPort": port, "name": "rlhf-metrics"} in head["spec"]["containers"][0]["ports"]
+    assert {"name": "output", "persistentVolumeClaim": {"claimName": "llmlab-rlhf-results"}} in head["spec"]["volumes"]
+    assert job["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["replicas"] == 2
+    monitor = next(d for d in docs if d["kind"] == "PodMonitor")
+    assert monitor["spec"]["podMetricsEndpoints"][0]["port"] == "rlhf-metrics"
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= head["metadata"]["labels"].items()
+
+    quick = chart.render({"rlhf": {"enabled": True, "preset": "quick", "iterations": 7, "rolloutWorkers": 2,
+                                   "actorCpus": 0.5}})
+    job = next(d for d in quick if d["kind"] == "RayJob")
+    argv = _job_argv(job, "llmlab.platform.jobs.rlhf_job")
+    cfg = RLHFConfig.from_dict(json.loads(argv[argv.index("--config-json") + 1]))
+    assert cfg == replace(QUICK, iterations=7, rollout_workers=2, actor_cpus=0.5)
+    assert not any(d["kind"] == "PodMonitor" for d in quick)  # no monitoring stack, no PodMonitor
     assert not chart.validate_custom(job, CRDS)

@@ -227,6 +227,18 @@ def _m12(m, out):
     assert m["checkpoint_memory_ratio"] < 0.2 and m["grad_accumulation_max_param_diff"] < 1e-5
 
 
+def _m13(m, out):
+    ev, h = m["evaluation"], m["history"]
+    assert m["reward_model"]["held_out_accuracy"] > 0.8 and m["rollout_workers"] == 2
+    assert m["reward_last"] > m["reward_first"] + 1.0  # the reward model's score of the policy's replies
+    assert 0 < m["kl_last"] < 3 * m["kl_target"]  # within a band around the KL target (6 nats per reply)
+    for a, b in zip(h, h[1:], strict=False):  # the controller moves toward the target
+        assert (b["kl_coef"] > a["kl_coef"]) == (a["kl"] > m["kl_target"])
+    # on held-out prompts, by the task's own rules: both methods beat the supervised policy
+    assert ev["ppo"]["gold"] > ev["sft"]["gold"] + 0.15 and ev["ppo"]["toxic"] < ev["sft"]["toxic"]
+    assert ev["dpo"]["gold"] > ev["sft"]["gold"] + 0.15
+
+
 def _m17(m, out):
     stages = {r["stage"]: r for r in m["pipeline"]["stages"]}
     assert stages["read"]["dropped"] == {"truncated": 1}  # the cut WET record is reported, not a crash
@@ -240,7 +252,7 @@ def _m17(m, out):
 
 # The quick deliverables' headline numbers, as the issues state them (labs whose numbers are plots only: none)
 HEADLINES = {"m01": _m01, "m04": _m04, "m05": _m05, "m06": _m06, "m07": _m07, "m08": _m08, "m09": _m09,
-             "m10": _m10, "m11": _m11, "m12": _m12, "m17": _m17,
+             "m10": _m10, "m11": _m11, "m12": _m12, "m13": _m13, "m17": _m17,
              "m18": _m18}
 # Deliverables that run Ray Train jobs: as `make run` runs them, a Ray job on the session's head (the Ray
 # xdist group, see conftest.py) whose driver starts the Ray Train run

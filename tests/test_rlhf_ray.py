@@ -1,7 +1,8 @@
 """`llmlab rlhf` as a Ray job on the session's Ray head: PPO's rollout workers, reward model and learner run
 as Ray actors, the summary comes back as the job's record, and the history, KL tracker plot and policy
-land in the output folder. (Tiny settings: the mechanics, not the learning; tests/test_rlhf.py checks the
-learning in one process, and with one rollout worker the two draw the same samples.)"""
+land in the output folder; the job serves the KL tracker's gauges while it runs (their content and the
+dashboard's queries: tests/test_rlhf_metrics.py). Tiny settings: the mechanics, not the learning
+(tests/test_rlhf.py checks the learning in one process; with one rollout worker both draw the same samples)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.conftest import free_port
+
 pytestmark = pytest.mark.ray
 
 LLMLAB = str(Path(sys.executable).with_name("llmlab"))
@@ -23,8 +26,8 @@ def test_rlhf_verb_runs_ppo_on_ray_actors(ray_address, tmp_path):
                                         "minibatch = 8\nppo_epochs = 2\neval_prompts = 32\nrollout_workers = 2\n"
                                         "actor_cpus = 0.25\n")
     out = tmp_path / "run"
-    r = subprocess.run([LLMLAB, "rlhf", str(tmp_path / "tiny.toml"), "--out", str(out), "--address", ray_address],
-                       capture_output=True, text=True, timeout=600)
+    r = subprocess.run([LLMLAB, "rlhf", str(tmp_path / "tiny.toml"), "--out", str(out), "--address", ray_address,
+                        "--metrics-port", str(free_port())], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "submitted llmlab-rlhf-" in r.stderr and "PPO" in r.stdout and "held-out pairwise accuracy" in r.stdout
     summary = json.loads((out / "summary.json").read_text())

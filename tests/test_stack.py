@@ -78,7 +78,7 @@ def test_up_status_down_with_prometheus(ray_address, tmp_path):
                 series = _query(prom, f"{o.record}:ratio_rate{window}")
                 assert series, f"no data for {o.record}:ratio_rate{window}"
         assert float(_query(prom, 'sum(llmlab_submissions_total{outcome="graded"})')[0]["value"][1]) == 2
-        for name in dashboards.DASHBOARDS:  # every query is valid PromQL; over the grader's metrics, has data
+        for name in dashboards.STACK_DASHBOARDS:  # every query is valid PromQL; over the services' metrics, has data
             for expr in dashboards.queries(name):
                 result = _query(prom, expr)  # the inference dashboard: llmlab's engine under vLLM's names
                 assert result, f"{name} dashboard: no data for {expr}"

@@ -135,7 +135,10 @@ def rlhf_cmd(config: Annotated[str, typer.Argument(help="a .toml/.yaml/.json fil
              out_dir: Annotated[Path | None, typer.Option("--out", help="where the history, plots and policy go "
                                                           "(default runs/rlhf-<time>)")] = None,
              timeout: Annotated[float, typer.Option(help="seconds to wait for the job")] = 6 * 3600,
-             no_wait: Annotated[bool, typer.Option("--no-wait", help="submit and print the job id")] = False):
+             no_wait: Annotated[bool, typer.Option("--no-wait", help="submit and print the job id")] = False,
+             metrics_port: Annotated[int | None, typer.Option(help="serve the KL tracker's Prometheus gauges on "
+                                                              "this port of the job's node while it runs")] = None,
+             metrics_addr: Annotated[str, typer.Option(help="the address to serve them on")] = "127.0.0.1"):
     """Lab m13's toy chatbot: SFT, a Bradley-Terry reward model, PPO with rollout workers, the reward model
     and the learner as Ray actors, and DPO, as a Ray job; prints the held-out scores of the three policies."""
     from llmlab.platform.jobs import record
@@ -145,8 +148,8 @@ def rlhf_cmd(config: Annotated[str, typer.Argument(help="a .toml/.yaml/.json fil
 
     cfg = _settings(config, {"quick": run.QUICK, "full": run.FULL}, RLHFConfig)
     out_dir = (out_dir or Path("runs") / f"rlhf-{dt.datetime.now():%Y%m%d-%H%M%S}").resolve()
-    logs = _run_job(address, "rlhf", entrypoint(asdict(cfg), str(out_dir)), timeout, no_wait,
-                    f"{cfg.rollout_workers} rollout worker(s), {cfg.iterations} PPO iterations")
+    logs = _run_job(address, "rlhf", entrypoint(asdict(cfg), str(out_dir), metrics_port, metrics_addr), timeout,
+                    no_wait, f"{cfg.rollout_workers} rollout worker(s), {cfg.iterations} PPO iterations")
     if logs is None:
         return
     summary = record.decode(logs, RLHFRecord).summary

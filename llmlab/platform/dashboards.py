@@ -107,7 +107,29 @@ def slos() -> Dashboard:
     return _dashboard("llmlab / SLOs", ["slo"], panels)
 
 
-DASHBOARDS = {"platform": platform, "inference": inference, "slos": slos}
+def rlhf() -> Dashboard:
+    """Lab m13's KL tracker, from the gauges an RLHF job exports (``llmlab rlhf --metrics-port``)."""
+    r = m.RLHF
+    return _dashboard("llmlab / RLHF (KL tracker)", ["rlhf", "ppo"], [
+        _panel(Timeseries, "Reward-model score and gold score of the replies",
+               [(f"max by (run) ({r['reward']})", "reward {{run}}"), (f"max by (run) ({r['gold_train']})",
+                                                                       "gold {{run}}")], "short", 0, 0),
+        _panel(Timeseries, "KL to the reference policy (nats per reply) and its target",
+               [(f"max by (run) ({r['kl']})", "KL {{run}}"), (f"max by (run) ({m.RLHF_KL_TARGET})", "target {{run}}")],
+               "short", 12, 0),
+        _panel(Timeseries, "KL coefficient (adaptive controller)", [(f"max by (run) ({r['kl_coef']})", "{{run}}")],
+               "short", 0, 8),
+        _panel(Timeseries, "Policy entropy (nats per token)", [(f"max by (run) ({r['entropy']})", "{{run}}")],
+               "short", 12, 8),
+        _panel(Timeseries, "Clip fraction", [(f"max by (run) ({r['clip_fraction']})", "{{run}}")], "percentunit", 0,
+               16),
+        _panel(Timeseries, "Value loss", [(f"max by (run) ({r['value_loss']})", "{{run}}")], "short", 12, 16),
+        _panel(Stat, "PPO iteration", [(f"max by (run) ({r['iteration']})", "{{run}}")], "short", 0, 24, w=6),
+    ])
+
+
+DASHBOARDS = {"platform": platform, "inference": inference, "slos": slos, "rlhf": rlhf}
+STACK_DASHBOARDS = ("platform", "inference", "slos")  # over the services `llmlab up` starts
 
 
 def render(name: str) -> str:

@@ -1,7 +1,7 @@
 """Prometheus metric names and the metrics themselves: services export them, dashboards and alert rules
 query the same names (see ``dashboards/``). The grading service's are defined here, the inference engine's
-(vLLM's names) in ``llmlab.inference.metrics``. Units in names; label values bounded (lab ids, fixed
-outcome and reason sets)."""
+(vLLM's names) in ``llmlab.inference.metrics``, and the RLHF job's (lab m13's KL tracker) at the end. Units
+in names; label values bounded (lab ids, fixed outcome and reason sets, one run per RLHF job)."""
 
 from __future__ import annotations
 
@@ -45,3 +45,26 @@ class GraderMetrics:
         for lab in labs:
             for outcome in OUTCOMES:
                 self.submissions.labels(lab, outcome)
+
+
+# lab m13's KL tracker: one gauge per PPO statistic, set after every iteration, labelled by run
+RLHF = {"reward": "llmlab_rlhf_reward", "gold_train": "llmlab_rlhf_gold", "kl": "llmlab_rlhf_kl_nats",
+        "kl_coef": "llmlab_rlhf_kl_coef", "entropy": "llmlab_rlhf_entropy_nats",
+        "clip_fraction": "llmlab_rlhf_clip_fraction", "value_loss": "llmlab_rlhf_value_loss",
+        "iteration": "llmlab_rlhf_iteration"}
+RLHF_KL_TARGET = "llmlab_rlhf_kl_target_nats"
+
+
+class RLHFMetrics:
+    """The KL tracker's gauges for one run, on ``registry``; ``observe(row)`` takes a PPO history row."""
+
+    def __init__(self, registry, run: str, kl_target: float):
+        self.run = run
+        self.gauges = {key: Gauge(name, f"PPO {key.replace('_', ' ')} after the latest iteration", ["run"],
+                                  registry=registry) for key, name in RLHF.items()}
+        Gauge(RLHF_KL_TARGET, "The adaptive KL controller's target", ["run"], registry=registry).labels(run).set(
+            kl_target)
+
+    def observe(self, row: dict) -> None:
+        for key, gauge in self.gauges.items():
+            gauge.labels(self.run).set(row[key])

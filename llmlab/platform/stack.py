@@ -65,33 +65,32 @@ def _wait(url: str, proc: subprocess.Popen, what: str, timeout: float = 60) -> N
         time.sleep(0.3)
 
 
-def _spawn(cmd: list[str], log_name: str, env: dict | None = None) -> subprocess.Popen:
-    log = open(state_dir() / log_name, "ab")  # noqa: SIM115 - the child keeps it open
+def _spawn(cmd: list[str], log_path: Path, env: dict | None = None) -> subprocess.Popen:
+    log = open(log_path, "ab")  # noqa: SIM115 - the child keeps it open
     return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                             start_new_session=True, env=env)
 
 
-def prometheus_config(grader_port: int, rule_files: list[Path], interval: str = "5s",
-                      inference_port: int | None = None) -> dict:
-    jobs = [("llmlab-grader", grader_port)] + ([("llmlab-inference", inference_port)] if inference_port else [])
+def prometheus_config(targets: dict[str, int], rule_files: list[Path], interval: str = "5s") -> dict:
+    """Scrape each job name's port on 127.0.0.1 every ``interval``, with ``rule_files``."""
     return {"global": {"scrape_interval": interval, "evaluation_interval": interval},
             "rule_files": [str(p) for p in rule_files],
             "scrape_configs": [{"job_name": job, "metrics_path": "/metrics",
-                                "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]} for job, port in jobs]}
+                                "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]}
+                               for job, port in targets.items()]}
 
 
-def start_prometheus(port: int, grader_port: int, data_dir: Path, log_name: str = "prometheus.log",
-                     inference_port: int | None = None) -> subprocess.Popen:
-    """Prometheus on 127.0.0.1:``port`` scraping the grader (and the inference service), with the SLO rules."""
+def start_prometheus(port: int, targets: dict[str, int], data_dir: Path, log_name: str = "prometheus.log",
+                     interval: str = "5s") -> subprocess.Popen:
+    """Prometheus on 127.0.0.1:``port`` scraping ``targets`` (job name -> port), with the SLO rules."""
     binary = shutil.which("prometheus")
     if binary is None:
         raise FileNotFoundError("prometheus is not installed (Debian: apt-get install prometheus)")
     data_dir.mkdir(parents=True, exist_ok=True)
     config = data_dir / "prometheus.yml"
-    config.write_text(yaml.safe_dump(prometheus_config(grader_port, sorted(RULES_DIR.glob("*.rules.yaml")),
-                                                       inference_port=inference_port)))
+    config.write_text(yaml.safe_dump(prometheus_config(targets, sorted(RULES_DIR.glob("*.rules.yaml")), interval)))
     proc = _spawn([binary, f"--config.file={config}", f"--web.listen-address=127.0.0.1:{port}",
-                   f"--storage.tsdb.path={data_dir / 'tsdb'}", "--web.enable-lifecycle"], log_name)
+                   f"--storage.tsdb.path={data_dir / 'tsdb'}", "--web.enable-lifecycle"], data_dir / log_name)
     _wait(f"http://127.0.0.1:{port}/-/ready", proc, "Prometheus")
     return proc
 
@@ -114,19 +113,19 @@ def up(grader_port: int = 8000, prometheus_port: int = 9090, model: Path | None 
     grader_url = f"http://127.0.0.1:{grader_port}"
     if not _healthy(f"{grader_url}/health"):
         proc = _spawn([str(Path(sys.executable).with_name("llmlab")), "serve", "grader", "--port", str(grader_port)],
-                      "grader.log")
+                      state_dir() / "grader.log")
         _wait(f"{grader_url}/health", proc, "the grading service")
         state["grader"] = {"pid": proc.pid, "url": grader_url}
     inference_url = f"http://127.0.0.1:{inference_port}"
     if model is not None and not _healthy(f"{inference_url}/health"):
         proc = _spawn([str(Path(sys.executable).with_name("llmlab")), "serve", "inference", "--model", str(model),
-                       "--port", str(inference_port)], "inference.log")
+                       "--port", str(inference_port)], state_dir() / "inference.log")
         _wait(f"{inference_url}/health", proc, "the inference service", timeout=180)
         state["inference"] = {"pid": proc.pid, "url": inference_url}
     prom_url = f"http://127.0.0.1:{prometheus_port}"
     if shutil.which("prometheus") and not _healthy(f"{prom_url}/-/ready"):
-        proc = start_prometheus(prometheus_port, grader_port, state_dir() / "prometheus",
-                                inference_port=inference_port if model is not None else None)
+        targets = {"llmlab-grader": grader_port} | ({"llmlab-inference": inference_port} if model is not None else {})
+        proc = start_prometheus(prometheus_port, targets, state_dir() / "prometheus")
         state["prometheus"] = {"pid": proc.pid, "url": prom_url}
     _save(state)
     return status()

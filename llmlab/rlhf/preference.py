@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-import torch.nn.functional as F
+import torch
 from torch import Tensor
+
+
+def log_sigmoid(x: Tensor) -> Tensor:
+    """log sigmoid(x) = -log(1 + e^-x), written so that no margin overflows: -max(-x, 0) - log1p(e^-|x|)."""
+    return -torch.clamp(-x, min=0) - torch.log1p(torch.exp(-x.abs()))
 
 
 def bradley_terry_loss(chosen: Tensor, rejected: Tensor) -> Tensor:
     """-log sigmoid(r_chosen - r_rejected), averaged: the negative log-likelihood of the preferences under
     Bradley and Terry's model P(chosen > rejected) = sigmoid(r_chosen - r_rejected)."""
-    return -F.logsigmoid(chosen - rejected).mean()
+    return -log_sigmoid(chosen - rejected).mean()
 
 
 def pairwise_accuracy(chosen: Tensor, rejected: Tensor) -> float:
@@ -26,5 +31,5 @@ def dpo_loss(policy_chosen: Tensor, policy_rejected: Tensor, ref_chosen: Tensor,
     chosen_reward = beta * (policy_chosen - ref_chosen)
     rejected_reward = beta * (policy_rejected - ref_rejected)
     h = chosen_reward - rejected_reward
-    losses = -(1 - label_smoothing) * F.logsigmoid(h) - label_smoothing * F.logsigmoid(-h)
+    losses = -(1 - label_smoothing) * log_sigmoid(h) - label_smoothing * log_sigmoid(-h)
     return losses, chosen_reward.detach(), rejected_reward.detach()

@@ -103,10 +103,11 @@ container.apparmor.security.beta.kubernetes.io/{{ .container }}: unconfined
 {{- end -}}
 
 {{/* Where the pretraining RayJob writes: a PersistentVolumeClaim when named, else scratch space. */}}
-{{- define "llmlab.pretrainOutputVolume" -}}
+{{- define "llmlab.outputVolume" -}}
+{{- /* a batch job's output volume: its claim, or an emptyDir that dies with the pod (arg: the output values) */ -}}
 - name: output
-{{- if .Values.pretrain.output.claimName }}
-  persistentVolumeClaim: {claimName: {{ .Values.pretrain.output.claimName }}}
+{{- if .claimName }}
+  persistentVolumeClaim: {claimName: {{ .claimName }}}
 {{- else }}
   emptyDir: {}
 {{- end }}
