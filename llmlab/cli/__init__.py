@@ -57,4 +57,4 @@ def main() -> None:
 
 
 # the verb groups register their commands on ``app`` (imported last: they import the names above)
-from llmlab.cli import data, labs, platform, scaling, text, train  # noqa: E402,F401
+from llmlab.cli import data, evals, labs, platform, scaling, text, train  # noqa: E402,F401
