@@ -55,6 +55,15 @@ def ray_address():
         local.stop_head()
 
 
+def prometheus_query(prom: str, expr: str) -> list:
+    """The result of an instant query on a real Prometheus (fails the test on a bad query)."""
+    import httpx
+
+    r = httpx.get(f"{prom}/api/v1/query", params={"query": expr}, timeout=10)
+    assert r.status_code == 200 and r.json()["status"] == "success", r.text
+    return r.json()["data"]["result"]
+
+
 def free_port() -> int:
     import socket
 

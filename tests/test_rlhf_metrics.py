@@ -7,20 +7,13 @@ from __future__ import annotations
 import shutil
 import time
 
-import httpx
 from prometheus_client import CollectorRegistry, start_http_server
 
 from llmlab.pipeline import toxicity
 from llmlab.platform import dashboards, stack
 from llmlab.platform.metrics import RLHF, RLHFMetrics
 from llmlab.rlhf import learner, task, train
-from tests.conftest import free_port, needs
-
-
-def _query(prom: str, expr: str) -> list:
-    r = httpx.get(f"{prom}/api/v1/query", params={"query": expr}, timeout=10)
-    assert r.status_code == 200, r.text
-    return r.json()["data"]["result"]
+from tests.conftest import free_port, needs, prometheus_query
 
 
 def test_rlhf_gauges_and_dashboard_on_a_real_prometheus(tmp_path):
@@ -39,15 +32,15 @@ def test_rlhf_gauges_and_dashboard_on_a_real_prometheus(tmp_path):
         last = history[-1]
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:  # until a scrape after the last iteration
-            got = _query(prom, RLHF["iteration"])
+            got = prometheus_query(prom, RLHF["iteration"])
             if got and float(got[0]["value"][1]) == last["iteration"]:
                 break
             time.sleep(0.5)
         for key, name in RLHF.items():
-            series = _query(prom, f'{name}{{run="test-run"}}')
+            series = prometheus_query(prom, f'{name}{{run="test-run"}}')
             assert series and abs(float(series[0]["value"][1]) - last[key]) < 1e-9 * max(1, abs(last[key])), key
         for expr in dashboards.queries("rlhf"):
-            assert _query(prom, expr), f"RLHF dashboard: no data for {expr}"
+            assert prometheus_query(prom, expr), f"RLHF dashboard: no data for {expr}"
     finally:
         proc.kill()
         proc.wait()

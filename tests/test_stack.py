@@ -15,16 +15,12 @@ import httpx
 import pytest
 
 from llmlab.platform import dashboards, slo
-from tests.conftest import free_port, m01_source, needs
+from tests.conftest import free_port, m01_source, needs, prometheus_query
 
 pytestmark = pytest.mark.ray
 CLI = str(Path(sys.executable).with_name("llmlab"))
 
 
-def _query(prom: str, expr: str) -> list:
-    r = httpx.get(f"{prom}/api/v1/query", params={"query": expr}, timeout=10).json()
-    assert r["status"] == "success", r
-    return r["data"]["result"]
 
 
 def test_up_status_down_with_prometheus(ray_address, tmp_path):
@@ -75,14 +71,15 @@ def test_up_status_down_with_prometheus(ray_address, tmp_path):
         assert [t["health"] for t in targets] == ["up", "up"]
         for o in slo.load():
             for window in ("5m", "1h"):
-                series = _query(prom, f"{o.record}:ratio_rate{window}")
+                series = prometheus_query(prom, f"{o.record}:ratio_rate{window}")
                 assert series, f"no data for {o.record}:ratio_rate{window}"
-        assert float(_query(prom, 'sum(llmlab_submissions_total{outcome="graded"})')[0]["value"][1]) == 2
+        assert float(prometheus_query(prom, 'sum(llmlab_submissions_total{outcome="graded"})')[0]["value"][1]) == 2
         for name in dashboards.STACK_DASHBOARDS:  # every query is valid PromQL; over the services' metrics, has data
             for expr in dashboards.queries(name):
-                result = _query(prom, expr)  # the inference dashboard: llmlab's engine under vLLM's names
+                result = prometheus_query(prom, expr)  # the inference dashboard: llmlab's engine under vLLM's names
                 assert result, f"{name} dashboard: no data for {expr}"
-        assert _query(prom, "histogram_quantile(0.95, sum by (le) (rate(llmlab_grading_duration_seconds_bucket[5m])))")
+        assert prometheus_query(prom, "histogram_quantile(0.95, sum by (le) "
+                                      "(rate(llmlab_grading_duration_seconds_bucket[5m])))")
         status = json.loads(run("status", "--json").stdout)
         assert all(p["healthy"] for p in status)
     finally:

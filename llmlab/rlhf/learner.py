@@ -70,7 +70,7 @@ class Learner:
 
 @torch.no_grad()
 def score(rm: models.RewardModel, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    return rm(ids, task.PROMPT_LEN + mask.sum(1).long() - 1)
+    return rm(ids, mask)
 
 
 def run_local(cfg: RLHFConfig, sft_lm: TransformerLM, rm: models.RewardModel, data: task.ChatData, judge,

@@ -41,9 +41,11 @@ class RewardModel(nn.Module):
         self.lm = copy.deepcopy(lm)
         self.score_head = nn.Linear(lm.config.d_model, 1)
 
-    def forward(self, ids: Tensor, last: Tensor) -> Tensor:
-        """Scores (B,) of sequences ``ids`` (B, T) whose last real token is at ``last`` (B,)."""
+    def forward(self, ids: Tensor, mask: Tensor) -> Tensor:
+        """Scores (B,) of prompt + reply sequences ``ids`` (B, T), read at each reply's last token (``mask``:
+        (B, R), 1 on the reply's tokens, the reply being the last R positions)."""
         _, h = _hidden(self.lm, ids)
+        last = ids.shape[1] - mask.shape[1] + mask.sum(1).long() - 1
         return self.score_head(h[torch.arange(len(ids)), last]).squeeze(-1)
 
 

@@ -136,13 +136,26 @@ def judge_and_gold(judge, topics: list[str], replies: list[list[str]]) -> tuple[
     return tox, np.array([task.gold(t, r, p) for t, r, p in zip(topics, replies, tox, strict=True)])
 
 
+def _order(judge, topics: list[str], a: tuple, b: tuple, replies_a: list, replies_b: list) -> tuple[list, list]:
+    """(chosen, rejected) lists of (ids, mask) from two candidate replies per prompt (``a`` and ``b``:
+    (ids, masks)), the one with the higher gold chosen; ties dropped."""
+    _, ga = judge_and_gold(judge, topics, replies_a)
+    _, gb = judge_and_gold(judge, topics, replies_b)
+    chosen, rejected = [], []
+    for i in np.flatnonzero(ga != gb):
+        win, lose = ((a[0][i], a[1][i]), (b[0][i], b[1][i]))
+        chosen.append(win if ga[i] > gb[i] else lose)
+        rejected.append(lose if ga[i] > gb[i] else win)
+    return chosen, rejected
+
+
 def written_pairs(data: task.ChatData, n: int, seed: int, judge, max_reply: int) -> tuple[list, list]:
     """Comparisons of written replies to the same prompt, as a labelled dataset offers them: two of a
     sentence on the asked topic, one on another topic, any sentence and an offensive tweet, the better by
     gold chosen (ties dropped). Returns (chosen, rejected) lists of (ids, mask)."""
     rng = np.random.default_rng(seed)
     prompts, a, b, topics = [], [], [], []
-    while len(prompts) < 2 * n:
+    for _ in range(2 * n):
         topic = task.TOPICS[rng.integers(len(task.TOPICS))]
         other = task.TOPICS[rng.integers(len(task.TOPICS))]
         pools = (data.by_topic[topic], data.by_topic[other], None, "toxic")
@@ -159,16 +172,9 @@ def written_pairs(data: task.ChatData, n: int, seed: int, judge, max_reply: int)
         topics.append(topic)
         a.append(picks[0])
         b.append(picks[1])
-    _, ga = judge_and_gold(judge, topics, a)
-    _, gb = judge_and_gold(judge, topics, b)
-    ia, ma = sequences(data.vocab, prompts, a, max_reply)
-    ib, mb = sequences(data.vocab, prompts, b, max_reply)
-    chosen, rejected = [], []
-    for i in np.flatnonzero(ga != gb)[:n]:
-        win, lose = ((ia[i], ma[i]), (ib[i], mb[i])) if ga[i] > gb[i] else ((ib[i], mb[i]), (ia[i], ma[i]))
-        chosen.append(win)
-        rejected.append(lose)
-    return chosen, rejected
+    chosen, rejected = _order(judge, topics, sequences(data.vocab, prompts, a, max_reply),
+                              sequences(data.vocab, prompts, b, max_reply), a, b)
+    return chosen[:n], rejected[:n]
 
 
 def preference_pairs(cfg: RLHFConfig, policy: TransformerLM, data: task.ChatData, judge) -> dict:
@@ -180,22 +186,15 @@ def preference_pairs(cfg: RLHFConfig, policy: TransformerLM, data: task.ChatData
     while len(chosen) < cfg.pairs:
         topics, templates = draw_prompts(rng, 256)
         p = prompts_tensor(data.vocab, topics, templates)
-        a, ma = models.sample(policy, p, cfg.max_reply, eos, generator=gen)
-        b, mb = models.sample(policy, p, cfg.max_reply, eos, generator=gen)
-        _, ga = judge_and_gold(judge, topics, replies_of(data.vocab, a))
-        _, gb = judge_and_gold(judge, topics, replies_of(data.vocab, b))
-        for i in np.flatnonzero(ga != gb):
-            win, lose = ((a[i], ma[i]), (b[i], mb[i])) if ga[i] > gb[i] else ((b[i], mb[i]), (a[i], ma[i]))
-            chosen.append(win)
-            rejected.append(lose)
+        a = models.sample(policy, p, cfg.max_reply, eos, generator=gen)
+        b = models.sample(policy, p, cfg.max_reply, eos, generator=gen)
+        c, r = _order(judge, topics, a, b, replies_of(data.vocab, a[0]), replies_of(data.vocab, b[0]))
+        chosen += c
+        rejected += r
     n = cfg.pairs
     stack = lambda xs, k: torch.stack([x[k] for x in xs[:n]])  # noqa: E731
     return {"chosen": stack(chosen, 0), "chosen_mask": stack(chosen, 1), "rejected": stack(rejected, 0),
             "rejected_mask": stack(rejected, 1)}
-
-
-def _last(mask: torch.Tensor) -> torch.Tensor:
-    return task.PROMPT_LEN + mask.sum(1).long() - 1
 
 
 def train_reward_model(cfg: RLHFConfig, policy: TransformerLM, pairs: dict) -> tuple[models.RewardModel, dict]:
@@ -207,8 +206,8 @@ def train_reward_model(cfg: RLHFConfig, policy: TransformerLM, pairs: dict) -> t
     opt = torch.optim.AdamW(rm.parameters(), lr=cfg.rm_lr, weight_decay=0.0)
 
     def scores(idx):
-        return (rm(pairs["chosen"][idx], _last(pairs["chosen_mask"][idx])),
-                rm(pairs["rejected"][idx], _last(pairs["rejected_mask"][idx])))
+        return (rm(pairs["chosen"][idx], pairs["chosen_mask"][idx]),
+                rm(pairs["rejected"][idx], pairs["rejected_mask"][idx]))
 
     losses = []
     for _ in range(cfg.rm_epochs):
