@@ -41,12 +41,15 @@ def _dists(ctx: CheckContext, rows: int, V: int, sparse: bool = True) -> torch.T
 @LAB.check(points=2, grades="a speculative-decoding wrapper")
 def rejection_step_exact(ctx: CheckContext):
     """rejection_step returns the reference's number of accepted tokens and next-token distribution for
-    random p, q, drafts and uniforms (including a draft token q gives probability 0 and all-accepted)."""
+    random p, q, drafts and uniforms, including draft tokens p gives probability 0 and perfect drafts (q
+    equal to p: all accepted, the bonus token drawn from p's last row)."""
     for trial in range(30):
         k, V = ctx.randint(1, 6), ctx.randint(3, 12)
         p, q = _dists(ctx, k + 1, V), _dists(ctx, k, V)
+        if trial % 5 == 0:
+            q = p[:k].clone()  # a perfect draft: every token is accepted and the bonus token is drawn
         draft = [int(ctx.rng.choice(V, p=q[i].numpy())) for i in range(k)]
-        u = torch.from_numpy(ctx.rng.random(k) * (0.05 if trial % 5 == 0 else 1.0))  # some all-accepted
+        u = torch.from_numpy(ctx.rng.random(k))
         n, dist = ctx.call("rejection_step", p, q, draft, u)
         want_n, want = spec_decode.rejection_step(p, q, draft, u)
         ctx.expect(int(n) == want_n, f"trial {trial}: {int(n)} accepted, expected {want_n}")
