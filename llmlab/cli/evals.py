@@ -1,4 +1,5 @@
-"""Evaluation and safety math (lab m14): ``llmlab dp``, the differential-privacy budget of DP-SGD."""
+"""Evaluation and safety math (lab m14): ``llmlab eval mmlu``, the harness, and ``llmlab dp``, the
+differential-privacy budget of DP-SGD."""
 
 from __future__ import annotations
 
@@ -75,3 +76,63 @@ def gaussian_cmd(epsilon: Annotated[float, typer.Option("--epsilon", "-e")], del
     classical = gaussian.classical_sigma(epsilon, delta, sensitivity)
     out.print(f"sigma = {sigma:.5g} (analytic); the classical sqrt(2 log(1.25/delta)) / epsilon gives "
               f"{classical:.5g}" + ("" if epsilon < 1 else ", but holds only for epsilon < 1"))
+
+
+evals = typer.Typer(help="Evaluation harnesses: MMLU as lm-evaluation-harness scores it.", no_args_is_help=True)
+app.add_typer(evals, name="eval")
+
+
+@evals.command("mmlu")
+def mmlu_cmd(model: Annotated[str | None, typer.Option("--model", "-m", help="a model folder, or the served "
+                                                       "model's name with --base-url")] = None,
+             subjects: Annotated[str | None, typer.Option(help="comma-separated subjects (default: all 57)")] = None,
+             num_fewshot: Annotated[int, typer.Option("--num-fewshot", "-k", help="solved dev examples, 0-5")] = 0,
+             backend: Annotated[str, typer.Option(help="llmlab (llmlab's implementation) or hf (transformers)")]
+             = "llmlab",
+             base_url: Annotated[str | None, typer.Option(help="an OpenAI-compatible server, e.g. "
+                                                          "http://127.0.0.1:8000/v1 (echo + logprobs)")] = None,
+             api_key: Annotated[str, typer.Option(envvar="OPENAI_API_KEY")] = "EMPTY",
+             limit: Annotated[int | None, typer.Option(help="the first N questions of each subject")] = None,
+             batch_size: Annotated[int, typer.Option(min=1)] = 16,
+             out_dir: Annotated[str | None, typer.Option("--out", help="write results.json, table.md, mmlu.png")]
+             = None,
+             list_subjects: Annotated[bool, typer.Option("--list", help="list the subjects and exit")] = False,
+             as_json: AsJson = False):
+    """MMLU with lm-evaluation-harness's prompt and scoring (log-likelihood of " A".." D")."""
+    from pathlib import Path
+
+    from llmlab.evals import harness, mmlu
+
+    if list_subjects:
+        for s, c in mmlu.SUBJECTS.items():
+            out.print(f"{s}\t{c}")
+        return
+    if not model:
+        raise Fail("--model is required (a model folder, or the served model's name with --base-url)", 2)
+    chosen = [s.strip() for s in subjects.split(",") if s.strip()] if subjects else None
+    unknown = sorted(set(chosen or []) - set(mmlu.SUBJECTS))
+    if unknown:
+        raise Fail(f"unknown subjects: {', '.join(unknown)} (see `llmlab eval mmlu --list`)", 2)
+    if not 0 <= num_fewshot <= 5:
+        raise Fail("--num-fewshot must be 0-5 (the dev split has 5 examples per subject)", 2)
+    if base_url:
+        lm = harness.CompletionsLM(base_url, model, api_key)
+    elif not (Path(model) / "config.json").exists():
+        raise Fail(f"{model}: not a model folder (no config.json); for a server pass --base-url", 2)
+    else:
+        try:
+            lm = harness.from_folder(model, backend, batch_size=batch_size)
+        except ValueError as e:
+            raise Fail(str(e), 2) from None
+    result = mmlu.evaluate(lm.loglikelihood, chosen, num_fewshot, limit)
+    summary = {k: result[k] for k in ("num_fewshot", "mmlu", "categories", "subjects")} | {"model": model}
+    if out_dir:
+        folder = Path(out_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "results.json").write_text(json.dumps(result | {"model": model}, indent=1))
+        (folder / "table.md").write_text(mmlu.table(result))
+        mmlu.plot(result, folder / "mmlu.png", f"MMLU of {Path(model).name}")
+    if as_json:
+        out.print_json(json.dumps(summary))
+    else:
+        out.print(mmlu.table(result))

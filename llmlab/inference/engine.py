@@ -115,6 +115,20 @@ class Engine(SpeculativeDecoding):
             self.step()
         return reqs
 
+    @torch.no_grad()
+    def prompt_logprobs(self, ids: list[int], top: int = 0) -> list[dict | None]:
+        """Each prompt token's log-probability given the tokens before it, with the ``top`` most likely
+        alternatives (None for the first token), as vLLM's ``prompt_logprobs``: what ``echo`` with
+        ``logprobs`` returns and evaluation harnesses score. One forward pass of its own, outside the batch."""
+        x = torch.tensor([ids], device=next(self.model.parameters()).device)
+        lp = torch.log_softmax(self.model(x)[0].double(), -1).cpu()
+        out: list[dict | None] = [None]
+        for i, tok in enumerate(ids[1:]):
+            best = lp[i].topk(top) if top else None
+            out.append({"token": tok, "logprob": float(lp[i, tok]),
+                        "top": {int(j): float(v) for v, j in zip(*best, strict=True)} if best else {}})
+        return out
+
     def warm_up(self) -> float:
         """With ``compile=True``, build the compiled graphs before serving: three short requests that leave
         one by one, then two of one token, take every kind of step a server will (one slot or more; one

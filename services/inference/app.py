@@ -176,15 +176,22 @@ def create_app(settings: InferenceSettings, engine: Engine | None = None) -> Fas
             prompt_ids = await run_in_threadpool(tok.encode, body.prompt)  # tokenizing is CPU work: off the loop
         else:
             prompt_ids = list(body.prompt)
+        if body.echo and body.stream:
+            raise APIError(400, "echo is not supported with stream", param="echo")
         stream = await run(prompt_ids, params(body, body.logprobs), body.stream)
+        echoed = None
+        if body.echo and body.logprobs is not None:  # the prompt's own log-probabilities, as vLLM's server
+            echoed = await run_in_threadpool(engine.prompt_logprobs, prompt_ids, body.logprobs)
         rid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
         head = {"id": rid, "object": "text_completion", "created": created, "model": engine.name}
         if body.stream:
             return _sse(runner, stream, lambda delta, reason: {**head, "choices": [
                 {"index": 0, "text": delta, "logprobs": None, "finish_reason": reason}]}, body, len(prompt_ids))
         req = await _finish(runner, stream, request)
-        choice = {"index": 0, "text": req.text, "finish_reason": req.finish_reason,
-                  "logprobs": _completion_logprobs(tok, req) if body.logprobs is not None else None}
+        prefix = (body.prompt if isinstance(body.prompt, str) else tok.decode(prompt_ids)) if body.echo else ""
+        choice = {"index": 0, "text": prefix + req.text, "finish_reason": req.finish_reason,
+                  "logprobs": _completion_logprobs(tok, prompt_ids if body.echo else [], echoed or [], req)
+                  if body.logprobs is not None else None}
         return {**head, "choices": [choice], "usage": _usage(len(prompt_ids), req)}
 
     @app.post("/v1/chat/completions", dependencies=[Depends(auth)])
@@ -243,11 +250,16 @@ def _usage(prompt_tokens: int, req) -> dict:
             "total_tokens": prompt_tokens + len(req.output_ids)}
 
 
-def _completion_logprobs(tok, req) -> dict:
-    return {"tokens": [tok.decode([x["token"]]) for x in req.logprobs],
-            "token_logprobs": [x["logprob"] for x in req.logprobs],
-            "top_logprobs": [{tok.decode([i]): v for i, v in x["top"].items()} for x in req.logprobs],
-            "text_offset": []}
+def _completion_logprobs(tok, prompt_ids: list[int], echoed: list, req) -> dict:
+    """OpenAI's completion logprobs over the echoed prompt (first token: None) and the generated tokens;
+    text offsets count characters from the start of the returned text."""
+    entries = echoed + req.logprobs
+    ids = prompt_ids + [x["token"] for x in req.logprobs]
+    texts = [tok.decode([i]) for i in ids]
+    return {"tokens": texts,
+            "token_logprobs": [x and x["logprob"] for x in entries],
+            "top_logprobs": [x and {tok.decode([i]): v for i, v in x["top"].items()} for x in entries],
+            "text_offset": [len(tok.decode(ids[:i])) for i in range(len(ids))]}
 
 
 def _chat_logprobs(tok, req) -> dict:
