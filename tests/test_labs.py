@@ -241,6 +241,21 @@ def _m13(m, out):
     assert ev["dpo"]["gold"] > ev["sft"]["gold"] + 0.1
 
 
+def _m14(m, out):
+    zoo = m["zoo"]
+    assert len(zoo) == 3 and [r["perplexity"] for r in zoo] == sorted((r["perplexity"] for r in zoo), reverse=True)
+    for r in zoo:  # tiny Shakespeare models know no MMLU: within the 99.9% band around chance
+        assert r["questions"] == 570 and abs(r["mmlu"] - 0.25) < 3.3 * (0.25 * 0.75 / 570) ** 0.5
+    shakespeare = next(v for k, v in m["contamination"].items() if k.startswith("Tiny Shakespeare"))
+    assert shakespeare["n"] == 570 and shakespeare["dirty"] == 0
+    dp = m["privacy_utility"]
+    assert dp[0]["noise"] is None and dp[0]["auc"] > 0.95
+    private = dp[1:]
+    assert [r["epsilon"] for r in private] == sorted((r["epsilon"] for r in private), reverse=True)
+    assert private[0]["auc"] > 0.8 and private[0]["auc"] > private[-1]["auc"] and private[-1]["epsilon"] < 0.5
+    assert abs(m["standard_epsilons"]["Abadi et al. MNIST (q 256/60000, noise 1.1, 60 epochs)"] - 2.597) < 1e-3
+
+
 def _m17(m, out):
     stages = {r["stage"]: r for r in m["pipeline"]["stages"]}
     assert stages["read"]["dropped"] == {"truncated": 1}  # the cut WET record is reported, not a crash
@@ -254,7 +269,7 @@ def _m17(m, out):
 
 # The quick deliverables' headline numbers, as the issues state them (labs whose numbers are plots only: none)
 HEADLINES = {"m01": _m01, "m04": _m04, "m05": _m05, "m06": _m06, "m07": _m07, "m08": _m08, "m09": _m09,
-             "m10": _m10, "m11": _m11, "m12": _m12, "m13": _m13, "m17": _m17,
+             "m10": _m10, "m11": _m11, "m12": _m12, "m13": _m13, "m14": _m14, "m17": _m17,
              "m18": _m18}
 # Deliverables that run Ray Train jobs: as `make run` runs them, a Ray job on the session's head (the Ray
 # xdist group, see conftest.py) whose driver starts the Ray Train run

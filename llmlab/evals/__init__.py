@@ -1,1 +1,2 @@
-"""Evaluation: perplexity now; MMLU, bias and toxicity with the evaluation lab."""
+"""Evaluation: perplexity, MMLU as lm-evaluation-harness scores it (``mmlu``, ``harness``) and benchmark
+contamination (``contamination``)."""

@@ -52,22 +52,30 @@ class TorchLM:
             if not cont or len(cont) > self.max_length:
                 raise ValueError(f"the continuation {continuation!r} is empty or longer than the model's context")
             jobs.append((tuple((ctx + cont)[-(self.max_length + 1):][:-1]), cont))
-        inputs = sorted(set(inp for inp, _ in jobs), key=len, reverse=True)
-        logp: dict[tuple, torch.Tensor] = {}
+        need: dict[tuple, int] = {}  # the rows each input's continuations read: only those are kept
+        for inp, cont in jobs:
+            need[inp] = max(need.get(inp, 0), len(cont))
+        inputs = sorted(need, key=len, reverse=True)
+        logits: dict[tuple, torch.Tensor] = {}
         batches = [inputs[i:i + self.batch_size] for i in range(0, len(inputs), self.batch_size)]
         for batch in tqdm(batches, desc="log-likelihoods", disable=not self.progress, mininterval=2):
             ids = torch.zeros(len(batch), len(batch[0]), dtype=torch.long)  # right padding: causal, unread
             for row, inp in enumerate(batch):
                 ids[row, :len(inp)] = torch.tensor(inp)
-            out = torch.log_softmax(self.model(ids.to(self.device)).double(), -1).cpu()
+            out = self.model(ids.to(self.device)).cpu()
             for row, inp in enumerate(batch):
-                logp[inp] = out[row, :len(inp)]
-        results = []
-        for inp, cont in jobs:
-            lp = logp[inp][len(inp) - len(cont):]
-            target = torch.tensor(cont)
-            results.append((float(lp.gather(-1, target[:, None]).sum()), bool((lp.argmax(-1) == target).all())))
-        return results
+                logits[inp] = out[row, len(inp) - need[inp]:len(inp)]
+        return [continuation_logprob(logits[inp], torch.tensor(cont)) for inp, cont in jobs]
+
+
+def continuation_logprob(logits: torch.Tensor, continuation: torch.Tensor) -> tuple[float, bool]:
+    """(log-likelihood, is_greedy) of a continuation of n tokens given the model's ``logits`` (T, V) over
+    its input: the input ends with the continuation's first n - 1 tokens, so ``logits[T - n + i]`` is the
+    distribution of continuation token i. The log-likelihood sums the n log-probabilities (log-softmax,
+    float64); greedy: each token is its row's argmax."""
+    n = len(continuation)
+    lp = torch.log_softmax(logits[len(logits) - n:].double(), -1)
+    return float(lp.gather(-1, continuation[:, None].long()).sum()), bool((lp.argmax(-1) == continuation).all())
 
 
 def from_folder(path, backend: str = "llmlab", batch_size: int = 16, device: str = "cpu",

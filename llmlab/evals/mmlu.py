@@ -75,14 +75,24 @@ def description(subject: str) -> str:
 
 
 def doc_to_text(q: Question) -> str:
-    return q.question.strip() + "".join(f"\n{letter}. {c}" for letter, c in zip(CHOICES, q.choices, strict=True)) \
+    return _text(q.question, q.choices)
+
+
+def _text(question: str, choices) -> str:
+    return question.strip() + "".join(f"\n{letter}. {c}" for letter, c in zip(CHOICES, choices, strict=True)) \
         + "\nAnswer:"
+
+
+def prompt(subject: str, question: str, choices: list[str], shots: list[tuple[str, list[str], int]] = ()) -> str:
+    """The prompt (the context to score continuations after) for a question and its four choices, after
+    the solved examples ``shots``, each (question, choices, answer index)."""
+    return description(subject) + "".join(f"{_text(q, c)} {CHOICES[a]}\n\n" for q, c, a in shots) \
+        + _text(question, choices)
 
 
 def context(q: Question, shots: list[Question] = ()) -> str:
     """The prompt for ``q`` after the solved examples ``shots``."""
-    return description(q.subject) + "".join(f"{doc_to_text(s)} {CHOICES[s.answer]}\n\n" for s in shots) \
-        + doc_to_text(q)
+    return prompt(q.subject, q.question, list(q.choices), [(s.question, list(s.choices), s.answer) for s in shots])
 
 
 def requests(q: Question, shots: list[Question] = ()) -> list[tuple[str, str]]:

@@ -46,9 +46,10 @@ def non_embedding_params(model: TransformerLM) -> int:
 
 
 def train_zoo(cfg: ZooConfig, train_tokens: np.ndarray, val_tokens: np.ndarray, vocab_size: int,
-              device: str = "cpu") -> list[dict]:
+              device: str = "cpu", on_model=None) -> list[dict]:
     """Train every model of the zoo; one record per (model, checkpoint): N (non-embedding), N_total, D
-    (tokens seen), C = 6 N D, val_loss (nats/token), b_simple (the noise scale so far), seconds."""
+    (tokens seen), C = 6 N D, val_loss (nats/token), b_simple (the noise scale so far), seconds.
+    ``on_model(model, last_record)`` is called with each trained model (lab m14 evaluates them)."""
     from llmlab.optim import AdamW
 
     records = []
@@ -78,6 +79,8 @@ def train_zoo(cfg: ZooConfig, train_tokens: np.ndarray, val_tokens: np.ndarray, 
                                 "val_loss": evaluate(model, val_tokens, cfg.eval_batches, cfg.batch_size),
                                 "train_loss": loss.item(), "b_simple": noise.b_simple,
                                 "seconds": time.perf_counter() - t0})
+        if on_model:
+            on_model(model.eval(), records[-1])
     return records
 
 
