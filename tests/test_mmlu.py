@@ -150,4 +150,37 @@ def test_cli_eval_mmlu(folder, tmp_path):
                           (["--model", str(tmp_path)], "not a model folder")):
         bad = subprocess.run([CLI, "eval", "mmlu", "--model", str(folder), *args], capture_output=True, text=True,
                              timeout=120)
-        assert bad.returncode == 2 and message in bad.stderr + bad.stdout, (args, bad.stderr)
+        assert bad.returncode == 2 and message in " ".join((bad.stderr + bad.stdout).split()), (args, bad.stderr)
+
+
+def test_completions_backend_speaks_vllms_protocol():
+    """By contract (vLLM needs a GPU): the request is the one lm-eval's local-completions sends to vLLM
+    (the whole text as the prompt, echo, logprobs=1, max_tokens=1, greedy), and a response in vLLM's
+    layout (first prompt token's logprob None, text offsets into the echoed text, the generated token last)
+    is read as the sum over the continuation's tokens only. The server is an httpx mock transport."""
+    import httpx
+
+    seen = []
+    tokens = ["Q", ":", " 2", "+", "2", "?", "\nAnswer", ":", " B", "\n"]  # the prompt's 9 tokens + 1 generated
+    logprobs = [None, -1.0, -2.0, -0.5, -0.25, -3.0, -0.1, -0.2, -1.5, -0.7]
+    top = [None] + [{t: lp} for t, lp in zip(tokens[1:], logprobs[1:], strict=True)]
+    top[8] = {" A": -0.4, " B": -1.5}
+
+    def vllm(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        seen.append(body)
+        text = "".join(tokens)
+        return httpx.Response(200, json={"id": "cmpl-1", "object": "text_completion", "created": 0, "model": "m",
+                                         "choices": [{"index": 0, "text": text, "finish_reason": "length",
+                                                      "logprobs": {"tokens": tokens, "token_logprobs": logprobs,
+                                                                   "top_logprobs": top, "text_offset": [
+                                                                       sum(map(len, tokens[:i])) for i in
+                                                                       range(len(tokens))]}}],
+                                         "usage": {"prompt_tokens": 9, "completion_tokens": 1, "total_tokens": 10}})
+
+    lm = harness.CompletionsLM("http://vllm.test/v1", "m", progress=False,
+                               http_client=httpx.Client(transport=httpx.MockTransport(vllm)))
+    [(ll, greedy)] = lm.loglikelihood([("Q: 2+2?\nAnswer:", " B")])
+    assert seen == [{"model": "m", "prompt": "Q: 2+2?\nAnswer: B", "echo": True, "logprobs": 1, "max_tokens": 1,
+                     "temperature": 0}]
+    assert ll == -1.5 and greedy is False  # " A" was likelier: not greedy

@@ -101,7 +101,7 @@ def mmlu_cmd(model: Annotated[str | None, typer.Option("--model", "-m", help="a 
     """MMLU with lm-evaluation-harness's prompt and scoring (log-likelihood of " A".." D")."""
     from pathlib import Path
 
-    from llmlab.evals import harness, mmlu
+    from llmlab.evals import mmlu  # harness (torch) only once the arguments are good
 
     if list_subjects:
         for s, c in mmlu.SUBJECTS.items():
@@ -115,10 +115,12 @@ def mmlu_cmd(model: Annotated[str | None, typer.Option("--model", "-m", help="a 
         raise Fail(f"unknown subjects: {', '.join(unknown)} (see `llmlab eval mmlu --list`)", 2)
     if not 0 <= num_fewshot <= 5:
         raise Fail("--num-fewshot must be 0-5 (the dev split has 5 examples per subject)", 2)
+    if not base_url and not (Path(model) / "config.json").exists():
+        raise Fail(f"{model}: not a model folder (no config.json); for a server pass --base-url", 2)
+    from llmlab.evals import harness
+
     if base_url:
         lm = harness.CompletionsLM(base_url, model, api_key)
-    elif not (Path(model) / "config.json").exists():
-        raise Fail(f"{model}: not a model folder (no config.json); for a server pass --base-url", 2)
     else:
         try:
             lm = harness.from_folder(model, backend, batch_size=batch_size)

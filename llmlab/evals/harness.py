@@ -112,10 +112,11 @@ class CompletionsLM:
     at or past the end of the context (the prompt's first token, with no log-probability, is never one)."""
 
     def __init__(self, base_url: str, model: str, api_key: str = "EMPTY", timeout: float = 60,
-                 progress: bool = True):
+                 progress: bool = True, http_client=None):
         from openai import OpenAI
 
-        self.client = OpenAI(base_url=base_url, api_key=api_key, timeout=timeout, max_retries=3)
+        self.client = OpenAI(base_url=base_url, api_key=api_key, timeout=timeout, max_retries=3,
+                             http_client=http_client)
         self.model, self.progress = model, progress
 
     def loglikelihood(self, requests: list[Request]) -> list[tuple[float, bool]]:
