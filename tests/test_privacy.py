@@ -15,7 +15,7 @@ import pytest
 
 from llmlab.privacy import accountant, gaussian
 
-GRID = list(itertools.product((0.5, 0.8, 1.1, 2.0, 5.0), (1e-3, 0.01, 0.1, 1.0), (1, 100, 10_000), (1e-5, 1e-7)))
+GRID = list(itertools.product((0.5, 0.8, 1.1, 2.0, 5.0), (1e-3, 0.01, 0.1, 1.0), (1, 10_000), (1e-5, 1e-7)))
 
 
 def test_rdp_and_epsilon_equal_opacus():
@@ -37,7 +37,7 @@ def test_rdp_and_epsilon_equal_opacus():
 def test_epsilon_equals_dp_accounting_on_integer_orders():
     """dp-accounting composes the same mechanism; on integer orders both compute A_alpha exactly (its
     fractional-order series fails to converge for q = 0.1 and sigma <= 1.1 at orders 1.1-1.6 and drops
-    those orders, which inflates its epsilon up to 2.8x in this grid, while Opacus agrees with llmlab)."""
+    those orders, which inflated its epsilon up to 2.8x on such settings, while Opacus agrees with llmlab)."""
     import dp_accounting
     from dp_accounting.rdp import rdp_privacy_accountant as rdp_lib
 

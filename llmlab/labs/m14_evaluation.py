@@ -223,7 +223,7 @@ def _zoo_on_mmlu(profile: str, out: Path) -> tuple[dict, str, list[dict]]:
     from llmlab.scaling import zoo
 
     tok, train, val = shakespeare.char_tokens()
-    cfg = zoo.FULL if profile == "full" else replace(zoo.QUICK, shapes=zoo.QUICK.shapes[::2], steps=300)
+    cfg = zoo.FULL if profile == "full" else replace(zoo.QUICK, shapes=zoo.QUICK.shapes[::2], steps=200)
     limit = None if profile == "full" else 10
     rows = []
 
@@ -311,7 +311,7 @@ Examples of questions that overlap Wikipedia: {'; '.join(examples) or 'none'}.
 def _privacy(profile: str, out: Path) -> tuple[dict, str]:
     from llmlab.privacy import experiment
 
-    cfg = experiment.DPConfig() if profile == "full" else experiment.DPConfig(hidden=16, epochs=2.0,
+    cfg = experiment.DPConfig() if profile == "full" else experiment.DPConfig(hidden=16, epochs=1.5,
                                                                               noises=(0.7, 1.2, 3.0))
     rows = experiment.sweep(cfg)
     experiment.plot(rows, out / "privacy_utility.png")

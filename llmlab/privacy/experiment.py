@@ -28,7 +28,8 @@ class DPConfig:
     hidden: int = 32
     epochs: float = 3.0
     expected_batch: int = 256
-    lr: float = 2e-3  # Adam (post-processing of the private gradients: no privacy cost)
+    lr: float = 1e-2  # Adam (post-processing of the private gradients: no privacy cost); 2e-3 costs DP runs
+    # 0.2 AUC at epsilon 3.7 (quick profile), not the non-private run
     clip: float = 1.0
     delta: float = 1e-5  # below 1 / (training examples)
     noises: tuple[float, ...] = (0.6, 0.8, 1.2, 2.0, 4.0)
@@ -95,6 +96,8 @@ def sweep(cfg: DPConfig, data: dict | None = None, progress: bool = True) -> lis
 
 def plot(rows: list[dict], path, title: str = "DP-SGD: privacy against utility") -> None:
     """Held-out AUC and accuracy against epsilon (log scale), the non-private run as a line."""
+    from matplotlib.ticker import NullFormatter
+
     from llmlab.plots import figure
 
     private = [r for r in rows if r["noise"] is not None]
@@ -107,6 +110,7 @@ def plot(rows: list[dict], path, title: str = "DP-SGD: privacy against utility")
                             textcoords="offset points")
             ax.axhline(public[key], color="gray", ls="--", lw=1, label="no privacy")
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels of a short log axis overlap
             ax.set_xlabel(f"epsilon (delta = {public['delta']:g})")
             ax.set_title(label, fontsize=10)
             ax.legend(fontsize=8)

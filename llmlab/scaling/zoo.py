@@ -35,7 +35,7 @@ class ZooConfig:
     seed: int = 0
 
 
-QUICK = ZooConfig(shapes=((32, 2, 2), (48, 2, 2), (64, 3, 2), (96, 3, 3), (128, 4, 4)), steps=400)
+QUICK = ZooConfig(shapes=((32, 2, 2), (48, 2, 2), (64, 3, 2), (96, 3, 3), (128, 4, 4)), steps=300)
 FULL = ZooConfig(shapes=((64, 3, 2), (128, 4, 4), (192, 4, 4), (256, 6, 4), (384, 6, 6), (512, 8, 8), (768, 10, 12)),
                  steps=8000, context=256, batch_size=32, checkpoints=12, lr=1e-3, warmup=200)
 
