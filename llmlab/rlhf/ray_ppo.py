@@ -45,6 +45,10 @@ class RewardActor:
 
 
 class LearnerActor(Learner):
+    def __init__(self, cfg: RLHFConfig, sft_lm: TransformerLM):
+        torch.set_num_threads(1)  # as every actor: a reused Ray worker process keeps no other thread count
+        super().__init__(cfg, sft_lm)
+
     def step_on(self, *shares) -> dict:
         """``shares``: ids, mask and scores of each rollout worker, in that order (Ray resolves them)."""
         k = len(shares) // 3
