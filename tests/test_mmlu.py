@@ -6,6 +6,7 @@ prompt, tokenization, truncation and scoring, not the model."""
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import sys
@@ -97,9 +98,14 @@ def test_prompts_loglikelihoods_choices_and_accuracy_equal_lm_evals(folder, tmp_
 
 
 def folder_tokens(folder: Path, text: str) -> list[int]:
+    return _tokenizer(folder).encode(text)
+
+
+@functools.cache
+def _tokenizer(folder: Path):
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(str(folder)).encode(text)
+    return AutoTokenizer.from_pretrained(str(folder))
 
 
 def test_zero_shot_prompt_is_lm_evals_template():

@@ -46,7 +46,7 @@ class NgramIndex:
 
 
 def report(items: list[str], correct: list[bool], index: NgramIndex) -> dict:
-    """How many items are dirty, and the accuracy on all, clean and dirty items."""
+    """How many items are dirty (and which: their indices), and the accuracy on all, clean and dirty items."""
     dirty = np.array([index.dirty(t) for t in items], dtype=bool)
     correct = np.asarray(correct, dtype=bool)
 
@@ -55,4 +55,4 @@ def report(items: list[str], correct: list[bool], index: NgramIndex) -> dict:
 
     return {"n": len(items), "dirty": int(dirty.sum()), "dirty_fraction": float(dirty.mean()) if len(items) else 0.0,
             "acc_all": acc(np.ones(len(items), bool)), "acc_clean": acc(~dirty), "acc_dirty": acc(dirty),
-            "ngram": index.n}
+            "ngram": index.n, "dirty_items": np.flatnonzero(dirty).tolist()}

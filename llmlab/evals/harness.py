@@ -84,14 +84,16 @@ def from_folder(path, backend: str = "llmlab", batch_size: int = 16, device: str
     GPT-2 folders) or by ``transformers`` (``"hf"``); its tokenizer as lm-eval loads it (``AutoTokenizer``)."""
     from transformers import AutoTokenizer
 
+    if backend not in ("llmlab", "hf"):
+        raise ValueError(f"unknown backend {backend!r}: 'llmlab' or 'hf' (or an endpoint, CompletionsLM)")
     path = Path(path)
     tok = AutoTokenizer.from_pretrained(str(path))
     if backend == "llmlab":
         from llmlab import hf
 
         model = hf.load(path, dtype).to(device).eval()
-        max_length = model.config.context if hasattr(model.config, "context") else model.config.n_positions
-    elif backend == "hf":
+        max_length = model.config.context
+    else:
         from transformers import AutoModelForCausalLM
 
         hf_model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype).to(device).eval()
@@ -101,8 +103,6 @@ def from_folder(path, backend: str = "llmlab", batch_size: int = 16, device: str
 
         def model(ids):
             return hf_model(input_ids=ids).logits
-    else:
-        raise ValueError(f"unknown backend {backend!r}: 'llmlab' or 'hf' (or an endpoint, CompletionsLM)")
     return TorchLM(model, tok.encode, max_length, batch_size, device, progress)
 
 

@@ -110,18 +110,18 @@ LogLikelihood = Callable[[list[tuple[str, str]]], list[tuple[float, bool]]]
 
 
 def evaluate(loglikelihood: LogLikelihood, subjects: list[str] | None = None, num_fewshot: int = 0,
-             limit: int | None = None, data_dir: str | Path | None = None) -> dict:
+             limit: int | None = None) -> dict:
     """Score ``subjects`` (default: all 57) with a backend's ``loglikelihood`` (``llmlab.evals.harness``).
-    ``limit``: the first questions of each subject only. Returns per-question records (subject, index,
-    the four log-likelihoods, the prediction, the answer), per-subject and per-category accuracies and the
-    micro average."""
+    ``limit``: the first questions of each subject only. Returns per-question records (subject, the four
+    log-likelihoods, the prediction, the answer), per-subject and per-category accuracies and the micro
+    average."""
     subjects = list(subjects or SUBJECTS)
     if not 0 <= num_fewshot <= 5:
         raise ValueError("the dev split has 5 examples per subject: 0 <= num_fewshot <= 5")
     questions, reqs = [], []
     for subject in subjects:
-        shots = load(subject, "dev", _file(data_dir, subject, "dev"))[:num_fewshot]
-        qs = load(subject, "test", _file(data_dir, subject, "test"))[:limit]
+        shots = load(subject, "dev")[:num_fewshot]
+        qs = load(subject, "test")[:limit]
         questions += qs
         reqs += [r for q in qs for r in requests(q, shots)]
     scores = [ll for ll, _ in loglikelihood(reqs)]
@@ -142,10 +142,6 @@ def aggregate(records: list[dict]) -> dict:
     by_category = {c: acc([r for r in records if SUBJECTS[r["subject"]] == c]) for c in CATEGORIES
                    if any(SUBJECTS[r["subject"]] == c for r in records)}
     return {"subjects": by_subject, "categories": by_category, "mmlu": acc(records)}
-
-
-def _file(data_dir, subject: str, split: str) -> Path | None:
-    return Path(data_dir) / split / f"{subject}_{split}.csv" if data_dir else None
 
 
 def table(result: dict) -> str:

@@ -225,11 +225,12 @@ def _zoo_on_mmlu(profile: str, out: Path) -> tuple[dict, str, list[dict]]:
     tok, train, val = shakespeare.char_tokens()
     cfg = zoo.FULL if profile == "full" else replace(zoo.QUICK, shapes=zoo.QUICK.shapes[::2], steps=200)
     limit = None if profile == "full" else 10
-    rows = []
+    rows, answers = [], []
 
     def score(model, record):
         lm = harness.TorchLM(model, tok.encode, model.config.context, batch_size=64, progress=False)
         result = mmlu.evaluate(lm.loglikelihood, limit=limit)
+        answers[:] = np.bincount([r["answer"] for r in result["questions"]], minlength=4).tolist()
         rows.append({"N": record["N"], "d_model": record["d_model"], "val_loss": record["val_loss"],
                      "perplexity": math.exp(record["val_loss"]), "mmlu": result["mmlu"]["acc"],
                      "questions": result["mmlu"]["n"],
@@ -253,7 +254,6 @@ def _zoo_on_mmlu(profile: str, out: Path) -> tuple[dict, str, list[dict]]:
         ax.legend(fontsize=8)
     table = "\n".join(f"| {r['N'] / 1e6:.3f}M | {r['perplexity']:.2f} | {r['mmlu']:.3f} | "
                       f"{' / '.join(str(c) for c in r['letters'])} |" for r in rows)
-    answers = np.bincount([q.answer for s in mmlu.SUBJECTS for q in mmlu.load(s)[:limit]], minlength=4).tolist()
     report = f"""
 ## Perplexity against MMLU across the m11 zoo
 {len(rows)} character-level models trained on Tiny Shakespeare (context {cfg.context}), each scored on MMLU by
@@ -288,8 +288,8 @@ def _contamination(profile: str, zoo_rows: list[dict]) -> tuple[dict, str]:
                    NgramIndex(a["text"] for a in wikipedia.articles(limit=n_articles))}
     best = max(zoo_rows, key=lambda r: r["N"])
     results = {name: report(items, best["correct"], index) for name, index in corpora.items()}
-    wiki = list(corpora.values())[1]
-    examples = [f"{q.subject}: {q.question[:100]}" for q, t in zip(questions, items, strict=True) if wiki.dirty(t)][:3]
+    wiki = list(results.values())[1]
+    examples = [f"{questions[i].subject}: {questions[i].question[:100]}" for i in wiki["dirty_items"][:3]]
     rows = "\n".join(f"| {name} | {r['dirty']} / {r['n']} ({r['dirty_fraction']:.1%}) | "
                      f"{r['acc_clean'] if r['acc_clean'] is None else round(r['acc_clean'], 3)} | "
                      f"{r['acc_dirty'] if r['acc_dirty'] is None else round(r['acc_dirty'], 3)} |"

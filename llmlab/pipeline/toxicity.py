@@ -139,17 +139,22 @@ def roc_auc(scores, labels) -> float:
     return float((ranks[labels].sum() - pos * (pos + 1) / 2) / (pos * neg))
 
 
+def split(n: int, test_fraction: float = 0.2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(test, train) indices of a seeded random split of ``n`` examples."""
+    order = np.random.default_rng(seed).permutation(n)
+    n_test = int(n * test_fraction)
+    return order[:n_test], order[n_test:]
+
+
 def train_and_evaluate(path=None, test_fraction: float = 0.2, seed: int = 0,
                        **kwargs) -> tuple[ToxicityClassifier, dict]:
     """Train on a random split of the Davidson set and report held-out accuracy, AUC and the baseline."""
     texts, labels = load_davidson(path)
-    order = np.random.default_rng(seed).permutation(len(texts))
-    n_test = int(len(texts) * test_fraction)
-    test, tr = order[:n_test], order[n_test:]
+    test, tr = split(len(texts), test_fraction, seed)
     clf = train([texts[i] for i in tr], labels[tr], **kwargs)
     p = clf.score([texts[i] for i in test])
     y = labels[test]
     majority = int(labels[tr].mean() >= 0.5)
-    return clf, {"train": len(tr), "test": n_test, "positive_rate": float(labels.mean()),
+    return clf, {"train": len(tr), "test": len(test), "positive_rate": float(labels.mean()),
                  "accuracy": float(((p >= 0.5) == y).mean()), "auc": roc_auc(p, y),
                  "majority_accuracy": float((y == majority).mean())}

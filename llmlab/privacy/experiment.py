@@ -43,9 +43,7 @@ def load(cfg: DPConfig, path=None) -> dict:
 
     texts, labels = toxicity.load_davidson(path)
     x = toxicity.matrix(texts, cfg.buckets).log1p().tocsr().astype(np.float32)
-    order = np.random.default_rng(cfg.seed).permutation(len(texts))
-    n_test = int(len(texts) * cfg.test_fraction)
-    test, train = order[:n_test], order[n_test:]
+    test, train = toxicity.split(len(texts), cfg.test_fraction, cfg.seed)
     return {"x_train": x[train], "y_train": labels[train], "x_test": x[test], "y_test": labels[test]}
 
 

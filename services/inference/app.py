@@ -8,6 +8,7 @@ speculation and metrics in ``llmlab.inference``. Run: ``llmlab serve inference -
 # no "from __future__ import annotations": FastAPI resolves dependency annotations at runtime
 
 import asyncio
+import itertools
 import json
 import os
 import signal
@@ -179,8 +180,8 @@ def create_app(settings: InferenceSettings, engine: Engine | None = None) -> Fas
         if body.echo and body.stream:
             raise APIError(400, "echo is not supported with stream", param="echo")
         stream = await run(prompt_ids, params(body, body.logprobs), body.stream)
-        echoed = None
-        if body.echo and body.logprobs is not None:  # the prompt's own log-probabilities, as vLLM's server
+        echoed = []  # with echo and logprobs: the prompt's own log-probabilities, as vLLM's server returns
+        if body.echo and body.logprobs is not None:
             echoed = await run_in_threadpool(engine.prompt_logprobs, prompt_ids, body.logprobs)
         rid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
         head = {"id": rid, "object": "text_completion", "created": created, "model": engine.name}
@@ -190,7 +191,7 @@ def create_app(settings: InferenceSettings, engine: Engine | None = None) -> Fas
         req = await _finish(runner, stream, request)
         prefix = (body.prompt if isinstance(body.prompt, str) else tok.decode(prompt_ids)) if body.echo else ""
         choice = {"index": 0, "text": prefix + req.text, "finish_reason": req.finish_reason,
-                  "logprobs": _completion_logprobs(tok, prompt_ids if body.echo else [], echoed or [], req)
+                  "logprobs": _completion_logprobs(tok, prompt_ids if body.echo else [], echoed, req)
                   if body.logprobs is not None else None}
         return {**head, "choices": [choice], "usage": _usage(len(prompt_ids), req)}
 
@@ -252,14 +253,15 @@ def _usage(prompt_tokens: int, req) -> dict:
 
 def _completion_logprobs(tok, prompt_ids: list[int], echoed: list, req) -> dict:
     """OpenAI's completion logprobs over the echoed prompt (first token: None) and the generated tokens;
-    text offsets count characters from the start of the returned text."""
+    text offsets count characters from the start of the returned text, each token's text after the last
+    (as vLLM computes them)."""
     entries = echoed + req.logprobs
     ids = prompt_ids + [x["token"] for x in req.logprobs]
     texts = [tok.decode([i]) for i in ids]
     return {"tokens": texts,
             "token_logprobs": [x and x["logprob"] for x in entries],
             "top_logprobs": [x and {tok.decode([i]): v for i, v in x["top"].items()} for x in entries],
-            "text_offset": [len(tok.decode(ids[:i])) for i in range(len(ids))]}
+            "text_offset": [0, *itertools.accumulate(len(t) for t in texts[:-1])] if texts else []}
 
 
 def _chat_logprobs(tok, req) -> dict:
