@@ -287,7 +287,14 @@ def _deliverable_as_ray_job(lab_id: str, out_dir: Path, address: str) -> dict:
     return record.decode(logs, DeliverableRecord).metrics
 
 
-@pytest.mark.parametrize("lab_id", [pytest.param(lab, marks=pytest.mark.ray) if lab in ON_RAY else lab
+# The heaviest quick deliverables (m12: 40 ZeRO-3 steps and a 4-stage memory sweep, 200-300 s; m13: SFT, a
+# reward model, PPO on Ray actors and DPO, 150-200 s) run with the slow tests, to keep make test within its 20
+# minutes; make test runs the same Ray jobs on tiny configs (test_ray_jobs.py's pretrain verb, test_rlhf_ray.py)
+HEAVY = {"m12", "m13"}
+
+
+@pytest.mark.parametrize("lab_id", [pytest.param(lab, marks=[pytest.mark.ray] * (lab in ON_RAY)
+                                                 + [pytest.mark.slow] * (lab in HEAVY))
                                     for lab in LABS])
 def test_quick_deliverable(lab_id, tmp_path, request):
     """The quick profile writes its metrics, report and plots, and reaches the stated headline numbers."""
