@@ -16,6 +16,7 @@ import inference_bench  # noqa: E402
 import isolation_bench  # noqa: E402
 import pipeline_bench  # noqa: E402
 import pretrain_bench  # noqa: E402
+import retrieval_bench  # noqa: E402
 import submit_latency  # noqa: E402
 import tokenizers_bench  # noqa: E402
 
@@ -26,9 +27,9 @@ def main() -> None:
     results = {"when": dt.datetime.now(dt.UTC).isoformat(), "machine": platform.platform(),
                "benchmarks": [autodiff_ffn.main(), submit_latency.main(), tokenizers_bench.main(),
                               inference_bench.main(), isolation_bench.main(),
-                              pretrain_bench.main(), pipeline_bench.main()]}
+                              pretrain_bench.main(), pipeline_bench.main(), retrieval_bench.main()]}
     (out / "results.json").write_text(json.dumps(results, indent=2))
-    ffn, lat, tok, inf, iso, pre, pipe = results["benchmarks"]
+    ffn, lat, tok, inf, iso, pre, pipe, ret = results["benchmarks"]
     print("autodiff: llmlab Tensor vs torch autograd, FFN forward+backward (float64, CPU)")
     for r in ffn["rows"]:
         print(f"  {r['shape']:<28} llmlab {r['llmlab_s'] * 1e3:8.1f} ms  torch {r['torch_s'] * 1e3:8.1f} ms  "
@@ -48,6 +49,7 @@ def main() -> None:
     isolation_bench.report(iso)
     pretrain_bench.report(pre)
     pipeline_bench.report(pipe)
+    retrieval_bench.report(ret)
     print(f"wrote {out / 'results.json'}")
 
 

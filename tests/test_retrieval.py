@@ -22,9 +22,10 @@ def clustered(n=4000, d=32, centers=40, seed=0):
 # --- metrics -----------------------------------------------------------------------------------------------------
 def test_recalls_rrf_and_pareto_by_hand():
     found, truth = np.array([[1, 2, 3], [4, 5, -1]]), np.array([[3, 2, 9], [6, 7, 8]])
-    assert metrics.neighbour_recall(found, truth) == pytest.approx(1 / 3)
-    assert metrics.gold_recall(np.array([[1, 2, 3], [4, 5, 6]]), np.array([3, 7]), k=3) == 0.5
-    assert metrics.gold_recall(np.array([[1, 2, 3], [4, 5, 6]]), np.array([3, 7]), k=2) == 0.0
+    assert metrics.recall_at_k(found, truth, 3) == pytest.approx(1 / 3)
+    assert metrics.recall_at_k([[1, 2, 3], [4, 5, 6]], [[3], [7]], k=3) == 0.5  # one gold id per query
+    assert metrics.recall_at_k([[1, 2, 3], [4, 5, 6]], [[3], [7]], k=2) == 0.0
+    assert metrics.recall_at_k([[1, 2, 3], [4, 5, 6]], [[3, 1], [-1]], k=2) == 0.5  # no relevant ids: left out
     # id 5 is 1st and 2nd: 1/61 + 1/62; id 7 is 2nd and 1st: the same, so the smaller id leads
     fused = metrics.rrf([np.array([[5, 7, 1]]), np.array([[7, 5, -1]])], k=60)
     assert fused.tolist() == [[5, 7, 1]]
@@ -39,12 +40,12 @@ def test_indexes_against_exact_search():
     x, q = clustered(), clustered(200, seed=1)
     scores, ids = index.exact(x, q, 5)
     want = np.argsort(-(q @ x.T), axis=1, kind="stable")[:, :5]
-    assert metrics.neighbour_recall(ids, want) == 1.0
+    assert metrics.recall_at_k(ids, want, 5) == 1.0
     assert np.allclose(scores, np.sort(q @ x.T, 1)[:, ::-1][:, :5], atol=1e-5)
     ivf = index.IndexSpec("ivf_flat", nlist=16)
     built = index.build(ivf, x)
     index.set_knob(built, ivf, 16)  # every list probed: exact
-    assert metrics.neighbour_recall(built.search(q, 5)[1], ids) == 1.0
+    assert metrics.recall_at_k(built.search(q, 5)[1], ids, 5) == 1.0
     rows = index.sweep([index.IndexSpec("flat"), index.IndexSpec("hnsw", M=16, ef_construction=64,
                                                                  search_values=(8, 128)),
                         ivf.__class__("ivf_pq", nlist=16, code_bytes=8, search_values=(16,))], x, q, k=5)
@@ -65,22 +66,22 @@ def test_product_quantization_equals_faiss():
     books = pq.train(x, m=8, nbits=6, iters=10)
     ref = faiss.ProductQuantizer(32, 8, 6)
     faiss.copy_array_to_vector(books.ravel(), ref.centroids)
-    codes = pq.encode(x, books)
+    codes = pq.quantize(x, books)
     # FAISS packs 6-bit codes; its decoding of its own codes equals ours of ours: the same centroids picked
-    assert np.array_equal(pq.decode(codes, books), ref.decode(ref.compute_codes(x)))
+    assert np.array_equal(pq.reconstruct(codes, books), ref.decode(ref.compute_codes(x)))
     index_pq = faiss.IndexPQ(32, 8, 6)
     index_pq.pq = ref
     index_pq.is_trained = True
     index_pq.add(x)
     for query in q:
         d, i = index_pq.search(query[None], 10)
-        ours = pq.adc(query, codes, books)
+        ours = pq.asymmetric_distances(query, codes, books)
         assert np.allclose(ours[i[0]], d[0], rtol=1e-5, atol=1e-5)
         assert np.array_equal(np.sort(np.argsort(ours, kind="stable")[:10]), np.sort(i[0]))
-    ip = pq.adc(q[0], codes, books, metric="ip")
-    assert np.allclose(ip, pq.decode(codes, books) @ q[0], atol=1e-5)
+    ip = pq.asymmetric_distances(q[0], codes, books, metric="ip")
+    assert np.allclose(ip, pq.reconstruct(codes, books) @ q[0], atol=1e-5)
     with pytest.raises(ValueError, match="multiple"):
-        pq.encode(x[:, :30], books)
+        pq.quantize(x[:, :30], books)
 
 
 # --- graph search ------------------------------------------------------------------------------------------------
@@ -234,3 +235,26 @@ def test_wikipedia_passages_and_gold_paragraphs():
     assert "Denver Broncos" in squad["answers"] and "Denver Broncos" in by[squad["gold"]]["text"]
     _, sample = corpus.questions(per_set=50, seed=3)
     assert len(sample) == 100 and sample == corpus.questions(per_set=50, seed=3)[1]
+
+
+# --- answer scores ------------------------------------------------------------------------------------------------
+def test_squad_scores_equal_the_harness_copy_of_the_official_script():
+    """lm-evaluation-harness's MLQA utilities carry SQuAD's official normalization, EM and F1 (their punctuation
+    set adds Unicode's, so the strings here are ASCII)."""
+    import random
+
+    from lm_eval.tasks.mlqa import utils as ref
+
+    from llmlab.evals.qa import qa_scores
+
+    words = "the a an The Denver Broncos, broncos cat sat! on mat. 24-10 1973 oil crisis (1973) U.S. us".split()
+    rng = random.Random(0)
+    for _ in range(2000):
+        prediction = " ".join(rng.choice(words) for _ in range(rng.randint(0, 6)))
+        answers = [" ".join(rng.choice(words) for _ in range(rng.randint(1, 5))) for _ in range(rng.randint(1, 3))]
+        em, f1 = qa_scores(prediction, answers)
+        assert em == float(ref.metric_max_over_ground_truths(ref.exact_match_score, prediction, answers, "en"))
+        want = ref.metric_max_over_ground_truths(ref.f1_score, prediction, answers, "en")
+        assert f1 == pytest.approx(want, abs=1e-12)
+    assert qa_scores("The Denver Broncos!", ["denver broncos"]) == (1.0, 1.0)
+    assert qa_scores("Broncos", []) == (0.0, 0.0)

@@ -1,24 +1,23 @@
-"""How retrieval is judged: recall of the exact neighbours (for approximate indexes), recall of a gold
-passage (for questions), reciprocal rank fusion, and the Pareto front of a speed/quality trade-off."""
+"""How retrieval is judged: recall@k (of the exact neighbours, for approximate indexes; of a gold passage,
+for questions), reciprocal rank fusion, and the Pareto front of a speed/quality trade-off."""
 
 from __future__ import annotations
 
 import numpy as np
 
 
-def neighbour_recall(found: np.ndarray, truth: np.ndarray) -> float:
-    """Mean over queries of |found_i ∩ truth_i| / |truth_i|: the fraction of the exact top-k an index returns
-    in its own top-k (both (n_queries, k) id arrays; -1 pads a short list and never counts)."""
-    found, truth = np.asarray(found), np.asarray(truth)
-    hits = [len(set(f[f >= 0].tolist()) & set(t[t >= 0].tolist())) / max(1, int((t >= 0).sum()))
-            for f, t in zip(found, truth, strict=True)]
-    return float(np.mean(hits)) if hits else 0.0
-
-
-def gold_recall(found: np.ndarray, gold: np.ndarray, k: int) -> float:
-    """Recall@k of one gold passage per query: the fraction of queries whose gold id is in their first k."""
-    found, gold = np.asarray(found)[:, :k], np.asarray(gold)
-    return float((found == gold[:, None]).any(axis=1).mean()) if len(gold) else 0.0
+def recall_at_k(retrieved, relevant, k: int) -> float:
+    """Mean over queries of |first k retrieved ∩ relevant| / |relevant|: with the exact top-k as the relevant
+    set, the fraction of the true neighbours an approximate index finds; with one gold passage, the fraction
+    of questions whose passage comes back. Rows are id sequences (arrays or lists; ids < 0 pad and never
+    count); queries without relevant ids are left out."""
+    scores = []
+    for found, want in zip(retrieved, relevant, strict=True):
+        want = {int(i) for i in np.asarray(want).ravel() if i >= 0}
+        if want:
+            top = {int(i) for i in np.asarray(found).ravel()[:k] if i >= 0}
+            scores.append(len(top & want) / len(want))
+    return float(np.mean(scores)) if scores else 0.0
 
 
 def rrf(rankings: list[np.ndarray], k: int = 60, depth: int | None = None) -> np.ndarray:

@@ -28,23 +28,26 @@ def train(x: np.ndarray, m: int, nbits: int = 8, iters: int = 20, seed: int = 0)
     return np.stack(books)
 
 
-def encode(x: np.ndarray, codebooks: np.ndarray) -> np.ndarray:
-    """Codes (n, m): each sub-vector's nearest centroid (squared L2)."""
-    sub = split(np.asarray(x, dtype=np.float32), codebooks.shape[0])
-    d2 = ((sub[:, :, None, :] - codebooks[None]) ** 2).sum(-1)  # (n, m, ksub)
-    return d2.argmin(-1).astype(np.int64)
+def quantize(x: np.ndarray, codebooks: np.ndarray) -> np.ndarray:
+    """Codes (n, m): each sub-vector's nearest centroid (squared L2), in chunks of rows to bound memory."""
+    sub = split(np.asarray(x), codebooks.shape[0])
+    codes = np.empty(sub.shape[:2], dtype=np.int64)
+    for i in range(0, len(sub), 256):
+        d2 = ((sub[i:i + 256, :, None, :] - codebooks[None]) ** 2).sum(-1)  # (rows, m, ksub)
+        codes[i:i + 256] = d2.argmin(-1)
+    return codes
 
 
-def decode(codes: np.ndarray, codebooks: np.ndarray) -> np.ndarray:
+def reconstruct(codes: np.ndarray, codebooks: np.ndarray) -> np.ndarray:
     """The reconstruction (n, d): each code's centroid, sub-vectors side by side."""
     m = codebooks.shape[0]
     return codebooks[np.arange(m)[None, :], codes].reshape(len(codes), -1)
 
 
-def adc(query: np.ndarray, codes: np.ndarray, codebooks: np.ndarray, metric: str = "l2") -> np.ndarray:
+def asymmetric_distances(query: np.ndarray, codes: np.ndarray, codebooks: np.ndarray, metric: str = "l2") -> np.ndarray:
     """Asymmetric distances from one uncompressed query to every code: squared L2 (``metric="l2"``) or inner
     product (``"ip"``), through one table of query-to-centroid terms, m lookups per code."""
-    q = split(np.asarray(query, dtype=np.float32)[None], codebooks.shape[0])[0]  # (m, dsub)
+    q = split(np.asarray(query)[None], codebooks.shape[0])[0]  # (m, dsub)
     if metric == "l2":
         table = ((codebooks - q[:, None, :]) ** 2).sum(-1)  # (m, ksub)
     elif metric == "ip":

@@ -1,0 +1,81 @@
+"""Lab m16's retrieval at scale. (1) Embedding throughput of llmlab's token-budget batches against what a
+user writes first: a SentenceTransformer.encode call per 32 passages in file order, and one encode call over
+all of them (sentence-transformers sorts by length itself). (2) HNSW against exact search over the whole
+Wikipedia corpus (~105k passages, the embeddings from the on-disk cache; the first run embeds them, about an
+hour on 2 CPU cores): the smallest efSearch reaching recall@5 >= 0.98 of exact, and its per-query latency as
+a fraction of exact search's, one thread, single queries.
+
+    python benchmarks/retrieval_bench.py        (LLMLAB_BENCH_PASSAGES=N for a smaller corpus)
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+
+from llmlab.retrieval import corpus, index
+from llmlab.retrieval.embed import Embedder, embed_cached
+
+
+def _embedding(embedder: Embedder, texts: list[str]) -> dict:
+    model = embedder.model
+    embedder.encode(texts[:64])  # warm-up
+    runs = {}
+    t0 = time.perf_counter()
+    ours = embedder.encode(texts)
+    runs["llmlab"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    loop = np.concatenate([model.encode(texts[i:i + 32], batch_size=32, normalize_embeddings=True)
+                           for i in range(0, len(texts), 32)])
+    runs["encode_per_32"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    model.encode(texts, batch_size=32, normalize_embeddings=True)
+    runs["encode_once"] = time.perf_counter() - t0
+    return {"texts": len(texts), **{f"{k}_per_s": len(texts) / v for k, v in runs.items()},
+            "speedup_vs_loop": runs["encode_per_32"] / runs["llmlab"],
+            "speedup_vs_encode_once": runs["encode_once"] / runs["llmlab"],
+            "max_abs_diff": float(np.abs(ours - loop).max())}
+
+
+def _hnsw_vs_exact(vectors: np.ndarray, queries: np.ndarray) -> dict:
+    spec = index.IndexSpec("hnsw", M=32, ef_construction=200, search_values=(16, 32, 48, 64, 96, 128, 192, 256))
+    rows = index.sweep([index.IndexSpec("flat"), spec], vectors, queries, k=5, threads=1)
+    exact = rows[0]
+    good = [r for r in rows[1:] if r["recall@5"] >= 0.98]
+    best = min(good, key=lambda r: r["ms_single"]) if good else max(rows[1:], key=lambda r: r["recall@5"])
+    return {"passages": len(vectors), "queries": len(queries), "exact_ms": exact["ms_single"],
+            "hnsw": {k: best[k] for k in ("label", "value", "recall@5", "ms_single", "bytes_per_vector",
+                                          "build_seconds")},
+            "latency_fraction": best["ms_single"] / exact["ms_single"], "sweep": rows}
+
+
+def main() -> dict:
+    embedder = Embedder()
+    limit = int(os.environ["LLMLAB_BENCH_PASSAGES"]) if os.environ.get("LLMLAB_BENCH_PASSAGES") else None
+    gold, questions = corpus.questions()
+    passages = corpus.wikipedia_passages() + gold
+    passages = passages[:limit] if limit else passages
+    texts = [corpus.text(p) for p in passages]
+    out = {"name": "retrieval", "embedding": _embedding(embedder, texts[:2000])}
+    vectors = embed_cached(embedder, texts)
+    queries = embedder.encode([q["question"] for q in questions[::7][:2000]])
+    out["ann"] = _hnsw_vs_exact(vectors, queries)
+    return out
+
+
+def report(res: dict) -> None:
+    e, a = res["embedding"], res["ann"]
+    print(f"all-MiniLM-L6-v2 on {e['texts']} passages: llmlab {e['llmlab_per_s']:.1f}/s, encode per 32 "
+          f"{e['encode_per_32_per_s']:.1f}/s ({e['speedup_vs_loop']:.2f}x), one encode call "
+          f"{e['encode_once_per_s']:.1f}/s ({e['speedup_vs_encode_once']:.2f}x); max |diff| {e['max_abs_diff']:.1e}")
+    h = a["hnsw"]
+    print(f"{a['passages']:,} passages, {a['queries']} questions, 1 thread: exact {a['exact_ms']:.3f} ms/query; "
+          f"{h['label']} efSearch {h['value']}: recall@5 {h['recall@5']:.3f} at {h['ms_single']:.3f} ms "
+          f"({a['latency_fraction']:.3f} of exact), {h['bytes_per_vector']:.0f} B/vector, built in "
+          f"{h['build_seconds']:.0f} s")
+
+
+if __name__ == "__main__":
+    report(main())

@@ -1,0 +1,82 @@
+"""Fine-tuning the sentence embedder as a dual encoder (questions and passages through the same model) with
+the in-batch-negatives loss, optionally adding one BM25-mined hard negative per question (Karpukhin et al.
+2020: the top BM25 passage that is not the gold one)."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from llmlab.retrieval.contrastive import in_batch_negatives_loss
+from llmlab.retrieval.embed import Embedder
+from llmlab.retrieval.lexical import BM25
+
+
+def mine_hard_negatives(bm25: BM25, questions: list[str], gold: list[int], depth: int = 10) -> list[int]:
+    """Per question, the highest-ranked BM25 passage other than its gold one (row numbers)."""
+    _, ids = bm25.search(questions, depth)
+    return [next((int(i) for i in row if i >= 0 and i != g), (g + 1) % bm25.n) for row, g in zip(ids, gold,
+                                                                                                  strict=True)]
+
+
+def batches(gold: list[int], size: int, seed: int) -> list[list[int]]:
+    """Shuffled batches of question indices in which no two questions share a gold passage (its copy would be
+    a false negative for the other)."""
+    order = list(range(len(gold)))
+    random.Random(seed).shuffle(order)
+    out: list[list[int]] = []
+    open_batches: list[tuple[list[int], set[int]]] = []
+    for i in order:
+        home = next((b for b in open_batches if gold[i] not in b[1]), None)
+        if home is None:
+            home = ([], set())
+            open_batches.append(home)
+        home[0].append(i)
+        home[1].add(gold[i])
+        if len(home[0]) == size:
+            out.append(home[0])
+            open_batches.remove(home)
+    return out + [b for b, _ in open_batches if len(b) > 1]
+
+
+def train(embedder: Embedder, questions: list[str], passages: list[str], gold: list[int],
+          negatives: list[int] | None = None, epochs: int = 1, batch: int = 32, lr: float = 2e-5,
+          scale: float = 20.0, seed: int = 0, progress: bool = True) -> list[float]:
+    """Trains ``embedder``'s model in place (AdamW); question i's positive is ``passages[gold[i]]`` and its hard
+    negative ``passages[negatives[i]]``. Returns the loss of every step."""
+    torch.manual_seed(seed)
+    model = embedder.model
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    plan = [b for epoch in range(epochs) for b in batches(gold, batch, seed + epoch)]
+    losses = []
+
+    def embed(texts):
+        return model(model.preprocess(texts))["sentence_embedding"]
+
+    model.train()
+    try:
+        for b in tqdm(plan, desc="fine-tuning", unit="batch", disable=not progress):
+            q = embed([questions[i] for i in b])
+            p = embed([passages[gold[i]] for i in b])
+            n = embed([passages[negatives[i]] for i in b]) if negatives is not None else None
+            loss = in_batch_negatives_loss(q, p, n, scale)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(float(loss))
+    finally:
+        model.eval()
+    return losses
+
+
+def split_by_passage(gold: list[int], fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(train, test) question indices, split by gold passage: no test question's passage is seen in training."""
+    passages = sorted(set(gold))
+    random.Random(seed).shuffle(passages)
+    train_set = set(passages[:int(round(fraction * len(passages)))])
+    train_idx = np.array([i for i, g in enumerate(gold) if g in train_set], dtype=np.int64)
+    test_idx = np.array([i for i, g in enumerate(gold) if g not in train_set], dtype=np.int64)
+    return train_idx, test_idx
