@@ -101,6 +101,40 @@ def serve_inference(model: Annotated[Path, typer.Option("--model", help="a Huggi
     uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
 
 
+@serve_app.command("retrieval")
+def serve_retrieval(data: Annotated[Path, typer.Option("--data", help="the store's folder (created if missing)")],
+                    index: Annotated[str, typer.Option(help="flat, hnsw, ivf_flat or ivf_pq")] = "hnsw",
+                    host: Annotated[str, typer.Option()] = "127.0.0.1", port: Annotated[int, typer.Option()] = 8002,
+                    ef_search: Annotated[int, typer.Option("--ef-search")] = 64,
+                    nprobe: Annotated[int, typer.Option()] = 16,
+                    max_inflight: Annotated[int, typer.Option("--max-inflight")] = 16,
+                    api_key: Annotated[str | None, typer.Option("--api-key", envvar="LLMLAB_RETRIEVAL_API_KEY")] = None,
+                    model: Annotated[Path | None, typer.Option("--model", help="a sentence-transformers folder "
+                                                               "(default: all-MiniLM-L6-v2 from its wheel)")] = None):
+    """Serve embeddings (OpenAI-compatible) and vector search over a durable FAISS index."""
+    from pydantic import ValidationError
+
+    from services.retrieval.settings import RetrievalSettings
+
+    if not api_key and not _loopback(host):
+        raise Fail(f"--host {host} serves beyond this machine: give an API key (--api-key or "
+                   "LLMLAB_RETRIEVAL_API_KEY) for document writes", 2)
+    try:
+        settings = RetrievalSettings(data_dir=data, index=index, ef_search=ef_search, nprobe=nprobe,
+                                     max_inflight=max_inflight, api_key=api_key, model=model)
+    except ValidationError as e:
+        raise Fail(f"invalid setting: {e.errors()[0]['loc'][0]}: {e.errors()[0]['msg']}", 2) from None
+    import uvicorn
+
+    from services.retrieval.app import create_app
+
+    try:
+        app = create_app(settings)
+    except ValueError as e:
+        raise Fail(str(e), 2) from None
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
 def _loopback(host: str) -> bool:
     import ipaddress
 

@@ -1,6 +1,6 @@
-"""ASGI plumbing the services share: a body limit that answers before reading, and request metrics with
-bounded labels. Both are pure ASGI middleware (not Starlette's BaseHTTPMiddleware, which hides a client's
-disconnect from the handlers that watch for it)."""
+"""ASGI plumbing the services share: a body limit that answers before reading, request metrics with bounded
+labels (both pure ASGI middleware, not Starlette's BaseHTTPMiddleware, which hides a client's disconnect
+from the handlers that watch for it), and OpenAI's error envelope for the OpenAI-style services."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import json
 import time
 
 from starlette.concurrency import run_in_threadpool
+from starlette.responses import JSONResponse
 
 KNOWN_METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"}  # any other: "OTHER" in metrics
 
@@ -89,3 +90,37 @@ class Observe:
             method = scope["method"] if scope["method"] in KNOWN_METHODS else "OTHER"
             route = getattr(scope.get("route"), "path", "unmatched")
             self.observe(method, route, status, time.perf_counter() - t0)
+
+
+class APIError(Exception):
+    """An error a handler raises to answer with OpenAI's envelope (``install_openai_errors``)."""
+
+    def __init__(self, status: int, message: str, type_: str = "invalid_request_error", param: str | None = None,
+                 headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.type, self.param, self.headers = status, type_, param, headers
+
+
+def openai_envelope(status: int, message: str, type_: str = "invalid_request_error", param: str | None = None) -> dict:
+    """OpenAI's error body."""
+    return {"error": {"message": message, "type": type_, "param": param, "code": status}}
+
+
+def openai_error(status: int, message: str, type_: str = "invalid_request_error", param: str | None = None,
+                 headers: dict | None = None) -> JSONResponse:
+    return JSONResponse(openai_envelope(status, message, type_, param), status_code=status, headers=headers)
+
+
+def install_openai_errors(app) -> None:
+    """APIError and request-validation failures (a 400 naming the first bad field) as OpenAI's envelope."""
+    from fastapi.exceptions import RequestValidationError
+
+    @app.exception_handler(APIError)
+    async def api_error(request, exc: APIError):
+        return openai_error(exc.status, str(exc), exc.type, exc.param, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request, exc: RequestValidationError):
+        first = exc.errors()[0] if exc.errors() else {}
+        param = ".".join(str(p) for p in first.get("loc", [])[1:]) or None
+        return openai_error(400, f"{param or 'request'}: {first.get('msg', 'invalid request')}", param=param)

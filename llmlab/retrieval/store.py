@@ -228,6 +228,26 @@ class VectorStore:
     def size(self) -> int:
         return self._rows("SELECT COUNT(*) FROM docs WHERE deleted IS NULL")[0][0]
 
+    def exact(self, queries: np.ndarray, k: int, chunk: int = 20_000) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-k over the live documents' stored vectors (what the index approximates), chunk by chunk."""
+        queries = np.asarray(queries, dtype=np.float32).reshape(-1, self.dim)
+        best_s = np.full((len(queries), 0), -np.inf, dtype=np.float32)
+        best_i = np.zeros((len(queries), 0), dtype=np.int64)
+        last = 0
+        while True:
+            rows = self._rows("SELECT id, vector FROM docs WHERE deleted IS NULL AND id > ? ORDER BY id LIMIT ?",
+                              (last, chunk))
+            if not rows:
+                break
+            last = rows[-1][0]
+            ids = np.array([i for i, _ in rows], dtype=np.int64)
+            scores = queries @ np.stack([np.frombuffer(v, dtype=np.float32) for _, v in rows]).T
+            s = np.concatenate([best_s, scores], axis=1)
+            i = np.concatenate([best_i, np.broadcast_to(ids, scores.shape)], axis=1)
+            top = np.argsort(-s, axis=1, kind="stable")[:, :k]
+            best_s, best_i = np.take_along_axis(s, top, 1), np.take_along_axis(i, top, 1)
+        return best_s, best_i
+
     # --- search ---------------------------------------------------------------------------------------
     def _matching(self, where: dict) -> np.ndarray:
         clauses = " AND ".join("json_extract(metadata, ?) = ?" for _ in where)

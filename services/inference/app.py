@@ -19,28 +19,22 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 from pydantic import BaseModel, Field
 
 from llmlab import __version__
 from llmlab.inference import Engine, SamplingParams, metrics
 from llmlab.inference.serving import AsyncEngine, Overloaded
-from llmlab.platform.asgi import BodyLimit, Observe
+from llmlab.platform.asgi import APIError, BodyLimit, Observe, install_openai_errors
+from llmlab.platform.asgi import openai_envelope as _envelope
+from llmlab.platform.asgi import openai_error as _error
 from services.inference.settings import InferenceSettings
 
 DEFAULT_CHAT_TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}\n{% endfor %}"
                          "{% if add_generation_prompt %}<|assistant|>\n{% endif %}")
 
 UNCOUNTED = ("/metrics", "/health", "/version")  # vLLM's server leaves these out of http_requests_total too
-
-
-class APIError(Exception):
-    def __init__(self, status: int, message: str, type_: str = "invalid_request_error", param: str | None = None,
-                 headers: dict | None = None):
-        super().__init__(message)
-        self.status, self.type, self.param, self.headers = status, type_, param, headers
 
 
 class _Sampling(BaseModel):
@@ -115,15 +109,7 @@ def create_app(settings: InferenceSettings, engine: Engine | None = None) -> Fas
 
     app.add_middleware(Observe, observe=count)
 
-    @app.exception_handler(APIError)
-    async def api_error(request: Request, exc: APIError):
-        return _error(exc.status, str(exc), exc.type, exc.param, exc.headers)
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(request: Request, exc: RequestValidationError):
-        first = exc.errors()[0] if exc.errors() else {}
-        param = ".".join(str(p) for p in first.get("loc", [])[1:]) or None
-        return _error(400, f"{param or 'request'}: {first.get('msg', 'invalid request')}", param=param)
+    install_openai_errors(app)
 
     def auth(authorization: Annotated[str | None, Header()] = None) -> None:
         key = settings.api_key.get_secret_value() if settings.api_key else None
@@ -234,16 +220,6 @@ def create_app(settings: InferenceSettings, engine: Engine | None = None) -> Fas
         return Response(generate_latest(runner.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
-
-
-def _envelope(status: int, message: str, type_: str = "invalid_request_error", param: str | None = None) -> dict:
-    """OpenAI's error body."""
-    return {"error": {"message": message, "type": type_, "param": param, "code": status}}
-
-
-def _error(status: int, message: str, type_: str = "invalid_request_error", param: str | None = None,
-           headers: dict | None = None) -> JSONResponse:
-    return JSONResponse(_envelope(status, message, type_, param), status_code=status, headers=headers)
 
 
 def _usage(prompt_tokens: int, req) -> dict:

@@ -1,0 +1,270 @@
+"""The retrieval service: OpenAI-compatible embeddings and vector search over a durable FAISS store.
+
+Thin: parsing, limits, the OpenAI error envelope and metrics here; the store (SQLite + FAISS, snapshots,
+tombstones, rebuilds) in ``llmlab.retrieval.store``, embeddings in ``llmlab.retrieval.embed``.
+Run: ``llmlab serve retrieval --data DIR``.
+"""
+
+# no "from __future__ import annotations": FastAPI resolves dependency annotations at runtime
+
+import asyncio
+import base64
+import re
+import threading
+import time
+from contextlib import asynccontextmanager
+from typing import Annotated, Literal
+
+import numpy as np
+from fastapi import Depends, FastAPI, Header, Path
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from pydantic import BaseModel, Field, field_validator
+
+from llmlab import __version__
+from llmlab.platform.asgi import APIError, BodyLimit, Observe, install_openai_errors, openai_envelope
+from llmlab.retrieval.index import IndexSpec
+from llmlab.retrieval.store import VectorStore
+from services.retrieval.settings import RetrievalSettings
+
+UNCOUNTED = ("/metrics", "/health", "/ready")
+Scalar = str | int | float | bool
+INT64 = 2**63 - 1  # SQLite's integers
+KEY = re.compile(r"[A-Za-z0-9_-]{1,64}")
+DocId = Annotated[int, Path(ge=1, le=INT64)]
+
+
+class EmbeddingRequest(BaseModel):
+    input: str | list[str]
+    model: str
+    encoding_format: Literal["float", "base64"] = "float"
+    user: str | None = None
+
+
+class SearchRequest(BaseModel):
+    query: str | None = None
+    vector: list[float] | None = None
+    k: int = Field(5, ge=1)
+    filter: dict[str, Scalar] | None = None  # metadata fields equal to these values
+
+    @field_validator("filter")
+    @classmethod
+    def _fits_sqlite(cls, value):
+        if value and any(isinstance(v, int) and abs(v) > INT64 for v in value.values()):
+            raise ValueError("integers in a filter must fit in 64 bits")
+        if value and not all(KEY.fullmatch(k) for k in value):
+            raise ValueError("filter keys are metadata field names: letters, digits, _ and -, at most 64")
+        return value
+
+
+class Document(BaseModel):
+    text: str = Field(min_length=1)
+    title: str = ""
+    metadata: dict[str, Scalar] = Field(default_factory=dict)
+
+
+class AddRequest(BaseModel):
+    documents: list[Document] = Field(min_length=1)
+
+
+def spec_of(settings: RetrievalSettings) -> tuple[IndexSpec, int | None]:
+    spec = IndexSpec(settings.index, M=settings.hnsw_m, ef_construction=settings.ef_construction,
+                     nlist=settings.nlist, code_bytes=settings.pq_bytes)
+    return spec, {"hnsw": settings.ef_search, "flat": None}.get(settings.index, settings.nprobe)
+
+
+def create_app(settings: RetrievalSettings, embedder=None) -> FastAPI:
+    import faiss
+    import torch
+
+    from llmlab.retrieval.embed import Embedder
+
+    faiss.omp_set_num_threads(settings.faiss_threads)
+    torch.set_num_threads(settings.torch_threads)
+    embedder = embedder or Embedder(settings.model)
+    spec, knob = spec_of(settings)
+    store = VectorStore(settings.data_dir, embedder.dim, spec, knob)
+    registry = CollectorRegistry()
+    latency = Histogram("llmlab_retrieval_request_seconds", "HTTP request latency by route, method and status",
+                        ["route", "method", "status"], registry=registry,
+                        buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10))
+    search_seconds = Histogram("llmlab_retrieval_search_seconds", "FAISS search time per request, by index",
+                               ["index"], registry=registry, buckets=(.0001, .00025, .0005, .001, .0025, .005, .01,
+                                                                      .025, .05, .1, .25))
+    documents = Gauge("llmlab_retrieval_documents", "Live documents in the index", registry=registry)
+    canary = Gauge("llmlab_retrieval_recall_canary", "Recall@10 of the index against exact search on stored "
+                   "vectors sampled as queries", registry=registry)
+    rejected = Counter("llmlab_retrieval_rejected", "Requests refused with 429 (overload)", registry=registry)
+    documents.set(store.size)
+    state = {"inflight": 0, "changes": 0, "rebuilding": False, "ready": False}
+    lock = threading.Lock()
+
+    def run_canary() -> float | None:
+        n = store.size
+        if not settings.canary_queries or n == 0:
+            return None
+        ids = [r[0] for r in store._rows("SELECT id FROM docs WHERE deleted IS NULL ORDER BY RANDOM() LIMIT ?",
+                                         (settings.canary_queries,))]
+        queries = store.vectors(ids)
+        k = min(10, n)
+        from llmlab.retrieval.metrics import recall_at_k
+
+        value = recall_at_k(store.search(queries, k)[1], store.exact(queries, k)[1], k)
+        canary.set(value)
+        return value
+
+    async def canary_loop():
+        while True:
+            await run_in_threadpool(run_canary)
+            await asyncio.sleep(settings.canary_every_s)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        task = asyncio.create_task(canary_loop())
+        state["ready"] = True
+        yield
+        task.cancel()
+        store.snapshot()
+
+    app = FastAPI(title="llmlab retrieval", version=__version__, lifespan=lifespan,
+                  description="OpenAI-compatible embeddings and vector search over a durable FAISS index.")
+    app.state.store = store
+    app.state.canary = run_canary
+    limit = settings.max_batch * (4 * settings.max_text_chars + 1024) + 64 * 1024
+    app.add_middleware(BodyLimit, limit=limit, error_body=lambda status, message: openai_envelope(status, message))
+    app.add_middleware(Observe, observe=lambda method, route, status, seconds: route in UNCOUNTED or
+                       latency.labels(route, method, f"{status // 100}xx").observe(seconds))
+    install_openai_errors(app)
+
+    async def admit():
+        with lock:
+            if state["inflight"] >= settings.max_inflight:
+                rejected.inc()
+                raise APIError(429, f"over {settings.max_inflight} requests in flight; retry shortly",
+                               "rate_limit_exceeded", headers={"Retry-After": "1"})
+            state["inflight"] += 1
+        try:
+            yield
+        finally:
+            with lock:
+                state["inflight"] -= 1
+
+    def writer(authorization: Annotated[str | None, Header()] = None) -> None:
+        key = settings.api_key.get_secret_value() if settings.api_key else None
+        if key and authorization != f"Bearer {key}":
+            raise APIError(401, "invalid or missing API key", "authentication_error")
+
+    def texts_of(value: str | list[str], param: str) -> list[str]:
+        texts = [value] if isinstance(value, str) else value
+        if not texts or len(texts) > settings.max_batch:
+            raise APIError(400, f"{param}: between 1 and {settings.max_batch} texts", param=param)
+        for t in texts:
+            if not t or len(t) > settings.max_text_chars:
+                raise APIError(400, f"{param}: every text must have 1 to {settings.max_text_chars} characters",
+                               param=param)
+        return texts
+
+    async def embed(texts: list[str]) -> np.ndarray:
+        return await run_in_threadpool(embedder.encode, texts)
+
+    @app.post("/v1/embeddings", dependencies=[Depends(admit)])
+    async def embeddings(body: EmbeddingRequest):
+        if body.model != settings.served_model_name:
+            raise APIError(404, f"the model {body.model!r} does not exist; this server serves "
+                           f"{settings.served_model_name!r}", param="model")
+        texts = texts_of(body.input, "input")
+        vectors = await embed(texts)
+        tokens = sum(len(ids) for ids in embedder.tokenizer(texts, truncation=True,
+                                                             max_length=embedder.max_tokens)["input_ids"])
+        data = [{"object": "embedding", "index": i,
+                 "embedding": base64.b64encode(v.astype("<f4").tobytes()).decode() if body.encoding_format == "base64"
+                 else v.tolist()} for i, v in enumerate(vectors)]
+        return {"object": "list", "data": data, "model": settings.served_model_name,
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+
+    @app.post("/v1/search", dependencies=[Depends(admit)])
+    async def search(body: SearchRequest):
+        if (body.query is None) == (body.vector is None):
+            raise APIError(400, "give exactly one of query (text) and vector", param="query")
+        if body.k > settings.max_k:
+            raise APIError(400, f"k: at most {settings.max_k}", param="k")
+        if body.vector is not None:
+            vector = np.asarray(body.vector, dtype=np.float32)
+            if vector.shape != (embedder.dim,) or not np.isfinite(vector).all():
+                raise APIError(400, f"vector: {embedder.dim} finite numbers", param="vector")
+        else:
+            vector = (await embed(texts_of(body.query, "query")))[0]
+        t0 = time.perf_counter()
+        scores, ids = await run_in_threadpool(store.search, vector[None], body.k, body.filter)
+        search_seconds.labels(settings.index).observe(time.perf_counter() - t0)
+        found = [(float(s), int(i)) for s, i in zip(scores[0], ids[0], strict=True) if i >= 0]
+        docs = await run_in_threadpool(store.get, [i for _, i in found])
+        hits = [{**docs[i], "score": s} for s, i in found if i in docs]  # a document deleted meanwhile drops out
+        return {"object": "list", "data": hits, "model": settings.served_model_name, "index": settings.index}
+
+    def after_change(n: int) -> None:
+        documents.set(store.size)
+        state["changes"] += n
+        if state["changes"] >= settings.snapshot_every:
+            state["changes"] = 0
+            store.snapshot()
+
+    @app.post("/v1/documents", status_code=201, dependencies=[Depends(admit), Depends(writer)])
+    async def add_documents(body: AddRequest):
+        texts_of([d.text for d in body.documents], "documents")
+        vectors = await embed([f"{d.title}\n{d.text}" if d.title else d.text for d in body.documents])
+        ids = await run_in_threadpool(store.add, [d.model_dump() for d in body.documents], vectors)
+        await run_in_threadpool(after_change, len(ids))
+        return {"ids": ids}
+
+    @app.get("/v1/documents/{doc_id}")
+    async def get_document(doc_id: DocId):
+        doc = (await run_in_threadpool(store.get, [doc_id])).get(doc_id)
+        if doc is None:
+            raise APIError(404, f"no document {doc_id}", param="doc_id")
+        return doc
+
+    @app.delete("/v1/documents/{doc_id}", dependencies=[Depends(writer)])
+    async def delete_document(doc_id: DocId):
+        if not await run_in_threadpool(store.delete, [doc_id]):
+            raise APIError(404, f"no document {doc_id}", param="doc_id")
+        await run_in_threadpool(after_change, 1)
+        return {"id": doc_id, "deleted": True}
+
+    @app.post("/v1/index/rebuild", status_code=202, dependencies=[Depends(writer)])
+    async def rebuild():
+        with lock:
+            if state["rebuilding"]:
+                raise APIError(409, "a rebuild is already running", "conflict")
+            state["rebuilding"] = True
+
+        def work():
+            try:
+                store.rebuild()
+            finally:
+                state["rebuilding"] = False
+
+        threading.Thread(target=work, name="rebuild", daemon=True).start()
+        return {"rebuilding": True}
+
+    @app.get("/health")
+    def health():
+        return {"status": "ok"}
+
+    @app.get("/ready")
+    def ready():
+        if not state["ready"]:
+            raise APIError(503, "starting", "server_error")
+        return {"status": "ready", "documents": store.size, "index": settings.index,
+                "rebuilding": state["rebuilding"]}
+
+    @app.get("/version")
+    def version():
+        return {"version": __version__}
+
+    @app.get("/metrics")
+    def prometheus_metrics():
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app

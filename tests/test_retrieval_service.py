@@ -1,0 +1,212 @@
+"""The retrieval service: the official openai client's embeddings, search against the store's exact
+search, document writes with auth, limits and overload as 4xx, a kill -9 of the server process losing no
+acknowledged document, Prometheus metrics with the recall canary, and a schemathesis run with no 5xx."""
+
+from __future__ import annotations
+
+import base64
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import openai
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+from prometheus_client.parser import text_string_to_metric_families
+
+from services.retrieval.app import create_app
+from services.retrieval.settings import RetrievalSettings
+from tests.conftest import free_port
+
+KEY = "sk-retrieval-test"
+DOCS = [{"title": "Anarchism", "text": "Anarchism is a political philosophy that advocates stateless societies.",
+         "metadata": {"topic": "politics"}},
+        {"title": "Autism", "text": "Autism is a neurodevelopmental disorder.", "metadata": {"topic": "medicine"}},
+        {"title": "Albedo", "text": "Albedo is the fraction of sunlight that a surface reflects.",
+         "metadata": {"topic": "physics"}},
+        {"title": "Alabama", "text": "Alabama is a state in the southeastern region of the United States.",
+         "metadata": {"topic": "places"}},
+        {"title": "Achilles", "text": "Achilles was a hero of the Trojan War in Greek mythology.",
+         "metadata": {"topic": "myth"}}] + [
+        {"title": f"Note {i}", "text": f"Filler passage number {i} about assorted topics and numbers {i * 7}.",
+         "metadata": {"topic": "filler", "n": i}} for i in range(40)]
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    from llmlab.retrieval.embed import Embedder
+
+    return Embedder()
+
+
+@pytest.fixture(scope="module")
+def client(embedder, tmp_path_factory):
+    from fastapi.testclient import TestClient
+
+    app = create_app(RetrievalSettings(data_dir=tmp_path_factory.mktemp("store"), index="flat", api_key=KEY,
+                                       max_batch=50, max_text_chars=2000), embedder=embedder)
+    with TestClient(app, raise_server_exceptions=False) as c:
+        r = c.post("/v1/documents", json={"documents": DOCS}, headers={"Authorization": f"Bearer {KEY}"})
+        assert r.status_code == 201, r.text
+        c.ids = r.json()["ids"]
+        yield c
+
+
+def test_openai_client_embeddings(client, embedder):
+    api = openai.OpenAI(base_url="http://testserver/v1", api_key="any", http_client=client)
+    got = api.embeddings.create(model="all-MiniLM-L6-v2", input=["Who fought at Troy?", "the fraction reflected"])
+    want = embedder.encode(["Who fought at Troy?", "the fraction reflected"])
+    assert [d.index for d in got.data] == [0, 1] and got.usage.prompt_tokens > 6
+    assert np.abs(np.array([d.embedding for d in got.data]) - want).max() < 1e-6
+    b64 = api.embeddings.create(model="all-MiniLM-L6-v2", input="Who fought at Troy?", encoding_format="base64")
+    raw = np.frombuffer(base64.b64decode(b64.data[0].embedding), dtype="<f4")  # asked for: returned as sent
+    assert np.abs(raw - want[0]).max() < 1e-6
+    with pytest.raises(openai.NotFoundError):
+        api.embeddings.create(model="text-embedding-3-small", input="x")
+
+
+def test_search_by_text_vector_and_filter(client, embedder):
+    r = client.post("/v1/search", json={"query": "Which hero fought in the Trojan War?", "k": 3}).json()
+    assert r["data"][0]["title"] == "Achilles" and len(r["data"]) == 3
+    scores = [h["score"] for h in r["data"]]
+    assert scores == sorted(scores, reverse=True)
+    v = embedder.encode(["sunlight reflected by a surface"])[0]
+    store = client.app.state.store
+    want = store.exact(v[None], 5)[1][0].tolist()
+    r = client.post("/v1/search", json={"vector": v.tolist(), "k": 5}).json()
+    assert [h["id"] for h in r["data"]] == want  # a flat index: exactly the exact neighbours
+    r = client.post("/v1/search", json={"query": "a hero", "k": 10, "filter": {"topic": "filler"}}).json()
+    assert len(r["data"]) == 10 and all(h["metadata"]["topic"] == "filler" for h in r["data"])
+    r = client.post("/v1/search", json={"query": "a hero", "k": 5, "filter": {"topic": "nothing"}}).json()
+    assert r["data"] == []
+
+
+def test_documents_need_the_key_and_deletes_stick(client):
+    doc = {"documents": [{"title": "Zebra", "text": "Zebras are African equines with black-and-white stripes."}]}
+    assert client.post("/v1/documents", json=doc).status_code == 401
+    assert client.post("/v1/documents", json=doc, headers={"Authorization": "Bearer wrong"}).status_code == 401
+    auth = {"Authorization": f"Bearer {KEY}"}
+    (new,) = client.post("/v1/documents", json=doc, headers=auth).json()["ids"]
+    assert client.get(f"/v1/documents/{new}").json()["title"] == "Zebra"
+    top = client.post("/v1/search", json={"query": "striped African horse", "k": 1}).json()["data"][0]
+    assert top["id"] == new
+    assert client.delete(f"/v1/documents/{new}").status_code == 401
+    assert client.delete(f"/v1/documents/{new}", headers=auth).json() == {"id": new, "deleted": True}
+    assert client.delete(f"/v1/documents/{new}", headers=auth).status_code == 404
+    assert client.get(f"/v1/documents/{new}").status_code == 404
+    top = client.post("/v1/search", json={"query": "striped African horse", "k": 3}).json()["data"]
+    assert new not in [h["id"] for h in top]
+    assert client.post("/v1/index/rebuild", headers=auth).status_code == 202
+
+
+@pytest.mark.parametrize("body, param", [
+    ({"query": "x", "k": 101}, "k"), ({"query": "x", "k": 0}, "k"), ({"k": 3}, "query"),
+    ({"query": "x", "vector": [0.0] * 384}, "query"), ({"vector": [1.0, 2.0]}, "vector"),
+    ({"query": "x" * 2001}, "query"), ({"query": ""}, "query"), ({"query": "x", "filter": {"a": [1]}}, "filter.a.str"),
+    ({"query": "x", "filter": {'a"]': 1}}, "filter"), ({"query": "x", "filter": {"n": 2**64}}, "filter")])
+def test_bad_searches_are_400_with_the_envelope(client, body, param):
+    r = client.post("/v1/search", json=body)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["param"] == param and r.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_limits_metrics_and_canary(client):
+    too_many = {"model": "all-MiniLM-L6-v2", "input": ["a"] * 51}
+    assert client.post("/v1/embeddings", json=too_many).status_code == 400
+    # the body limit: 50 texts of 2,000 characters at 4 bytes each, with room for JSON (516,096 bytes)
+    huge = client.post("/v1/embeddings", content=b"x" * 600_000, headers={"content-type": "application/json"})
+    assert huge.status_code == 413 and "error" in huge.json()
+    assert client.app.state.canary() == 1.0  # a flat index is exact
+    families = {f.name: f for f in text_string_to_metric_families(client.get("/metrics").text)}
+    assert families["llmlab_retrieval_recall_canary"].samples[0].value == 1.0
+    assert families["llmlab_retrieval_documents"].samples[0].value == len(DOCS)
+    routes = {s.labels["route"] for s in families["llmlab_retrieval_request_seconds"].samples}
+    assert {"/v1/search", "/v1/embeddings", "/v1/documents"} <= routes and "/metrics" not in routes
+    assert families["llmlab_retrieval_search_seconds"].samples
+    assert client.get("/ready").json()["documents"] == len(DOCS)
+
+
+def serve(data: Path, *extra: str):
+    port = free_port()
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("llmlab")), "serve", "retrieval", "--data", str(data),
+                             "--port", str(port), "--api-key", KEY, *extra],
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(240):
+        try:
+            if httpx.get(f"{base}/ready", timeout=1).status_code == 200:
+                return proc, base
+        except httpx.TransportError:
+            time.sleep(0.5)
+    proc.kill()
+    raise AssertionError(proc.stderr.read().decode()[-2000:])
+
+
+def test_server_process_survives_kill_9_and_sheds_load(tmp_path):
+    """A real `llmlab serve retrieval` process: documents acknowledged over HTTP survive a kill -9 and a restart
+    (HNSW, no snapshot yet: replayed from SQLite); with --max-inflight 1, concurrent searches get 429s with
+    Retry-After and no 5xx."""
+    proc, base = serve(tmp_path, "--max-inflight", "1")
+    auth = {"Authorization": f"Bearer {KEY}"}
+    try:
+        ids = httpx.post(f"{base}/v1/documents", json={"documents": DOCS}, headers=auth, timeout=120).json()["ids"]
+        statuses: list[int] = []
+
+        def hammer():
+            with httpx.Client(timeout=60) as c:
+                for _ in range(6):
+                    r = c.post(f"{base}/v1/search", json={"query": "Which hero fought at Troy?", "k": 3})
+                    statuses.append(r.status_code)
+                    if r.status_code == 429:
+                        assert r.headers["retry-after"] == "1"
+
+        threads = [threading.Thread(target=hammer) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert set(statuses) <= {200, 429} and 429 in statuses and 200 in statuses
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    proc, base = serve(tmp_path)
+    try:
+        got = httpx.get(f"{base}/v1/documents/{ids[-1]}").json()
+        assert got["title"] == DOCS[-1]["title"]
+        hit = httpx.post(f"{base}/v1/search", json={"query": "Which hero fought at Troy?", "k": 1}).json()["data"]
+        assert hit[0]["title"] == "Achilles"
+        assert httpx.get(f"{base}/ready").json()["documents"] == len(DOCS)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+class _SchemaOnly:
+    """Only for building the OpenAPI schema at collection time (no model load in every xdist worker): the app
+    schemathesis drives in the test is the real one, with the real embedder."""
+    dim, max_tokens, tokenizer = 384, 256, None
+
+
+SCHEMA = schemathesis.openapi.from_dict(create_app(RetrievalSettings(
+    data_dir=Path(__import__("tempfile").mkdtemp(prefix="llmlab-schema-")), index="flat"),
+    embedder=_SchemaOnly()).openapi())
+
+
+@SCHEMA.parametrize()
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+def test_no_5xx_over_the_openapi(case, client):
+    kwargs = case.as_transport_kwargs(base_url="http://testserver", headers={"Authorization": f"Bearer {KEY}"})
+    if not kwargs.get("cookies"):
+        kwargs.pop("cookies", None)
+    if isinstance(kwargs.get("data"), bytes | str):
+        kwargs["content"] = kwargs.pop("data")
+    response = client.request(**kwargs)
+    assert response.status_code < 500, (case.method, case.path, case.body, response.status_code, response.text[:300])
