@@ -210,3 +210,75 @@ def test_no_5xx_over_the_openapi(case, client):
         kwargs["content"] = kwargs.pop("data")
     response = client.request(**kwargs)
     assert response.status_code < 500, (case.method, case.path, case.body, response.status_code, response.text[:300])
+
+
+def test_two_shards_give_one_index_results(embedder, tmp_path):
+    """Documents spread over two services (round robin); a search fans out and merges: the same passages, in
+    the same order with the same scores, as one service holding them all."""
+    from fastapi.testclient import TestClient
+
+    from llmlab.retrieval.client import RetrievalClient, ShardedRetrieval
+
+    def app(name):
+        return TestClient(create_app(RetrievalSettings(data_dir=tmp_path / name, index="flat", max_batch=64),
+                                     embedder=embedder))
+
+    with app("one") as one, app("a") as a, app("b") as b:
+        single = RetrievalClient("http://testserver", http_client=one)
+        sharded = ShardedRetrieval([RetrievalClient("http://testserver", http_client=c) for c in (a, b)])
+        single.add(DOCS)
+        where = sharded.add(DOCS)
+        assert {s for s, _ in where} == {0, 1}
+        for query in ("Which hero fought at Troy?", "filler passage about numbers", "a state in the US"):
+            want = single.search(query, k=8)
+            got = sharded.search(query, k=8)
+            assert [h["text"] for h in got] == [h["text"] for h in want]
+            assert np.allclose([h["score"] for h in got], [h["score"] for h in want], atol=1e-6)
+        got = sharded.search("numbers", k=6, where={"topic": "filler"})
+        assert len(got) == 6 and all(h["metadata"]["topic"] == "filler" for h in got)
+
+
+def test_prompt_and_citations():
+    from llmlab.retrieval.rag import build_prompt, citations
+
+    hits = [{"title": "Achilles", "text": "Achilles was a hero."}, {"title": "Troy", "text": "Troy " * 200}]
+    p = build_prompt("Who was Achilles?", hits, max_chars=400)
+    assert "[1] Achilles: Achilles was a hero." in p and "[2]" not in p and p.endswith("Answer:") and len(p) <= 400
+    assert citations("a hero [2] of Troy [1][2] [7]", 3) == [2, 1]
+
+
+def test_rag_through_both_services(embedder, tmp_path):
+    """question -> the retrieval service -> a cited prompt -> llmlab's inference service (a real process, the
+    official openai client) -> an answer, scored. The model is an untrained character-level one with a
+    4,096-character context: the pipeline is under test, not the answers (EM and F1 are what they are)."""
+    from fastapi.testclient import TestClient
+
+    from llmlab import hf
+    from llmlab.retrieval.client import RetrievalClient
+    from llmlab.retrieval.rag import evaluate
+    from llmlab.tokenization.char import CharTokenizer
+    from llmlab.transformer import TransformerConfig, TransformerLM
+    from tests.conftest import serve_inference
+
+    text = " ".join(d["title"] + " " + d["text"] for d in DOCS) + "?[]:\nAQWabcdefghijklmnopqrstuvwxyz0123456789.,'"
+    tok = CharTokenizer.train(text)
+    model = TransformerLM(TransformerConfig(tok.vocab_size, context=4096, d_model=16, n_heads=2, n_layers=1), seed=0)
+    folder = hf.export(model, tmp_path / "reader", tok)
+    proc, base = serve_inference(folder)
+    try:
+        with TestClient(create_app(RetrievalSettings(data_dir=tmp_path / "store", index="flat"),
+                                   embedder=embedder)) as c:
+            retriever = RetrievalClient("http://testserver", http_client=c)
+            retriever.add(DOCS)
+            llm = openai.OpenAI(base_url=f"{base}/v1", api_key="none")
+            questions = [{"question": "Which hero fought in the Trojan War?", "answers": ["Achilles"]},
+                         {"question": "What fraction of sunlight does a surface reflect?", "answers": ["albedo"]},
+                         {"question": "Which state is in the southeastern United States?", "answers": ["Alabama"]}]
+            result = evaluate(questions, retriever, llm, "reader", k=3, max_tokens=8, max_prompt_chars=3000)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    assert result["questions"] == 3 and result["recall@3"] == 1.0  # every gold passage retrieved
+    assert 0 <= result["exact_match"] <= result["f1"] <= 1
+    row = result["rows"][0]
+    assert row["hits"][0]["title"] == "Achilles" and 0 < row["prompt_chars"] <= 3000 and isinstance(row["answer"], str)
