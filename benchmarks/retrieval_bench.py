@@ -3,7 +3,9 @@ user writes first: a SentenceTransformer.encode call per 32 passages in file ord
 all of them (sentence-transformers sorts by length itself). (2) HNSW against exact search over the whole
 Wikipedia corpus (~105k passages, the embeddings from the on-disk cache; the first run embeds them, about an
 hour on 2 CPU cores): the smallest efSearch reaching recall@5 >= 0.98 of exact, and its per-query latency as
-a fraction of exact search's, one thread, single queries.
+a fraction of exact search's, one thread, single queries. (3) The retrieval service's overhead: p95 latency of
+``POST /v1/search`` with a vector over HTTP (a real ``llmlab serve retrieval`` process on the same store)
+minus p95 of the store's in-process search, one client, the same queries.
 
     python benchmarks/retrieval_bench.py        (LLMLAB_BENCH_PASSAGES=N for a smaller corpus)
 """
@@ -51,6 +53,53 @@ def _hnsw_vs_exact(vectors: np.ndarray, queries: np.ndarray) -> dict:
             "latency_fraction": best["ms_single"] / exact["ms_single"], "sweep": rows}
 
 
+def _service_overhead(vectors: np.ndarray, texts: list[str], queries: np.ndarray, n: int = 10_000) -> dict:
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    import httpx
+
+    from llmlab.retrieval.store import VectorStore
+
+    folder = Path(tempfile.mkdtemp(prefix="llmlab-bench-store-"))
+    spec = index.IndexSpec("hnsw", M=32, ef_construction=200)
+    store = VectorStore(folder, vectors.shape[1], spec, 64)
+    store.add([{"text": t} for t in texts[:n]], vectors[:n])
+    store.snapshot()
+
+    def p95(fn) -> float:
+        times = []
+        for q in queries:
+            t0 = time.perf_counter()
+            fn(q)
+            times.append(time.perf_counter() - t0)
+        return float(np.percentile(times[20:], 95)) * 1e3  # after 20 warm-up queries
+
+    local = p95(lambda q: store.search(q[None], 5))
+    port = 18000 + os.getpid() % 1000
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("llmlab")), "serve", "retrieval", "--data", str(folder),
+                             "--port", str(port), "--ef-search", "64"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    base = f"http://127.0.0.1:{port}"
+    try:
+        with httpx.Client(timeout=30) as http:
+            for _ in range(600):
+                try:
+                    if http.get(f"{base}/ready").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    time.sleep(0.5)
+            remote = p95(lambda q: http.post(f"{base}/v1/search",
+                                             json={"vector": q.tolist(), "k": 5}).raise_for_status())
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    return {"documents": n, "queries": len(queries), "in_process_p95_ms": local, "http_p95_ms": remote,
+            "overhead_p95_ms": remote - local}
+
+
 def main() -> dict:
     embedder = Embedder()
     limit = int(os.environ["LLMLAB_BENCH_PASSAGES"]) if os.environ.get("LLMLAB_BENCH_PASSAGES") else None
@@ -62,6 +111,7 @@ def main() -> dict:
     vectors = embed_cached(embedder, texts)
     queries = embedder.encode([q["question"] for q in questions[::7][:2000]])
     out["ann"] = _hnsw_vs_exact(vectors, queries)
+    out["service"] = _service_overhead(vectors, texts, queries[:500])
     return out
 
 
@@ -75,6 +125,9 @@ def report(res: dict) -> None:
           f"{h['label']} efSearch {h['value']}: recall@5 {h['recall@5']:.3f} at {h['ms_single']:.3f} ms "
           f"({a['latency_fraction']:.3f} of exact), {h['bytes_per_vector']:.0f} B/vector, built in "
           f"{h['build_seconds']:.0f} s")
+    sv = res["service"]
+    print(f"retrieval service, {sv['documents']:,} documents, HNSW: p95 {sv['http_p95_ms']:.2f} ms over HTTP vs "
+          f"{sv['in_process_p95_ms']:.2f} ms in process: overhead {sv['overhead_p95_ms']:.2f} ms")
 
 
 if __name__ == "__main__":
