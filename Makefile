@@ -34,9 +34,10 @@ test-all: install  ## everything, slow tests (notebooks, full-scale checks) incl
 bench: install  ## side-by-side benchmarks; figures land in benchmarks/results/
 	$(PY) benchmarks/run.py
 
-loadtest: install  ## the grading service (and with MODEL=DIR the inference service) under load, gated by loadtests/slos.yaml
-	$(VENV)/bin/llmlab up $(if $(MODEL),--model $(MODEL))
+loadtest: install  ## the grading and retrieval services (and with MODEL=DIR the inference service) under load, gated by loadtests/slos.yaml
+	$(VENV)/bin/llmlab up --retrieval $(if $(MODEL),--model $(MODEL))
 	$(PY) loadtests/run.py --users 5 --duration 30s
+	$(PY) loadtests/run.py --service retrieval --users 4 --duration 30s
 	$(if $(MODEL),$(PY) loadtests/run.py --service inference --users 4 --duration 30s)
 
 charts: install  ## lint, render and validate the Helm chart offline (Helm engine, kubernetes-validate, CRDs)

@@ -2,6 +2,7 @@
 
     python loadtests/run.py --service grader      # submit / poll / gradebook (default)
     python loadtests/run.py --service inference --host http://127.0.0.1:8001   # streamed chat completions
+    python loadtests/run.py --service retrieval --host http://127.0.0.1:8002   # searches and embeddings
 
 For the grader, creates one load-test learner per simulated user. Runs Locust on loopback for a bounded time
 with bounded users, and saves CSV and HTML reports under loadtests/results/. Exits non-zero when an SLO of
@@ -22,14 +23,15 @@ HERE = Path(__file__).resolve().parent
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--service", choices=("grader", "inference"), default="grader")
-    p.add_argument("--host", help="default: the service's `llmlab up` address (grader :8000, inference :8001)")
+    p.add_argument("--service", choices=("grader", "inference", "retrieval"), default="grader")
+    p.add_argument("--host", help="default: the service's `llmlab up` address (grader :8000, inference :8001, "
+                   "retrieval :8002)")
     p.add_argument("--users", type=int, default=5)
     p.add_argument("--duration", default="30s")
     p.add_argument("--out", type=Path, default=HERE / "results")
     p.add_argument("--db", help="the grading service's database URL (to create the load-test learners)")
     args = p.parse_args(argv)
-    args.host = args.host or f"http://127.0.0.1:{8000 if args.service == 'grader' else 8001}"
+    args.host = args.host or f"http://127.0.0.1:{ {'grader': 8000, 'inference': 8001, 'retrieval': 8002}[args.service]}"
     if not args.host.startswith(("http://127.", "http://localhost", "http://[::1]")):
         p.error("load tests send traffic to loopback only")
     env = dict(os.environ)

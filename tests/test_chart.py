@@ -378,3 +378,25 @@ def test_rlhf_rayjob_follows_the_values(rendered):
     assert cfg == replace(QUICK, iterations=7, rollout_workers=2, actor_cpus=0.5)
     assert not any(d["kind"] == "PodMonitor" for d in quick)  # no monitoring stack, no PodMonitor
     assert not chart.validate_custom(job, CRDS)
+
+
+def test_retrieval_shards_volumes_and_monitoring(rendered):
+    full = rendered["full"]
+    sts = next(d for d in full if d["kind"] == "StatefulSet" and d["metadata"]["name"].endswith("retrieval"))
+    assert sts["spec"]["replicas"] == 2 and sts["spec"]["serviceName"].endswith("retrieval-shards")
+    assert sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"] == "20Gi"
+    c = sts["spec"]["template"]["spec"]["containers"][0]
+    assert c["args"][:2] == ["serve", "retrieval"] and "--data=/data" in c["args"] and "--index=hnsw" in c["args"]
+    assert {"name": "index", "mountPath": "/data"} in c["volumeMounts"]
+    assert c["env"][2]["valueFrom"]["secretKeyRef"]["name"].endswith("retrieval-key")
+    services = {d["metadata"]["name"]: d for d in full
+                if d["kind"] == "Service" and "retrieval" in d["metadata"]["name"]}
+    assert any(s["spec"].get("clusterIP") == "None" for s in services.values())  # per-shard DNS names
+    assert any(s["metadata"]["labels"].get("llmlab.dev/job") == "llmlab-retrieval" for s in services.values())
+    pdb = next(d for d in full if d["kind"] == "PodDisruptionBudget" and d["metadata"]["name"].endswith("retrieval"))
+    assert pdb["spec"]["maxUnavailable"] == 0  # two shards: each holds documents the other lacks
+    assert any(d["kind"] == "ServiceMonitor" and d["metadata"]["name"].endswith("retrieval") for d in full)
+    assert any(d["kind"] == "NetworkPolicy" and d["metadata"]["name"].endswith("retrieval") for d in full)
+    minimal = next(d for d in rendered["minimal-cpu"] if d["kind"] == "StatefulSet")
+    assert minimal["spec"]["replicas"] == 1
+    assert "--index=flat" in minimal["spec"]["template"]["spec"]["containers"][0]["args"]

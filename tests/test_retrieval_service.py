@@ -127,7 +127,7 @@ def test_limits_metrics_and_canary(client):
     families = {f.name: f for f in text_string_to_metric_families(client.get("/metrics").text)}
     assert families["llmlab_retrieval_recall_canary"].samples[0].value == 1.0
     assert families["llmlab_retrieval_documents"].samples[0].value == len(DOCS)
-    routes = {s.labels["route"] for s in families["llmlab_retrieval_request_seconds"].samples}
+    routes = {s.labels["route"] for s in families["llmlab_http_request_duration_seconds"].samples}
     assert {"/v1/search", "/v1/embeddings", "/v1/documents"} <= routes and "/metrics" not in routes
     assert families["llmlab_retrieval_search_seconds"].samples
     assert client.get("/ready").json()["documents"] == len(DOCS)
@@ -150,10 +150,27 @@ def serve(data: Path, *extra: str):
     raise AssertionError(proc.stderr.read().decode()[-2000:])
 
 
+def locust(base: str, tmp_path: Path, threshold: float) -> subprocess.CompletedProcess:
+    """loadtests/run.py --service retrieval against ``base``, its search objective set to ``threshold``."""
+    import yaml
+
+    repo = Path(__file__).resolve().parents[1]
+    spec = yaml.safe_load((repo / "loadtests" / "slos.yaml").read_text())
+    spec["services"]["retrieval"]["latency"][0]["threshold_seconds"] = threshold  # a bucket boundary
+    (tmp_path / f"slo-{threshold}.yaml").write_text(yaml.safe_dump(spec))
+    (tmp_path / "questions.txt").write_text("Which hero fought at Troy?\nWhat does albedo measure?\n")
+    env = {**os.environ, "LLMLAB_SLO_FILE": str(tmp_path / f"slo-{threshold}.yaml"),
+           "LLMLAB_LOADTEST_PROMPTS": str(tmp_path / "questions.txt")}
+    return subprocess.run([sys.executable, str(repo / "loadtests" / "run.py"), "--service", "retrieval", "--host",
+                           base, "--users", "3", "--duration", "6s", "--out", str(tmp_path / "out")],
+                          env=env, capture_output=True, text=True, timeout=180)
+
+
 def test_server_process_survives_kill_9_and_sheds_load(tmp_path):
-    """A real `llmlab serve retrieval` process: documents acknowledged over HTTP survive a kill -9 and a restart
-    (HNSW, no snapshot yet: replayed from SQLite); with --max-inflight 1, concurrent searches get 429s with
-    Retry-After and no 5xx."""
+    """A real `llmlab serve retrieval` process: with --max-inflight 1, concurrent searches get 429s with
+    Retry-After and no 5xx; the Locust gate passes a lenient search objective and fails an impossible one;
+    documents acknowledged over HTTP survive a kill -9 and a restart (HNSW, no snapshot yet: replayed from
+    SQLite)."""
     proc, base = serve(tmp_path, "--max-inflight", "1")
     auth = {"Authorization": f"Bearer {KEY}"}
     try:
@@ -174,6 +191,11 @@ def test_server_process_survives_kill_9_and_sheds_load(tmp_path):
         for t in threads:
             t.join()
         assert set(statuses) <= {200, 429} and 429 in statuses and 200 in statuses
+        ok = locust(base, tmp_path, 10)
+        assert ok.returncode == 0 and "SLO gate passed" in ok.stderr, ok.stdout[-2000:] + ok.stderr[-2000:]
+        assert "POST,/v1/search" in (tmp_path / "out" / "retrieval_stats.csv").read_text()
+        missed = locust(base, tmp_path, 0.005)
+        assert missed.returncode != 0 and "SLO gate failed: POST /v1/search: p95" in missed.stderr
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()

@@ -28,13 +28,15 @@ def test_checked_in_rules_match_the_generator(tmp_path):
 
 def test_thresholds_are_bucket_boundaries_and_gate_follows(tmp_path):
     objectives = slo.load()
-    assert {o.service for o in objectives} == {"grader", "inference"}
+    assert {o.service for o in objectives} == {"grader", "inference", "retrieval"}
     for o in objectives:
         if o.threshold_seconds is not None:
             assert o.threshold_seconds in metrics.BUCKETS[o.metric]
     gate = slo.locust_gate("grader", objectives)
     assert gate["p95_seconds"]["POST /v1/submissions"] == 0.5 and gate["max_failure_ratio"] == pytest.approx(0.01)
     assert slo.locust_gate("inference", objectives)["p95_seconds"] == {"TTFT /v1/chat/completions": 1}
+    assert slo.locust_gate("retrieval", objectives)["p95_seconds"] == {"POST /v1/search": 0.1,
+                                                                       "POST /v1/embeddings": 0.25}
     # the TTFT objective reads vLLM's histogram, whose exposition writes le="1.0" (Prometheus 3 writes "1")
     ttft = next(o for o in objectives if o.name == "ttft")
     assert 'vllm:time_to_first_token_seconds_bucket{job="llmlab-inference",le=~"1|1.0"}' in slo.error_ratio(ttft, "5m")
@@ -56,7 +58,7 @@ def test_promtool_checks_every_rule_file():
         assert r.returncode == 0, r.stdout + r.stderr
 
 
-@pytest.mark.parametrize("service", ["grader", "inference"])
+@pytest.mark.parametrize("service", ["grader", "inference", "retrieval"])
 def test_burn_rate_alerts_fire_on_bad_series_only(tmp_path, service):
     rules = RULES / f"{service}-slo.rules.yaml"
     objectives = [o for o in slo.load() if o.service == service]

@@ -25,7 +25,7 @@ CLI = str(Path(sys.executable).with_name("llmlab"))
 
 def test_up_status_down_with_prometheus(ray_address, tmp_path):
     needs(shutil.which("prometheus") is not None, "prometheus (Debian package) is not installed")
-    gport, pport, iport = free_port(), free_port(), free_port()
+    gport, pport, iport, rport = free_port(), free_port(), free_port(), free_port()
     from llmlab import hf
     from llmlab.tokenization import CharTokenizer
     from llmlab.transformer import TransformerConfig, TransformerLM
@@ -38,13 +38,22 @@ def test_up_status_down_with_prometheus(ray_address, tmp_path):
            "LLMLAB_GRADER_FILES_DIR": str(tmp_path / "files"), "LLMLAB_GRADER_RECONCILE_INTERVAL_S": "0.3"}
     run = lambda *a: subprocess.run([CLI, *a], env=env, capture_output=True, text=True, timeout=300)
     r = run("up", "--grader-port", str(gport), "--prometheus-port", str(pport), "--model", str(model),
-            "--inference-port", str(iport), "--json")
+            "--inference-port", str(iport), "--retrieval", "--retrieval-port", str(rport), "--json")
     assert r.returncode == 0, r.stderr
     try:
         parts = {p["name"]: p for p in json.loads(r.stdout)}
         assert all(p["healthy"] for p in parts.values()), parts
         assert parts["grader"]["started_by_up"] and parts["prometheus"]["started_by_up"]
-        assert parts["inference"]["started_by_up"]
+        assert parts["inference"]["started_by_up"] and parts["retrieval"]["started_by_up"]
+        base = parts["retrieval"]["url"]
+        r = httpx.post(f"{base}/v1/documents", timeout=60, json={"documents": [
+            {"title": "Albedo", "text": "Albedo is the fraction of sunlight a surface reflects."},
+            {"title": "Alabama", "text": "Alabama is a state in the southeastern United States."}]})
+        assert r.status_code == 201, r.text
+        for query in ("reflected sunlight", "a southern state", "snow"):
+            assert httpx.post(f"{base}/v1/search", json={"query": query, "k": 2}, timeout=30).status_code == 200
+            assert httpx.post(f"{base}/v1/embeddings", json={"model": "all-MiniLM-L6-v2", "input": query},
+                              timeout=30).status_code == 200
         for stream in (False, True):
             r = httpx.post(f"{parts['inference']['url']}/v1/completions", timeout=30,
                            json={"model": "tiny", "prompt": "abc", "max_tokens": 8, "stream": stream})
@@ -68,7 +77,7 @@ def test_up_status_down_with_prometheus(ray_address, tmp_path):
         assert states == ["graded", "graded"]
         time.sleep(12)  # two more scrapes and rule evaluations (5 s interval)
         targets = httpx.get(f"{prom}/api/v1/targets").json()["data"]["activeTargets"]
-        assert [t["health"] for t in targets] == ["up", "up"]
+        assert [t["health"] for t in targets] == ["up", "up", "up"]
         for o in slo.load():
             for window in ("5m", "1h"):
                 series = prometheus_query(prom, f"{o.record}:ratio_rate{window}")
@@ -85,6 +94,6 @@ def test_up_status_down_with_prometheus(ray_address, tmp_path):
     finally:
         r = run("down")
     assert r.returncode == 0 and "grader" in r.stdout and "prometheus" in r.stdout and "ray" not in r.stdout
-    assert "inference" in r.stdout
+    assert "inference" in r.stdout and "retrieval" in r.stdout
     after = {p["name"]: p["healthy"] for p in json.loads(run("status", "--json").stdout)}
     assert after == {"ray": True, "grader": False, "prometheus": False}

@@ -220,15 +220,18 @@ def up_cmd(grader_port: Annotated[int, typer.Option()] = 8000,
            model: Annotated[Path | None, typer.Option("--model", envvar="LLMLAB_INFERENCE_MODEL",
                                                       help="also serve this model folder (inference service)")] = None,
            inference_port: Annotated[int, typer.Option()] = 8001,
+           retrieval: Annotated[bool, typer.Option("--retrieval", help="also run the retrieval service (its store "
+                                                   "in the stack's folder)")] = False,
+           retrieval_port: Annotated[int, typer.Option()] = 8002,
            as_json: Annotated[bool, typer.Option("--json")] = False):
     """Start the embedded platform on 127.0.0.1: Ray head, grading service, the inference service (with
-    --model), Prometheus (when installed)."""
+    --model), the retrieval service (with --retrieval), Prometheus (when installed)."""
     from llmlab.platform import stack
 
     if model is not None and not (model / "config.json").exists():
         raise Fail(f"{model} is not a model folder (no config.json)", 2)
     with out.status("starting the local platform"):
-        parts = stack.up(grader_port, prometheus_port, model, inference_port)
+        parts = stack.up(grader_port, prometheus_port, model, inference_port, retrieval, retrieval_port)
     _print_parts(parts, as_json)
     if not any(p.name == "prometheus" and p.healthy for p in parts) and not as_json:
         out.print("[dim]Prometheus is not installed: apt-get install prometheus (metrics are still at "

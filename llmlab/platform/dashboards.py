@@ -95,6 +95,25 @@ def inference() -> Dashboard:
     ])
 
 
+def retrieval() -> Dashboard:
+    """The retrieval service: requests and latency on the shared HTTP histogram, FAISS time, the index."""
+    rate, job = "$__rate_interval", 'job="llmlab-retrieval"'
+    return _dashboard("llmlab / retrieval", ["retrieval", "faiss"], [
+        _panel(Timeseries, "Requests by route and status",
+               [(f"sum by (route, status) (rate({m.HTTP_DURATION}_count{{{job}}}[{rate}]))", "{{route}} {{status}}")],
+               "reqps", 0, 0),
+        _panel(Timeseries, "Search latency over HTTP (query embedded, then searched)",
+               [(f'histogram_quantile({q}, sum by (le) (rate({m.HTTP_DURATION}_bucket{{{job},route="/v1/search"}}'
+                 f"[{rate}])))", f"p{int(q * 100)}") for q in (0.5, 0.95, 0.99)], "s", 12, 0),
+        _panel(Timeseries, "FAISS search time by index", _quantiles(m.SEARCH_DURATION, by="index"), "s", 0, 8),
+        _panel(Timeseries, "Recall@10 canary (against exact search)", [(f"min({m.RECALL_CANARY})", "recall@10")],
+               "percentunit", 12, 8),
+        _panel(Stat, "Live documents", [(f"sum({m.DOCUMENTS})", "documents")], "short", 0, 16, w=6),
+        _panel(Timeseries, "Refused for overload (429)", [(f"sum(rate({m.REJECTED}[{rate}]))", "429/s")], "reqps",
+               6, 16, w=18),
+    ])
+
+
 def slos() -> Dashboard:
     panels = []
     for i, o in enumerate(slo.load()):
@@ -128,8 +147,8 @@ def rlhf() -> Dashboard:
     ])
 
 
-DASHBOARDS = {"platform": platform, "inference": inference, "slos": slos, "rlhf": rlhf}
-STACK_DASHBOARDS = ("platform", "inference", "slos")  # over the services `llmlab up` starts
+DASHBOARDS = {"platform": platform, "inference": inference, "retrieval": retrieval, "slos": slos, "rlhf": rlhf}
+STACK_DASHBOARDS = ("platform", "inference", "retrieval", "slos")  # over the services `llmlab up` starts
 
 
 def render(name: str) -> str:

@@ -1,6 +1,6 @@
 """Prometheus metric names and the metrics themselves: services export them, dashboards and alert rules
-query the same names (see ``dashboards/``). The grading service's are defined here, the inference engine's
-(vLLM's names) in ``llmlab.inference.metrics``, and the RLHF job's (lab m13's KL tracker) at the end. Units
+query the same names (see ``dashboards/``). The grading and retrieval services' are defined here, the inference
+engine's (vLLM's names) in ``llmlab.inference.metrics``, and the RLHF job's (lab m13's KL tracker) at the end. Units
 in names; label values bounded (lab ids, fixed outcome and reason sets, one run per RLHF job)."""
 
 from __future__ import annotations
@@ -18,9 +18,14 @@ GRADING_DURATION = "llmlab_grading_duration_seconds"
 QUEUE_DEPTH = "llmlab_grading_queue_depth"
 RAY_JOB_FAILURES = "llmlab_ray_job_failures_total"
 HTTP_DURATION = "llmlab_http_request_duration_seconds"
+SEARCH_DURATION = "llmlab_retrieval_search_seconds"
+SEARCH_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
+DOCUMENTS = "llmlab_retrieval_documents"
+RECALL_CANARY = "llmlab_retrieval_recall_canary"
+REJECTED = "llmlab_retrieval_rejected_total"
 
 BUCKETS = {HTTP_DURATION: HTTP_BUCKETS, GRADING_DURATION: GRADING_BUCKETS, TTFT: TTFT_BUCKETS, ITL: ITL_BUCKETS,
-           E2E: E2E_BUCKETS}
+           E2E: E2E_BUCKETS, SEARCH_DURATION: SEARCH_BUCKETS}
 
 OUTCOMES = ("accepted", "graded", "failed", "rejected")
 FAILURE_REASONS = ("submit_error", "job_failed", "no_result", "job_stopped", "deadline_exceeded")
@@ -45,6 +50,22 @@ class GraderMetrics:
         for lab in labs:
             for outcome in OUTCOMES:
                 self.submissions.labels(lab, outcome)
+
+
+class RetrievalMetrics:
+    """The retrieval service's metrics on ``registry``: HTTP latency under the grader's name and labels (one
+    SLO machinery for both), FAISS search time by index kind, live documents, the recall canary, 429s."""
+
+    def __init__(self, registry, index: str):
+        self.http_duration = Histogram(HTTP_DURATION, "HTTP request latency", ["method", "route", "status"],
+                                       buckets=HTTP_BUCKETS, registry=registry)
+        self.search = Histogram(SEARCH_DURATION, "FAISS search time per request, by index", ["index"],
+                                buckets=SEARCH_BUCKETS, registry=registry).labels(index)
+        self.documents = Gauge(DOCUMENTS, "Live documents in the index", registry=registry)
+        self.recall = Gauge(RECALL_CANARY, "Recall@10 of the index against exact search, stored vectors sampled as "
+                            "queries", registry=registry)
+        self.rejected = Counter(REJECTED.removesuffix("_total"), "Requests refused with 429 (overload)",
+                                registry=registry)
 
 
 # lab m13's KL tracker: one gauge per PPO statistic, set after every iteration, labelled by run

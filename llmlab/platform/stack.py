@@ -104,7 +104,7 @@ class Part:
 
 
 def up(grader_port: int = 8000, prometheus_port: int = 9090, model: Path | None = None,
-       inference_port: int = 8001) -> list[Part]:
+       inference_port: int = 8001, retrieval: bool = False, retrieval_port: int = 8002) -> list[Part]:
     state = _load()
     state_dir().mkdir(parents=True, exist_ok=True)
     ray_was_up = local.is_up(local.default_address())
@@ -122,9 +122,16 @@ def up(grader_port: int = 8000, prometheus_port: int = 9090, model: Path | None 
                        "--port", str(inference_port)], state_dir() / "inference.log")
         _wait(f"{inference_url}/health", proc, "the inference service", timeout=180)
         state["inference"] = {"pid": proc.pid, "url": inference_url}
+    retrieval_url = f"http://127.0.0.1:{retrieval_port}"
+    if retrieval and not _healthy(f"{retrieval_url}/ready"):
+        proc = _spawn([str(Path(sys.executable).with_name("llmlab")), "serve", "retrieval", "--data",
+                       str(state_dir() / "retrieval"), "--port", str(retrieval_port)], state_dir() / "retrieval.log")
+        _wait(f"{retrieval_url}/ready", proc, "the retrieval service", timeout=180)
+        state["retrieval"] = {"pid": proc.pid, "url": retrieval_url}
     prom_url = f"http://127.0.0.1:{prometheus_port}"
     if shutil.which("prometheus") and not _healthy(f"{prom_url}/-/ready"):
-        targets = {"llmlab-grader": grader_port} | ({"llmlab-inference": inference_port} if model is not None else {})
+        targets = ({"llmlab-grader": grader_port} | ({"llmlab-inference": inference_port} if model is not None else {})
+                   | ({"llmlab-retrieval": retrieval_port} if retrieval else {}))
         proc = start_prometheus(prometheus_port, targets, state_dir() / "prometheus")
         state["prometheus"] = {"pid": proc.pid, "url": prom_url}
     _save(state)
@@ -137,9 +144,10 @@ def status() -> list[Part]:
     parts = [Part("ray", address, local.is_up(address), state.get("ray", {}).get("started", False))]
     grader = state.get("grader", {}).get("url", "http://127.0.0.1:8000")
     parts.append(Part("grader", grader, _healthy(f"{grader}/health"), "grader" in state))
-    if "inference" in state:
-        url = state["inference"]["url"]
-        parts.append(Part("inference", url, _healthy(f"{url}/health"), True))
+    for name in ("inference", "retrieval"):
+        if name in state:
+            url = state[name]["url"]
+            parts.append(Part(name, url, _healthy(f"{url}/health"), True))
     prom = state.get("prometheus", {}).get("url", "http://127.0.0.1:9090")
     parts.append(Part("prometheus", prom, _healthy(f"{prom}/-/ready"), "prometheus" in state))
     return parts
@@ -155,7 +163,8 @@ def _ours(pid: int, needle: str) -> bool:
 def down() -> list[str]:
     """Stop what ``up`` started (and only that)."""
     state, stopped = _load(), []
-    for name, needle in (("prometheus", "prometheus"), ("inference", "serve"), ("grader", "serve")):
+    for name, needle in (("prometheus", "prometheus"), ("inference", "serve"), ("retrieval", "serve"),
+                         ("grader", "serve")):
         pid = state.get(name, {}).get("pid")
         if pid and _ours(pid, needle):  # a recycled pid is not ours to kill
             os.killpg(pid, signal.SIGTERM)

@@ -19,11 +19,12 @@ import numpy as np
 from fastapi import Depends, FastAPI, Header, Path
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel, Field, field_validator
 
 from llmlab import __version__
 from llmlab.platform.asgi import APIError, BodyLimit, Observe, install_openai_errors, openai_envelope
+from llmlab.platform.metrics import RetrievalMetrics
 from llmlab.retrieval.index import IndexSpec
 from llmlab.retrieval.store import VectorStore
 from services.retrieval.settings import RetrievalSettings
@@ -86,17 +87,8 @@ def create_app(settings: RetrievalSettings, embedder=None) -> FastAPI:
     spec, knob = spec_of(settings)
     store = VectorStore(settings.data_dir, embedder.dim, spec, knob)
     registry = CollectorRegistry()
-    latency = Histogram("llmlab_retrieval_request_seconds", "HTTP request latency by route, method and status",
-                        ["route", "method", "status"], registry=registry,
-                        buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10))
-    search_seconds = Histogram("llmlab_retrieval_search_seconds", "FAISS search time per request, by index",
-                               ["index"], registry=registry, buckets=(.0001, .00025, .0005, .001, .0025, .005, .01,
-                                                                      .025, .05, .1, .25))
-    documents = Gauge("llmlab_retrieval_documents", "Live documents in the index", registry=registry)
-    canary = Gauge("llmlab_retrieval_recall_canary", "Recall@10 of the index against exact search on stored "
-                   "vectors sampled as queries", registry=registry)
-    rejected = Counter("llmlab_retrieval_rejected", "Requests refused with 429 (overload)", registry=registry)
-    documents.set(store.size)
+    m = RetrievalMetrics(registry, settings.index)
+    m.documents.set(store.size)
     state = {"inflight": 0, "changes": 0, "rebuilding": False, "ready": False}
     lock = threading.Lock()
 
@@ -111,7 +103,7 @@ def create_app(settings: RetrievalSettings, embedder=None) -> FastAPI:
         from llmlab.retrieval.metrics import recall_at_k
 
         value = recall_at_k(store.search(queries, k)[1], store.exact(queries, k)[1], k)
-        canary.set(value)
+        m.recall.set(value)
         return value
 
     async def canary_loop():
@@ -134,13 +126,13 @@ def create_app(settings: RetrievalSettings, embedder=None) -> FastAPI:
     limit = settings.max_batch * (4 * settings.max_text_chars + 1024) + 64 * 1024
     app.add_middleware(BodyLimit, limit=limit, error_body=lambda status, message: openai_envelope(status, message))
     app.add_middleware(Observe, observe=lambda method, route, status, seconds: route in UNCOUNTED or
-                       latency.labels(route, method, f"{status // 100}xx").observe(seconds))
+                       m.http_duration.labels(method, route, str(status)).observe(seconds))
     install_openai_errors(app)
 
     async def admit():
         with lock:
             if state["inflight"] >= settings.max_inflight:
-                rejected.inc()
+                m.rejected.inc()
                 raise APIError(429, f"over {settings.max_inflight} requests in flight; retry shortly",
                                "rate_limit_exceeded", headers={"Retry-After": "1"})
             state["inflight"] += 1
@@ -197,14 +189,14 @@ def create_app(settings: RetrievalSettings, embedder=None) -> FastAPI:
             vector = (await embed(texts_of(body.query, "query")))[0]
         t0 = time.perf_counter()
         scores, ids = await run_in_threadpool(store.search, vector[None], body.k, body.filter)
-        search_seconds.labels(settings.index).observe(time.perf_counter() - t0)
+        m.search.observe(time.perf_counter() - t0)
         found = [(float(s), int(i)) for s, i in zip(scores[0], ids[0], strict=True) if i >= 0]
         docs = await run_in_threadpool(store.get, [i for _, i in found])
         hits = [{**docs[i], "score": s} for s, i in found if i in docs]  # a document deleted meanwhile drops out
         return {"object": "list", "data": hits, "model": settings.served_model_name, "index": settings.index}
 
     def after_change(n: int) -> None:
-        documents.set(store.size)
+        m.documents.set(store.size)
         state["changes"] += n
         if state["changes"] >= settings.snapshot_every:
             state["changes"] = 0
