@@ -123,6 +123,7 @@ def test_limits_metrics_and_canary(client):
     # the body limit: 50 texts of 2,000 characters at 4 bytes each, with room for JSON (516,096 bytes)
     huge = client.post("/v1/embeddings", content=b"x" * 600_000, headers={"content-type": "application/json"})
     assert huge.status_code == 413 and "error" in huge.json()
+    assert client.post("/v1/search", json={"query": "a hero", "k": 2}).status_code == 200
     assert client.app.state.canary() == 1.0  # a flat index is exact
     families = {f.name: f for f in text_string_to_metric_families(client.get("/metrics").text)}
     assert families["llmlab_retrieval_recall_canary"].samples[0].value == 1.0

@@ -224,6 +224,10 @@ class VectorStore:
         rows = dict(self._rows(f"SELECT id, vector FROM docs WHERE id IN ({','.join('?' * len(ids))})", list(ids)))
         return np.stack([np.frombuffer(rows[i], dtype=np.float32) for i in ids])
 
+    def sample_ids(self, n: int) -> list[int]:
+        """Up to ``n`` live document ids drawn at random."""
+        return [r[0] for r in self._rows("SELECT id FROM docs WHERE deleted IS NULL ORDER BY RANDOM() LIMIT ?", (n,))]
+
     @property
     def size(self) -> int:
         return self._rows("SELECT COUNT(*) FROM docs WHERE deleted IS NULL")[0][0]

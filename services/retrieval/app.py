@@ -26,6 +26,7 @@ from llmlab import __version__
 from llmlab.platform.asgi import APIError, BodyLimit, Observe, install_openai_errors, openai_envelope
 from llmlab.platform.metrics import RetrievalMetrics
 from llmlab.retrieval.index import IndexSpec
+from llmlab.retrieval.metrics import recall_at_k
 from llmlab.retrieval.store import VectorStore
 from services.retrieval.settings import RetrievalSettings
 
@@ -93,15 +94,13 @@ def create_app(settings: RetrievalSettings, embedder=None) -> FastAPI:
     lock = threading.Lock()
 
     def run_canary() -> float | None:
-        n = store.size
-        if not settings.canary_queries or n == 0:
+        ids = store.sample_ids(settings.canary_queries) if settings.canary_queries else []
+        if not ids:
             return None
-        ids = [r[0] for r in store._rows("SELECT id FROM docs WHERE deleted IS NULL ORDER BY RANDOM() LIMIT ?",
-                                         (settings.canary_queries,))]
         queries = store.vectors(ids)
-        k = min(10, n)
-        from llmlab.retrieval.metrics import recall_at_k
-
+        k = min(10, store.size)
+        if k == 0:
+            return None
         value = recall_at_k(store.search(queries, k)[1], store.exact(queries, k)[1], k)
         m.recall.set(value)
         return value
