@@ -66,7 +66,7 @@ def train(embedder: Embedder, questions: list[str], passages: list[str], gold: l
             opt.zero_grad()
             loss.backward()
             opt.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
     finally:
         model.eval()
     return losses
