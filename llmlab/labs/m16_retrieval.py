@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from llmlab.evals import qa
-from llmlab.labs.base import CheckContext, Lab, LabLimits
+from llmlab.labs.base import CheckContext, CheckFailed, Lab, LabLimits
 from llmlab.retrieval import contrastive, graph, metrics, pq
 
 LAB = Lab("m16", module=__name__, reference="llmlab.retrieval.pq",
@@ -25,6 +25,25 @@ LAB = Lab("m16", module=__name__, reference="llmlab.retrieval.pq",
                    "graph, product quantization's codes, reconstructions and distance tables, and the contrastive "
                    "loss, from Python, numpy and tensor arithmetic",
           forbidden=("faiss", "hnswlib", "annoy", "sentence_transformers", "bm25s", "evaluate", "lm_eval"))
+
+
+def _integers(value, what: str) -> np.ndarray:
+    """Ids or codes as an integer array: numpy or torch integers, or lists of ints; floats, bools and strings
+    that merely hold the right values are refused."""
+    if isinstance(value, torch.Tensor):
+        ok = not value.is_floating_point() and not value.is_complex() and value.dtype != torch.bool
+        value = value.numpy() if ok else None
+    else:
+        value = np.asarray(value) if isinstance(value, np.ndarray | list | tuple) else None
+    if value is None or not np.issubdtype(value.dtype, np.integer):
+        raise CheckFailed(f"{what}: expected integers")
+    return value
+
+
+def _integer(value, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise CheckFailed(f"{what}: a {type(value).__name__}, expected an int")
+    return int(value)
 
 
 @LAB.check(points=2, grades="recall@5 vs latency")
@@ -54,9 +73,9 @@ def reciprocal_rank_fusion(ctx: CheckContext):
     padding): an id scores the sum over lists of 1 / (k + rank), ranks from 1; per query the ``depth`` best
     ids by falling score, ties to the smaller id, -1 padding a short result: the same ids."""
     # k = 1: id 5 (ranks 3 and 2) scores 1/4 + 1/3 and beats id 3 (rank 1, 1/2), whose rank from 0 would win
-    fixed = ctx.call("rrf", [np.array([[3, 2, 5]]), np.array([[4, 5, 1]])], 1, 4)
-    ctx.expect(np.array_equal(np.asarray(fixed), [[5, 3, 4, 2]]), f"rrf of [3, 2, 5] and [4, 5, 1] with k=1 should "
-               f"give [5, 3, 4, 2], not {np.asarray(fixed).tolist()}")
+    fixed = _integers(ctx.call("rrf", [np.array([[3, 2, 5]]), np.array([[4, 5, 1]])], 1, 4), "fused ids")
+    ctx.expect(np.array_equal(fixed, [[5, 3, 4, 2]]), f"rrf of [3, 2, 5] and [4, 5, 1] with k=1 should "
+               f"give [5, 3, 4, 2], not {fixed.tolist()}")
     for trial in range(5):
         n, lists = ctx.randint(2, 6), ctx.randint(2, 4)
         pool = ctx.randint(6, 30)
@@ -69,7 +88,7 @@ def reciprocal_rank_fusion(ctx: CheckContext):
         if trial == 0:  # ties: two lists that mirror each other
             rankings = [rankings[0], rankings[0][:, ::-1].copy()]
         k, depth = ctx.choice([1, 10, 60]), ctx.randint(2, 25)
-        got = np.asarray(ctx.call("rrf", rankings, k, depth))
+        got = _integers(ctx.call("rrf", rankings, k, depth), "fused ids")
         want = metrics.rrf(rankings, k, depth)
         ctx.expect(got.shape == want.shape and np.array_equal(got, want),
                    f"trial {trial} (k={k}, depth {depth}): fused ids {got.tolist()[:2]}..., expected "
@@ -126,7 +145,8 @@ def layer_search_is_hnsw(ctx: CheckContext):
         want = graph.search_layer(adjacency, x, query, entries, ef)
         got = ctx.call("search_layer", adjacency, x, query, entries, ef)
         try:
-            pairs = [(float(dist), int(i)) for dist, i in got]
+            pairs = [(ctx.number(float(dist) if isinstance(dist, np.floating) else dist, "distance"),
+                      _integer(i, "id")) for dist, i in got]
         except (TypeError, ValueError):
             ctx.expect(False, f"search_layer should return (distance, id) pairs, got {type(got).__name__}")
         ctx.expect([i for _, i in pairs] == [i for _, i in want],
@@ -148,9 +168,9 @@ def pq_codes_and_reconstruction(ctx: CheckContext):
         books = _codebooks(ctx)
         x = ctx.rng.standard_normal((ctx.randint(5, 40), books.shape[0] * books.shape[2]))
         want = pq.quantize(x, books)
-        codes = np.asarray(ctx.call("quantize", x, books))
+        codes = _integers(ctx.call("quantize", x, books), "codes")
         ctx.expect(codes.shape == want.shape, f"codes of shape {codes.shape}, expected {want.shape}")
-        ctx.expect(np.array_equal(codes.astype(np.int64), want), "codes differ from the nearest centroids")
+        ctx.expect(np.array_equal(codes, want), "codes differ from the nearest centroids")
         ctx.close(np.asarray(ctx.call("reconstruct", want, books), dtype=np.float64), pq.reconstruct(want, books),
                   atol=1e-12, what="reconstruction")
 
