@@ -13,6 +13,7 @@ minus p95 of the store's in-process search, one client, the same queries.
 from __future__ import annotations
 
 import os
+import socket
 import time
 
 import numpy as np
@@ -78,7 +79,9 @@ def _service_overhead(vectors: np.ndarray, texts: list[str], queries: np.ndarray
         return float(np.percentile(times[20:], 95)) * 1e3  # after 20 warm-up queries
 
     local = p95(lambda q: store.search(q[None], 5))
-    port = 18000 + os.getpid() % 1000
+    with socket.socket() as s:  # a free loopback port
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
     proc = subprocess.Popen([str(Path(sys.executable).with_name("llmlab")), "serve", "retrieval", "--data", str(folder),
                              "--port", str(port), "--ef-search", "64"], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": "1"})

@@ -162,8 +162,9 @@ def tiny_model(tmp_path_factory):
     return hf.export(model, tmp_path_factory.mktemp("model") / "tiny", tok)
 
 
-def serve_inference(model_dir, *extra: str, tries: int = 120):
-    """``llmlab serve inference`` as a separate process on 127.0.0.1; (process, base URL) once /health answers."""
+def serve(service: str, *args: str, ready: str = "/health", tries: int = 120):
+    """``llmlab serve SERVICE ARGS`` as a separate process on a free 127.0.0.1 port; (process, base URL) once
+    ``ready`` answers 200."""
     import subprocess
     import sys
     import time
@@ -173,15 +174,19 @@ def serve_inference(model_dir, *extra: str, tries: int = 120):
 
     port = free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([str(Path(sys.executable).with_name("llmlab")), "serve", "inference", "--model",
-                             str(model_dir), "--port", str(port), *extra],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("llmlab")), "serve", service, *args,
+                             "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     base = f"http://127.0.0.1:{port}"
     for _ in range(tries):
         try:
-            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+            if httpx.get(f"{base}{ready}", timeout=1).status_code == 200:
                 return proc, base
         except httpx.TransportError:
             time.sleep(0.5)
     proc.kill()
     raise AssertionError(proc.stderr.read().decode()[-2000:])
+
+
+def serve_inference(model_dir, *extra: str, tries: int = 120):
+    """``llmlab serve inference --model MODEL_DIR EXTRA`` (see ``serve``)."""
+    return serve("inference", "--model", str(model_dir), *extra, tries=tries)

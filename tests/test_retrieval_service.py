@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import httpx
@@ -23,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from services.retrieval.app import create_app
 from services.retrieval.settings import RetrievalSettings
-from tests.conftest import free_port
+from tests.conftest import serve
 
 KEY = "sk-retrieval-test"
 DOCS = [{"title": "Anarchism", "text": "Anarchism is a political philosophy that advocates stateless societies.",
@@ -134,21 +133,8 @@ def test_limits_metrics_and_canary(client):
     assert client.get("/ready").json()["documents"] == len(DOCS)
 
 
-def serve(data: Path, *extra: str):
-    port = free_port()
-    proc = subprocess.Popen([str(Path(sys.executable).with_name("llmlab")), "serve", "retrieval", "--data", str(data),
-                             "--port", str(port), "--api-key", KEY, *extra],
-                            env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(240):
-        try:
-            if httpx.get(f"{base}/ready", timeout=1).status_code == 200:
-                return proc, base
-        except httpx.TransportError:
-            time.sleep(0.5)
-    proc.kill()
-    raise AssertionError(proc.stderr.read().decode()[-2000:])
+def serve_retrieval(data: Path, *extra: str):
+    return serve("retrieval", "--data", str(data), "--api-key", KEY, *extra, ready="/ready", tries=240)
 
 
 def locust(base: str, tmp_path: Path, threshold: float) -> subprocess.CompletedProcess:
@@ -172,7 +158,7 @@ def test_server_process_survives_kill_9_and_sheds_load(tmp_path):
     Retry-After and no 5xx; the Locust gate passes a lenient search objective and fails an impossible one;
     documents acknowledged over HTTP survive a kill -9 and a restart (HNSW, no snapshot yet: replayed from
     SQLite)."""
-    proc, base = serve(tmp_path, "--max-inflight", "1")
+    proc, base = serve_retrieval(tmp_path, "--max-inflight", "1")
     auth = {"Authorization": f"Bearer {KEY}"}
     try:
         ids = httpx.post(f"{base}/v1/documents", json={"documents": DOCS}, headers=auth, timeout=120).json()["ids"]
@@ -200,7 +186,7 @@ def test_server_process_survives_kill_9_and_sheds_load(tmp_path):
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
-    proc, base = serve(tmp_path)
+    proc, base = serve_retrieval(tmp_path)
     try:
         got = httpx.get(f"{base}/v1/documents/{ids[-1]}").json()
         assert got["title"] == DOCS[-1]["title"]
@@ -215,7 +201,7 @@ def test_server_process_survives_kill_9_and_sheds_load(tmp_path):
 class _SchemaOnly:
     """Only for building the OpenAPI schema at collection time (no model load in every xdist worker): the app
     schemathesis drives in the test is the real one, with the real embedder."""
-    dim, max_tokens, tokenizer = 384, 256, None
+    dim = 384
 
 
 SCHEMA = schemathesis.openapi.from_dict(create_app(RetrievalSettings(

@@ -40,12 +40,6 @@ def _integers(value, what: str) -> np.ndarray:
     return value
 
 
-def _integer(value, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise CheckFailed(f"{what}: a {type(value).__name__}, expected an int")
-    return int(value)
-
-
 @LAB.check(points=2, grades="recall@5 vs latency")
 def recall_at_k_counts_relevant_ids(ctx: CheckContext):
     """recall_at_k(retrieved, relevant, k): the mean over queries of |first k retrieved ∩ relevant| /
@@ -146,7 +140,7 @@ def layer_search_is_hnsw(ctx: CheckContext):
         got = ctx.call("search_layer", adjacency, x, query, entries, ef)
         try:
             pairs = [(ctx.number(float(dist) if isinstance(dist, np.floating) else dist, "distance"),
-                      _integer(i, "id")) for dist, i in got]
+                      ctx.number(int(i) if isinstance(i, np.integer) else i, "id", integer=True)) for dist, i in got]
         except (TypeError, ValueError):
             ctx.expect(False, f"search_layer should return (distance, id) pairs, got {type(got).__name__}")
         ctx.expect([i for _, i in pairs] == [i for _, i in want],

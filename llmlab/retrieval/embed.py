@@ -56,9 +56,13 @@ class Embedder:
             self._digest = _files_digest(self.path)
         return f"{self._digest}:{self.max_tokens}"
 
+    def token_counts(self, texts: list[str]) -> list[int]:
+        """Tokens of each text as the model sees it (special tokens included, cut at ``max_tokens``)."""
+        return [len(ids) for ids in self.tokenizer(texts, truncation=True, max_length=self.max_tokens)["input_ids"]]
+
     def batches(self, texts: list[str]) -> list[list[int]]:
         """Indices of ``texts`` in batches: by token count, each batch's padded size within ``batch_tokens``."""
-        lengths = [len(ids) for ids in self.tokenizer(texts, truncation=True, max_length=self.max_tokens)["input_ids"]]
+        lengths = self.token_counts(texts)
         order = np.argsort(lengths, kind="stable")[::-1]  # longest first: the first batch shows the peak memory
         out, batch = [], []
         for i in order:

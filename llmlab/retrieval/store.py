@@ -15,6 +15,7 @@ import json
 import os
 import sqlite3
 import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -76,6 +77,7 @@ class VectorStore:
         self.search_value = search_value or (spec.search_values[-1] if spec.search_values else None)
         self.folder.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.folder / "docs.sqlite", check_same_thread=False, isolation_level=None)
+        self._db_lock = threading.RLock()  # one SQLite connection, used by one thread at a time
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(SCHEMA)
@@ -83,18 +85,17 @@ class VectorStore:
         if stored is not None and int(stored) != dim:
             raise ValueError(f"{self.folder} holds {stored}-dimensional vectors, not {dim}")
         self._set_meta("dim", str(dim))
-        self._db_lock = threading.Lock()  # one SQLite connection, used by one thread at a time
         self.lock = RWLock()
         self._index, self._tombstones = self._load()
 
     # --- SQLite ---------------------------------------------------------------------------------------
     def _meta(self, key: str) -> str | None:
-        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return row[0] if row else None
+        rows = self._rows("SELECT value FROM meta WHERE key = ?", (key,))
+        return rows[0][0] if rows else None
 
     def _set_meta(self, key: str, value: str) -> None:
-        self._db.execute("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = ?",
-                         (key, value, value))
+        self._rows("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = ?",
+                   (key, value, value))
 
     def _seq(self) -> int:
         return int(self._meta("seq") or 0)
@@ -102,6 +103,22 @@ class VectorStore:
     def _rows(self, sql: str, args=()) -> list:
         with self._db_lock:
             return self._db.execute(sql, args).fetchall()
+
+    @contextmanager
+    def _change(self):
+        """One durable change: the next change number, in a transaction that commits (fsync) on leaving and
+        rolls back on an error. Callers hold the write lock through the index update too, so a rebuild's
+        replay and the update cannot both add the change."""
+        with self._db_lock:
+            seq = self._seq() + 1
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield seq
+                self._set_meta("seq", str(seq))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
 
     # --- the index ------------------------------------------------------------------------------------
     def _empty(self):
@@ -185,33 +202,20 @@ class VectorStore:
         """Stores documents ({"title", "text", "metadata"}) with their unit vectors; their ids once durable."""
         vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(len(docs), self.dim)
         with self.lock.write():
-            with self._db_lock:
-                seq = self._seq() + 1
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    ids = [self._db.execute("INSERT INTO docs(title, text, metadata, vector, added) "
-                                            "VALUES (?, ?, ?, ?, ?)",
-                                            (d.get("title", ""), d["text"], json.dumps(d.get("metadata") or {}),
-                                             v.tobytes(), seq)).lastrowid for d, v in zip(docs, vectors, strict=True)]
-                    self._set_meta("seq", str(seq))
-                    self._db.execute("COMMIT")
-                except BaseException:
-                    self._db.execute("ROLLBACK")
-                    raise
+            with self._change() as seq:
+                ids = [self._db.execute("INSERT INTO docs(title, text, metadata, vector, added) VALUES (?, ?, ?, ?, ?)",
+                                        (d.get("title", ""), d["text"], json.dumps(d.get("metadata") or {}),
+                                         v.tobytes(), seq)).lastrowid for d, v in zip(docs, vectors, strict=True)]
             self._index.add_with_ids(vectors, np.array(ids, dtype=np.int64))
         return ids
 
     def delete(self, ids: list[int]) -> list[int]:
         """Marks documents deleted (durably); returns the ids that were live."""
         with self.lock.write():
-            with self._db_lock:
-                seq = self._seq() + 1
-                self._db.execute("BEGIN IMMEDIATE")
+            with self._change() as seq:
                 live = [r[0] for r in self._db.execute(
                     f"SELECT id FROM docs WHERE deleted IS NULL AND id IN ({','.join('?' * len(ids))})", ids)]
                 self._db.executemany("UPDATE docs SET deleted = ? WHERE id = ?", [(seq, i) for i in live])
-                self._set_meta("seq", str(seq))
-                self._db.execute("COMMIT")
             self._tombstones.update(live)
         return live
 

@@ -26,9 +26,7 @@ from pydantic import BaseModel, Field
 from llmlab import __version__
 from llmlab.inference import Engine, SamplingParams, metrics
 from llmlab.inference.serving import AsyncEngine, Overloaded
-from llmlab.platform.asgi import APIError, BodyLimit, Observe, install_openai_errors
-from llmlab.platform.asgi import openai_envelope as _envelope
-from llmlab.platform.asgi import openai_error as _error
+from llmlab.platform.asgi import APIError, BodyLimit, Observe, install_openai_errors, openai_envelope, openai_error
 from services.inference.settings import InferenceSettings
 
 DEFAULT_CHAT_TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}\n{% endfor %}"
@@ -98,7 +96,7 @@ def create_app(settings: InferenceSettings, engine: Engine | None = None) -> Fas
                   description="OpenAI-compatible completions and chat over llmlab's engine.")
     app.state.runner = runner
     app.add_middleware(BodyLimit, limit=2 * settings.max_prompt_bytes + 64 * 1024,
-                       error_body=lambda status, message: _envelope(status, message))
+                       error_body=lambda status, message: openai_envelope(status, message))
 
     requests = Counter(metrics.HTTP_REQUESTS, "HTTP requests by handler, method and status class (as vLLM's server)",
                        ["handler", "method", "status"], registry=runner.registry)
@@ -208,7 +206,7 @@ def create_app(settings: InferenceSettings, engine: Engine | None = None) -> Fas
     @app.get("/health")
     def health():
         if not runner.alive:
-            return _error(503, f"the engine is not running: {runner.error}", "server_error")
+            return openai_error(503, f"the engine is not running: {runner.error}", "server_error")
         return {"status": "ok", "model": engine.name}
 
     @app.get("/version")

@@ -166,8 +166,7 @@ def create_app(settings: RetrievalSettings, embedder=None) -> FastAPI:
                            f"{settings.served_model_name!r}", param="model")
         texts = texts_of(body.input, "input")
         vectors = await embed(texts)
-        tokens = sum(len(ids) for ids in embedder.tokenizer(texts, truncation=True,
-                                                             max_length=embedder.max_tokens)["input_ids"])
+        tokens = sum(embedder.token_counts(texts))
         data = [{"object": "embedding", "index": i,
                  "embedding": base64.b64encode(v.astype("<f4").tobytes()).decode() if body.encoding_format == "base64"
                  else v.tolist()} for i, v in enumerate(vectors)]
