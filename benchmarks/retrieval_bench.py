@@ -13,11 +13,11 @@ minus p95 of the store's in-process search, one client, the same queries.
 from __future__ import annotations
 
 import os
-import socket
 import time
 
 import numpy as np
 
+from llmlab import serving
 from llmlab.retrieval import corpus, index
 from llmlab.retrieval.embed import Embedder, embed_cached
 
@@ -55,8 +55,6 @@ def _hnsw_vs_exact(vectors: np.ndarray, queries: np.ndarray) -> dict:
 
 
 def _service_overhead(vectors: np.ndarray, texts: list[str], queries: np.ndarray, n: int = 10_000) -> dict:
-    import subprocess
-    import sys
     import tempfile
     from pathlib import Path
 
@@ -79,26 +77,9 @@ def _service_overhead(vectors: np.ndarray, texts: list[str], queries: np.ndarray
         return float(np.percentile(times[20:], 95)) * 1e3  # after 20 warm-up queries
 
     local = p95(lambda q: store.search(q[None], 5))
-    with socket.socket() as s:  # a free loopback port
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([str(Path(sys.executable).with_name("llmlab")), "serve", "retrieval", "--data", str(folder),
-                             "--port", str(port), "--ef-search", "64"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    base = f"http://127.0.0.1:{port}"
-    try:
-        with httpx.Client(timeout=30) as http:
-            for _ in range(600):
-                try:
-                    if http.get(f"{base}/ready").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    time.sleep(0.5)
-            remote = p95(lambda q: http.post(f"{base}/v1/search",
-                                             json={"vector": q.tolist(), "k": 5}).raise_for_status())
-    finally:
-        proc.terminate()
-        proc.wait(30)
+    with serving.serve("retrieval", "--data", str(folder), "--ef-search", "64", ready="/ready", timeout=600,
+                       env={"OMP_NUM_THREADS": "1"}) as base, httpx.Client(timeout=30) as http:
+        remote = p95(lambda q: http.post(f"{base}/v1/search", json={"vector": q.tolist(), "k": 5}).raise_for_status())
     return {"documents": n, "queries": len(queries), "in_process_p95_ms": local, "http_p95_ms": remote,
             "overhead_p95_ms": remote - local}
 

@@ -2,6 +2,8 @@ import os
 
 import pytest
 
+from llmlab.serving import free_port  # noqa: F401  (tests import it from here)
+
 # Drivers this session starts (lab m12's Ray Train run) reach the loopback-only head as 127.0.0.1: Ray reads
 # this once, when it is first imported, and would otherwise swap 127.0.0.1 for the machine's address.
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
@@ -62,14 +64,6 @@ def prometheus_query(prom: str, expr: str) -> list:
     r = httpx.get(f"{prom}/api/v1/query", params={"query": expr}, timeout=10)
     assert r.status_code == 200 and r.json()["status"] == "success", r.text
     return r.json()["data"]["result"]
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def serve_grader(port: int, env: dict):
@@ -163,28 +157,11 @@ def tiny_model(tmp_path_factory):
 
 
 def serve(service: str, *args: str, ready: str = "/health", tries: int = 120):
-    """``llmlab serve SERVICE ARGS`` as a separate process on a free 127.0.0.1 port; (process, base URL) once
-    ``ready`` answers 200."""
-    import subprocess
-    import sys
-    import time
-    from pathlib import Path
+    """``llmlab serve SERVICE ARGS`` as a separate process on a free 127.0.0.1 port, one OpenMP thread;
+    (process, base URL) once ``ready`` answers 200 (``llmlab.serving.start``)."""
+    from llmlab.serving import start
 
-    import httpx
-
-    port = free_port()
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([str(Path(sys.executable).with_name("llmlab")), "serve", service, *args,
-                             "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(tries):
-        try:
-            if httpx.get(f"{base}{ready}", timeout=1).status_code == 200:
-                return proc, base
-        except httpx.TransportError:
-            time.sleep(0.5)
-    proc.kill()
-    raise AssertionError(proc.stderr.read().decode()[-2000:])
+    return start(service, *args, ready=ready, timeout=tries / 2, env={"OMP_NUM_THREADS": "1"})
 
 
 def serve_inference(model_dir, *extra: str, tries: int = 120):

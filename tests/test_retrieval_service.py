@@ -250,9 +250,12 @@ def test_two_shards_give_one_index_results(embedder, tmp_path):
 def test_prompt_and_citations():
     from llmlab.retrieval.rag import build_prompt, citations
 
-    hits = [{"title": "Achilles", "text": "Achilles was a hero."}, {"title": "Troy", "text": "Troy " * 200}]
-    p = build_prompt("Who was Achilles?", hits, max_chars=400)
-    assert "[1] Achilles: Achilles was a hero." in p and "[2]" not in p and p.endswith("Answer:") and len(p) <= 400
+    hits = [{"title": "Achilles", "text": "Achilles was a hero."}, {"title": "Troy", "text": "Troy " * 200},
+            {"title": "Ithaca", "text": "Ithaca"}]
+    p = build_prompt("Who was Achilles?", hits, max_chars=400)  # the passage that does not fit is cut at a word
+    assert "[1] Achilles: Achilles was a hero.\n\n[2] Troy: Troy Troy" in p and "[3]" not in p and "Tro\n" not in p
+    assert p.endswith("\n\nQuestion: Who was Achilles?\nAnswer:") and 380 <= len(p) <= 400
+    assert "[2]" not in build_prompt("Who was Achilles?", hits, max_chars=300)  # under 200 characters left: none
     assert citations("a hero [2] of Troy [1][2] [7]", 3) == [2, 1]
 
 
@@ -290,4 +293,27 @@ def test_rag_through_both_services(embedder, tmp_path):
     assert result["questions"] == 3 and result["recall@3"] == 1.0  # every gold passage retrieved
     assert 0 <= result["exact_match"] <= result["f1"] <= 1
     row = result["rows"][0]
-    assert row["hits"][0]["title"] == "Achilles" and 0 < row["prompt_chars"] <= 3000 and isinstance(row["answer"], str)
+    assert row["hits"][0]["title"] == "Achilles" and 0 < len(row["prompt"]) <= 3000 and isinstance(row["answer"], str)
+
+
+def test_reader_text_cites_the_gold_passage():
+    from llmlab.retrieval.rag import reader_text
+
+    passages = [{"pid": f"wiki:{i}", "title": f"T{i}", "text": f"filler {i}"} for i in range(5)]
+    passages.append({"pid": "squad:0", "title": "Achilles", "text": "Achilles fought at Troy."})
+    questions = [{"question": f"Where did Achilles fight? ({i})", "answers": ["Troy"], "row": 5} for i in range(20)]
+    examples = reader_text(questions, passages, 400).split("\n\n\n")[0].split(
+        "Answer the question")[1:]  # one example per prompt
+    assert len(examples) == 20
+    for ex in examples:  # the cited number is the gold passage's, never another question's paragraph
+        n = ex.rsplit("[", 1)[1][0]
+        assert f"[{n}] Achilles: Achilles fought at Troy." in ex and ex.rstrip().endswith(f"Troy [{n}]")
+        assert "squad" not in ex and ex.count("Achilles fought") == 1
+    assert {ex.rsplit("[", 1)[1][0] for ex in examples} == {"1", "2"}  # the gold passage comes first or second
+
+
+def test_a_service_that_cannot_start_says_why(tmp_path):
+    from llmlab import serving
+
+    with pytest.raises(RuntimeError, match="(?s)exited with code 2.*not a model folder"):
+        serving.start("inference", "--model", str(tmp_path / "nowhere"), timeout=60)

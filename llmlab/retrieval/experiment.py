@@ -4,6 +4,8 @@ embedder fine-tuned with in-batch and with BM25-mined hard negatives."""
 
 from __future__ import annotations
 
+import contextlib
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -12,6 +14,7 @@ import numpy as np
 
 from llmlab.plots import figure
 from llmlab.retrieval import corpus, finetune, index
+from llmlab.retrieval import rag as rag_lib
 from llmlab.retrieval.embed import Embedder, embed_cached
 from llmlab.retrieval.lexical import BM25
 from llmlab.retrieval.metrics import recall_at_k, rrf
@@ -34,6 +37,11 @@ class RetrievalConfig:
     batch: int = 32
     lr: float = 2e-5
     epochs: int = 1
+    rag_questions: int | None = 100  # held-out SQuAD questions through the RAG pipeline (None: all held out)
+    reader_url: str | None = None  # an OpenAI-compatible endpoint (".../v1") to answer with, e.g. vLLM's; None:
+    reader_model: str = "reader"  # train a small reader and serve it with llmlab's inference service
+    reader_seconds: float = 180.0
+    reader_prompt_chars: int = 2000  # the prompt's budget (the trained reader's context is 768 BPE tokens)
 
     def specs(self) -> list[index.IndexSpec]:
         return ([index.IndexSpec("flat")]
@@ -46,7 +54,7 @@ class RetrievalConfig:
 
 QUICK = RetrievalConfig()
 FULL = RetrievalConfig(passages=None, questions_per_set=None, sweep_queries=2000, nlist=1024, finetune_pairs=None,
-                       pool_distractors=20_000, epochs=1)
+                       pool_distractors=20_000, epochs=1, rag_questions=1000, reader_seconds=1800)
 
 
 def build_corpus(cfg: RetrievalConfig) -> tuple[list[dict], list[dict]]:
@@ -120,6 +128,58 @@ def negative_sampling(cfg, passages, questions) -> dict:
     return out
 
 
+def rag(cfg: RetrievalConfig, passages: list[dict], questions: list[dict], vectors: np.ndarray,
+        work: Path) -> dict:
+    """The RAG pipeline over real services: the passages in a retrieval service's store (``llmlab serve
+    retrieval``, HNSW), held-out SQuAD questions (their gold paragraphs unseen by the reader) sent to it, the
+    cited prompt to an OpenAI-compatible reader: ``cfg.reader_url``, or a small reader
+    trained here on the other questions' prompts and served by ``llmlab serve inference``."""
+    import openai
+
+    from llmlab import serving
+    from llmlab.retrieval.client import RetrievalClient
+    from llmlab.retrieval.store import VectorStore
+
+    squad = [q for q in questions if q["set"] == "squad"]
+    train_idx, test_idx = finetune.split_by_passage([q["row"] for q in squad], cfg.train_fraction)
+    held_out = [squad[i] for i in test_idx][:cfg.rag_questions]
+    store = VectorStore(work / "store", vectors.shape[1], index.IndexSpec("hnsw", M=32, ef_construction=200))
+    if store.size == 0:
+        store.add([{"title": p["title"], "text": p["text"], "metadata": {"pid": p["pid"]}} for p in passages],
+                  vectors)
+        store.snapshot()
+    del store
+    out: dict = {"questions": len(held_out), "reader": {"url": cfg.reader_url, "model": cfg.reader_model}}
+    with contextlib.ExitStack() as stack:
+        r_url = stack.enter_context(serving.serve("retrieval", "--data", str(work / "store"), "--ef-search",
+                                                  "128", ready="/ready", timeout=600))
+        llm_url = cfg.reader_url
+        if llm_url is None:
+            text = rag_lib.reader_text([squad[i] for i in train_idx], passages, cfg.reader_prompt_chars)
+            out["reader"] |= rag_lib.train_reader(text, work / "reader", context=768, seconds=cfg.reader_seconds)
+            base = stack.enter_context(serving.serve("inference", "--model", str(work / "reader"),
+                                                     "--served-model-name", cfg.reader_model))
+            llm_url = base + "/v1"
+        result = rag_lib.evaluate(held_out, RetrievalClient(r_url), openai.OpenAI(base_url=llm_url, api_key="none"),
+                                  cfg.reader_model, k=5, max_tokens=24, max_prompt_chars=cfg.reader_prompt_chars)
+    rows = result.pop("rows")
+    def in_prompt(r):  # an answer is in the passages the prompt holds (what a perfect reader could find)
+        shown = r["prompt"].rsplit("\n\nQuestion: ", 1)[0].lower()
+        return any(a.lower() in shown for a in r["answers"])
+
+    gold_pids = [passages[q["row"]]["pid"] for q in held_out]
+
+    def mean(xs) -> float:
+        return float(np.mean(xs)) if len(xs) else 0.0
+
+    out |= result | {"gold_recall@5": mean([any(h["metadata"].get("pid") == pid for h in r["hits"])
+                                            for r, pid in zip(rows, gold_pids, strict=True)]),
+                     "answer_in_prompt": mean([in_prompt(r) for r in rows]),
+                     "passages_in_prompt": mean([r["prompt_passages"] for r in rows]),
+                     "examples": [{k: r[k] for k in ("question", "answers", "raw", "em", "f1")} for r in rows[:5]]}
+    return out
+
+
 def plot_sweep(rows: list[dict], path: Path, n: int) -> None:
     with figure(path, f"Recall@5 against latency, {n:,} passages (FAISS, 1 thread)", ncols=2) as (a, b):
         for label in dict.fromkeys(r["label"] for r in rows):
@@ -150,6 +210,18 @@ def plot_finetune(ns: dict, path: Path) -> None:
         b.legend(fontsize=7)
 
 
+def plot_rag(r: dict, path: Path) -> None:
+    with figure(path, f"RAG on {r['questions']} held-out SQuAD questions") as ax:
+        bars = {"gold paragraph\nin top 5": r["gold_recall@5"], "an answer\nin top 5": r["recall@5"],
+                "an answer in\nthe prompt": r["answer_in_prompt"], "cited a\npassage": r["cited"],
+                "exact\nmatch": r["exact_match"], "F1": r["f1"]}
+        ax.bar(range(len(bars)), list(bars.values()), color=["C0", "C0", "C0", "gray", "C1", "C1"])
+        ax.set_xticks(range(len(bars)), list(bars), fontsize=7)
+        ax.set_ylim(0, 1)
+        for i, v in enumerate(bars.values()):
+            ax.text(i, v + 0.01, f"{v:.2f}", ha="center", fontsize=7)
+
+
 def run(cfg: RetrievalConfig, out: Path) -> tuple[dict, str]:
     t0 = time.perf_counter()
     passages, questions = build_corpus(cfg)
@@ -164,6 +236,9 @@ def run(cfg: RetrievalConfig, out: Path) -> tuple[dict, str]:
     quality, quality_info = question_recall(cfg, texts, vectors, questions, qvecs, sweep)
     ns = negative_sampling(cfg, passages, questions)
     plot_finetune(ns, out / "negative_sampling.png")
+    with tempfile.TemporaryDirectory(prefix="llmlab-m16-") as work:
+        rag_result = rag(cfg, passages, questions, vectors, Path(work))
+    plot_rag(rag_result, out / "rag.png")
     exact_ms = next(r["ms_single"] for r in sweep if r["index"] == "flat")
     good = [r for r in sweep if r["recall@5"] >= 0.98 and r["index"] != "flat"]
     best = min(good, key=lambda r: r["ms_single"]) if good else None
@@ -176,7 +251,7 @@ def run(cfg: RetrievalConfig, out: Path) -> tuple[dict, str]:
                                 "first_loss": float(np.mean(v["losses"][:3])) if v["losses"] else None,
                                 "last_loss": float(np.mean(v["losses"][-3:])) if v["losses"] else None}
                             for k, v in ns["runs"].items()}},
-               "seconds": time.perf_counter() - t0}
+               "rag": rag_result, "seconds": time.perf_counter() - t0}
     return metrics, report(metrics)
 
 
@@ -196,6 +271,17 @@ def report(m: dict) -> str:
     def losses(r):
         return "" if r["first_loss"] is None else f"{r['first_loss']:.3f} -> {r['last_loss']:.3f}"
 
+    rg = m["rag"]
+    reader = rg["reader"]
+    who = (f"the model `{reader['model']}` at {reader['url']}" if reader["url"] else
+           f"a Llama-style LM of {reader['parameters'] / 1e6:.2f}M parameters with a byte-level BPE of "
+           f"{reader['vocab']:,} tokens ({reader['chars_per_token']:.1f} characters each) and a {reader['context']}-"
+           f"token context, trained here for {reader['seconds']:.0f} s ({reader['steps']} steps; loss "
+           f"{reader['first_loss']:.2f} -> {reader['last_loss']:.2f} nats/token, held-out "
+           f"{reader['val_loss']:.2f}) on the other SQuAD questions' prompts with their answers, served by "
+           "`llmlab serve inference`")
+    examples = "\n".join(f"| {e['question']} | {e['answers'][0]} | {e['raw'][:60]} | {e['f1']:.2f} |"
+                          for e in rg["examples"])
     tuned = "\n".join(f"| {name} | {r['recall@5']:.3f} | {losses(r)} |" for name, r in ns["runs"].items())
     shipped = ns["runs"]["as shipped"]["recall@5"]
     se = (shipped * (1 - shipped) / max(1, ns["test_questions"])) ** 0.5
@@ -229,4 +315,26 @@ questions (their passages never trained on) among {ns['pool']:,} passages.
 The standard error of a recall@5 near {shipped:.2f} over {ns['test_questions']} questions is {se:.3f}: differences
 smaller than about twice that are noise. all-MiniLM-L6-v2 was trained on a billion question/passage-like pairs
 (SQuAD's among them), so a few hundred more move it little at this scale.
+
+## Retrieval-augmented answers
+{rg['questions']} held-out SQuAD questions (their paragraphs never in the reader's training text) went through
+the pipeline: the question to the retrieval service (`llmlab serve retrieval`, HNSW over the passages above),
+the top 5 numbered into a prompt of at most {m['config']['reader_prompt_chars']:,} characters (the first that
+does not fit cut at a word, the rest left out: {rg['passages_in_prompt']:.1f} passages on average), the prompt
+to the reader through the OpenAI API, greedy decoding. The reader is {who}.
+
+| gold paragraph in the top 5 | an answer in the top 5 | an answer in the prompt | citing a passage | EM | F1 |
+|---|---|---|---|---|---|
+| {rg['gold_recall@5']:.3f} | {rg['recall@5']:.3f} | {rg['answer_in_prompt']:.3f} | {rg['cited']:.3f} \
+| {rg['exact_match']:.3f} | {rg['f1']:.3f} |
+
+"An answer in the prompt" is what a perfect reader could reach; the distance from there to the exact match is
+the reader's. A model that reads a passage and copies the answering span is a model of hundreds of millions of
+parameters trained on billions of tokens; a model trained for minutes on CPU learns the prompt's shape
+(an answer, a citation) and little of the reading. Point `reader_url` at an OpenAI-compatible server of a real
+model (vLLM's, for one) to measure a reader worth the name with the same pipeline.
+
+| question | gold answer | reader's output | F1 |
+|---|---|---|---|
+{examples}
 """

@@ -14,18 +14,25 @@ INSTRUCTION = ("Answer the question with a short phrase taken from the passages,
                "used as [n].")
 
 
-def build_prompt(question: str, hits: list[dict], max_chars: int = 6000) -> str:
-    """The instruction, the passages as "[n] title: text" (the lowest-ranked cut first to fit ``max_chars``),
-    the question, and "Answer:"."""
+def _blocks(question: str, hits: list[dict], max_chars: int, min_cut: int = 200) -> tuple[list[str], str]:
     tail = f"\n\nQuestion: {question}\nAnswer:"
-    room = max_chars - len(INSTRUCTION) - len(tail)
+    room = max_chars - len(INSTRUCTION) - len(tail) - 2
     blocks = []
     for n, h in enumerate(hits, start=1):
         block = f"[{n}] {h.get('title', '')}: {h['text']}".strip()
-        if room - len(block) - 2 < 0:
+        if len(block) > room:  # the last passage that fits in part (at least min_cut characters), cut at a word
+            if room >= min_cut:
+                blocks.append(block[:room].rsplit(" ", 1)[0])
             break
         blocks.append(block)
         room -= len(block) + 2
+    return blocks, tail
+
+
+def build_prompt(question: str, hits: list[dict], max_chars: int = 6000) -> str:
+    """The instruction, the passages as "[n] title: text" (the lowest-ranked cut first to fit ``max_chars``),
+    the question, and "Answer:"."""
+    blocks, tail = _blocks(question, hits, max_chars)
     return INSTRUCTION + "\n\n" + "\n\n".join(blocks) + tail
 
 
@@ -45,11 +52,12 @@ def answer(question: str, retriever, llm, model: str, k: int = 5, max_tokens: in
     ``llm`` an ``openai.OpenAI`` client; greedy decoding, the first line of the completion is the answer."""
     hits = retriever.search(question, k=k)
     prompt = build_prompt(question, hits, max_prompt_chars)
+    shown = len(_blocks(question, hits, max_prompt_chars)[0])
     out = llm.completions.create(model=model, prompt=prompt, max_tokens=max_tokens, temperature=0)
     text = out.choices[0].text.strip().split("\n")[0]
     cited = citations(text, len(hits))
     return {"question": question, "answer": re.sub(r"\s*\[\d+\]", "", text).strip(), "raw": text,
-            "citations": cited, "hits": hits, "prompt_chars": len(prompt)}
+            "citations": cited, "hits": hits, "prompt": prompt, "prompt_passages": shown}
 
 
 def evaluate(questions: list[dict], retriever, llm, model: str, k: int = 5, gold_key=None, **kwargs) -> dict:
@@ -67,3 +75,48 @@ def evaluate(questions: list[dict], retriever, llm, model: str, k: int = 5, gold
     return {"questions": len(rows), "exact_match": sum(r["em"] for r in rows) / n, "f1": sum(r["f1"] for r in rows) / n,
             f"recall@{k}": sum(r["retrieved_gold"] for r in rows) / n,
             "cited": sum(bool(r["citations"]) for r in rows) / n, "rows": rows}
+
+
+def reader_text(questions: list[dict], passages: list[dict], max_chars: int, seed: int = 0) -> str:
+    """Training text for a small reader: each question's prompt with its gold passage and one other passage
+    (a Wikipedia one, never another question's gold paragraph; in random order), then its first answer and the
+    gold passage's citation, one example after another."""
+    import random
+
+    rng = random.Random(seed)
+    others = [p for p in passages if p["pid"].startswith("wiki:")]
+    out = []
+    for q in questions:
+        hits = [passages[q["row"]], others[rng.randrange(len(others))]]
+        first = rng.random() < 0.5
+        hits = hits if first else hits[::-1]
+        out.append(build_prompt(q["question"], hits, max_chars) + f" {q['answers'][0]} [{1 if first else 2}]\n\n")
+    return "".join(out)
+
+
+def train_reader(text: str, out_dir, context: int = 512, vocab: int = 2048, seconds: float = 90.0,
+                 seed: int = 0) -> dict:
+    """A byte-level BPE Llama-style LM (llmlab's own tokenizer and model) trained for about ``seconds`` on
+    ``text`` (``reader_text``), exported as a Hugging Face folder that llmlab's inference service serves;
+    returns its size, losses and how many characters a token holds."""
+    import numpy as np
+
+    from llmlab import hf
+    from llmlab.tokenization.bpe import BPETokenizer
+    from llmlab.transformer import TrainConfig, TransformerConfig, TransformerLM, evaluate, train
+
+    tok = BPETokenizer.train(text, vocab)
+    ids = np.array(tok.encode(text), dtype=np.int64)
+    if len(ids) < 20 * context:
+        raise ValueError(f"{len(ids):,} tokens of reader text is too little for a {context}-token context")
+    split = min(int(0.95 * len(ids)), len(ids) - 4 * context)  # the held-out tail: a few windows at least
+    model = TransformerLM(TransformerConfig(tok.vocab_size, context=context, d_model=128, n_layers=4, n_heads=4),
+                          seed=seed)
+    hist = train(model, ids[:split], ids[split:], TrainConfig(steps=2000, batch_size=8, max_lr=2e-3, warmup=20,
+                                                              eval_every=10_000, eval_batches=2, seed=seed),
+                 desc="reader", time_limit_s=seconds)
+    hf.export(model, out_dir, tok)
+    return {"parameters": sum(p.numel() for p in model.parameters()), "context": context, "vocab": tok.vocab_size,
+            "chars_per_token": len(text) / len(ids), "steps": len(hist["step"]),
+            "first_loss": float(np.mean(hist["train_loss"][:5])), "last_loss": float(np.mean(hist["train_loss"][-5:])),
+            "val_loss": evaluate(model, ids[split:], 4, 8), "seconds": hist["seconds"]}
