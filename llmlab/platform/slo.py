@@ -14,15 +14,11 @@ from pathlib import Path
 import yaml
 from prometheus_client.utils import floatToGoString
 
+from llmlab.monitoring.promql import BURN_ALERTS  # (severity, long window, short window, burn rate)
 from llmlab.platform import metrics
 
 SLO_FILE = Path(__file__).resolve().parents[2] / "loadtests" / "slos.yaml"
 WINDOWS = ("5m", "30m", "1h", "6h", "3d", "30d")  # 30d: the error-budget window
-BURN_ALERTS = (  # (severity, long window, short window, burn rate)
-    ("page", "1h", "5m", 14.4),
-    ("page", "6h", "30m", 6.0),
-    ("ticket", "3d", "6h", 1.0),
-)
 
 
 @dataclass(frozen=True)
