@@ -184,7 +184,6 @@ def test_token_nll_is_cross_entropy_and_the_monitor_exports_gauges(tiny_model):
 
     from llmlab import hf
     from llmlab.monitoring import drift
-
     from llmlab.tokenization import CharTokenizer
     from tests.conftest import TEXT
 
