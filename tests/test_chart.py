@@ -142,7 +142,8 @@ def test_observability_objects(rendered):
     assert monitors and all(m["metadata"]["labels"]["release"] == "prometheus" for m in monitors)
     rules = [d for d in full if d["kind"] == "PrometheusRule"]
     generated = yaml.safe_load((Path(chart.CHART) / "files" / "rules" / "grader-slo.rules.yaml").read_text())
-    assert rules and rules[0]["spec"] == generated
+    grader = next(r for r in rules if r["metadata"]["name"].endswith("-grader-slo"))
+    assert grader["spec"] == generated and any(r["metadata"]["name"].endswith("-drift") for r in rules)
     boards = [d for d in full if d["kind"] == "ConfigMap" and d["metadata"]["labels"].get("grafana_dashboard") == "1"]
     assert len(boards) == len(dashboards.DASHBOARDS)  # every generated dashboard, the RLHF KL tracker's included
     for cm in boards:

@@ -8,6 +8,7 @@ import math
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -204,3 +205,25 @@ def test_token_nll_is_cross_entropy_and_the_monitor_exports_gauges(tiny_model):
     monitor.observe(np.random.default_rng(2).normal(4.5, 1, 300))
     assert calm < 0.1 < 1 < registry.get_sample_value("llmlab_drift_psi", {"model": "tiny"})
     assert registry.get_sample_value("llmlab_drift_ks", {"model": "tiny"}) > 0.4
+
+
+def test_drift_alert_fires_after_its_hold_and_not_before(tmp_path):
+    from llmlab.monitoring import drift
+
+    needs(shutil.which("promtool") is not None, "promtool (Debian package prometheus) is not installed")
+    rules = Path(__file__).resolve().parents[1] / "dashboards" / "rules" / "drift.rules.yaml"
+    assert yaml.safe_load(rules.read_text()) == drift.alert_rules()
+    description = drift.alert_rules()["groups"][0]["rules"][0]["annotations"]["description"]
+    fired = {"exp_labels": {"severity": "ticket", "model": "m", "alertname": "LLMLabPerplexityDrift"},
+             "exp_annotations": {"summary": "Served text of m drifted from the reference (PSI 0.40)",
+                                 "description": description}}
+    doc = {"rule_files": [str(rules)], "evaluation_interval": "1m", "tests": [{
+        "interval": "1m",
+        "input_series": [{"series": 'llmlab_drift_psi{model="m"}', "values": "0.05x10 0.4x10"},
+                         {"series": 'llmlab_drift_psi{model="calm"}', "values": "0.05x20"}],
+        "alert_rule_test": [{"eval_time": "14m", "alertname": "LLMLabPerplexityDrift", "exp_alerts": []},
+                            {"eval_time": "17m", "alertname": "LLMLabPerplexityDrift", "exp_alerts": [fired]}]}]}
+    (tmp_path / "drift_test.yaml").write_text(yaml.safe_dump(doc))
+    out = subprocess.run(["promtool", "test", "rules", str(tmp_path / "drift_test.yaml")], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr

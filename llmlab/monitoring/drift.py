@@ -84,3 +84,22 @@ class DriftMonitor:
             g = GaugeMetricFamily(f"llmlab_drift_{key}", help_text, labels=["model"])
             g.add_metric([self.model_name], s["tokens" if key == "window_tokens" else key])
             yield g
+
+
+PSI_ALERT = 0.25  # a major shift by the usual rule of thumb
+
+
+def alert_rules(threshold: float = PSI_ALERT, hold: str = "5m") -> dict:
+    """A Prometheus rule file: LLMLabPerplexityDrift fires when a model's PSI stays above ``threshold`` for
+    ``hold`` (dashboards/rules/drift.rules.yaml; live demonstrations hold for seconds)."""
+    return {"groups": [{"name": "llmlab-drift", "rules": [{
+        "alert": "LLMLabPerplexityDrift",
+        "expr": f"llmlab_drift_psi > {threshold:g}",
+        "for": hold,
+        "labels": {"severity": "ticket"},
+        "annotations": {
+            "summary": "Served text of {{ $labels.model }} drifted from the reference "
+                       "(PSI {{ $value | printf \"%.2f\" }})",
+            "description": f"The population stability index of per-token NLL under the reference model, against "
+                           f"the reference window, has exceeded {threshold:g} for {hold}: the traffic is no longer "
+                           f"what the model was validated on."}}]}]}

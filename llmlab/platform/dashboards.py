@@ -17,6 +17,7 @@ from grafana_foundation_sdk.builders.timeseries import Panel as Timeseries
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models.dashboard import DataSourceRef, GridPos
 
+from llmlab.monitoring import queries as queries_
 from llmlab.platform import metrics as m
 from llmlab.platform import slo
 
@@ -147,7 +148,20 @@ def rlhf() -> Dashboard:
     ])
 
 
-DASHBOARDS = {"platform": platform, "inference": inference, "retrieval": retrieval, "slos": slos, "rlhf": rlhf}
+def monitoring() -> Dashboard:
+    """Lab m19's exporter (Triton, vLLM and llmlab normalized), perplexity drift and the inference SLOs' burn."""
+    panels = [_panel(Timeseries, title, exprs, unit, 12 * (i % 2), 8 * (i // 2))
+              for i, ((title, exprs), unit) in enumerate(zip(queries_.PANELS.items(), (
+                  "short", "reqps", "s", "s", "percentunit", "short", "short", "short"), strict=True))]
+    burn = [(f"{o.record}:ratio_rate1h / {o.budget:g}", f"{o.name} (1h)")
+            for o in slo.load() if o.service == "inference" and o.threshold_seconds is not None]
+    panels.append(_panel(Timeseries, "Inference latency SLOs: burn rate over 1h", burn, "short", 0,
+                         8 * ((len(panels) + 1) // 2), w=24))
+    return _dashboard("llmlab / monitoring", ["monitoring", "triton", "vllm", "drift"], panels)
+
+
+DASHBOARDS = {"platform": platform, "inference": inference, "retrieval": retrieval, "slos": slos, "rlhf": rlhf,
+              "monitoring": monitoring}
 STACK_DASHBOARDS = ("platform", "inference", "retrieval", "slos")  # over the services `llmlab up` starts
 
 

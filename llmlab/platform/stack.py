@@ -19,8 +19,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
+from llmlab.monitoring import prometheus
 from llmlab.platform.jobs import local
 
 RULES_DIR = Path(__file__).resolve().parents[2] / "dashboards" / "rules"
@@ -71,28 +70,11 @@ def _spawn(cmd: list[str], log_path: Path, env: dict | None = None) -> subproces
                             start_new_session=True, env=env)
 
 
-def prometheus_config(targets: dict[str, int], rule_files: list[Path], interval: str = "5s") -> dict:
-    """Scrape each job name's port on 127.0.0.1 every ``interval``, with ``rule_files``."""
-    return {"global": {"scrape_interval": interval, "evaluation_interval": interval},
-            "rule_files": [str(p) for p in rule_files],
-            "scrape_configs": [{"job_name": job, "metrics_path": "/metrics",
-                                "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]}
-                               for job, port in targets.items()]}
-
-
 def start_prometheus(port: int, targets: dict[str, int], data_dir: Path, log_name: str = "prometheus.log",
                      interval: str = "5s") -> subprocess.Popen:
     """Prometheus on 127.0.0.1:``port`` scraping ``targets`` (job name -> port), with the SLO rules."""
-    binary = shutil.which("prometheus")
-    if binary is None:
-        raise FileNotFoundError("prometheus is not installed (Debian: apt-get install prometheus)")
-    data_dir.mkdir(parents=True, exist_ok=True)
-    config = data_dir / "prometheus.yml"
-    config.write_text(yaml.safe_dump(prometheus_config(targets, sorted(RULES_DIR.glob("*.rules.yaml")), interval)))
-    proc = _spawn([binary, f"--config.file={config}", f"--web.listen-address=127.0.0.1:{port}",
-                   f"--storage.tsdb.path={data_dir / 'tsdb'}", "--web.enable-lifecycle"], data_dir / log_name)
-    _wait(f"http://127.0.0.1:{port}/-/ready", proc, "Prometheus")
-    return proc
+    return prometheus.start(port, targets, data_dir, sorted(RULES_DIR.glob("*.rules.yaml")), interval, log_name,
+                            new_session=True)
 
 
 @dataclass
