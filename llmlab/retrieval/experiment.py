@@ -41,7 +41,7 @@ class RetrievalConfig:
     reader_url: str | None = None  # an OpenAI-compatible endpoint (".../v1") to answer with, e.g. vLLM's; None:
     reader_model: str = "reader"  # train a small reader and serve it with llmlab's inference service
     reader_seconds: float = 180.0
-    reader_prompt_chars: int = 2000  # the prompt's budget (the trained reader's context is 768 BPE tokens)
+    reader_prompt_chars: int = 2000  # the prompt's budget: the reader's context is 1,024 BPE tokens (>= 2 chars each)
 
     def specs(self) -> list[index.IndexSpec]:
         return ([index.IndexSpec("flat")]
@@ -156,7 +156,7 @@ def rag(cfg: RetrievalConfig, passages: list[dict], questions: list[dict], vecto
         llm_url = cfg.reader_url
         if llm_url is None:
             text = rag_lib.reader_text([squad[i] for i in train_idx], passages, cfg.reader_prompt_chars)
-            out["reader"] |= rag_lib.train_reader(text, work / "reader", context=768, seconds=cfg.reader_seconds)
+            out["reader"] |= rag_lib.train_reader(text, work / "reader", context=1024, seconds=cfg.reader_seconds)
             base = stack.enter_context(serving.serve("inference", "--model", str(work / "reader"),
                                                      "--served-model-name", cfg.reader_model))
             llm_url = base + "/v1"

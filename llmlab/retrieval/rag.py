@@ -110,13 +110,13 @@ def train_reader(text: str, out_dir, context: int = 512, vocab: int = 2048, seco
     if len(ids) < 20 * context:
         raise ValueError(f"{len(ids):,} tokens of reader text is too little for a {context}-token context")
     split = min(int(0.95 * len(ids)), len(ids) - 4 * context)  # the held-out tail: a few windows at least
-    model = TransformerLM(TransformerConfig(tok.vocab_size, context=context, d_model=128, n_layers=4, n_heads=4),
+    model = TransformerLM(TransformerConfig(tok.vocab_size, context=context, d_model=96, n_layers=3, n_heads=4),
                           seed=seed)
-    hist = train(model, ids[:split], ids[split:], TrainConfig(steps=2000, batch_size=8, max_lr=2e-3, warmup=20,
+    hist = train(model, ids[:split], ids[split:], TrainConfig(steps=2000, batch_size=4, max_lr=2e-3, warmup=20,
                                                               eval_every=10_000, eval_batches=2, seed=seed),
                  desc="reader", time_limit_s=seconds)
     hf.export(model, out_dir, tok)
     return {"parameters": sum(p.numel() for p in model.parameters()), "context": context, "vocab": tok.vocab_size,
             "chars_per_token": len(text) / len(ids), "steps": len(hist["step"]),
             "first_loss": float(np.mean(hist["train_loss"][:5])), "last_loss": float(np.mean(hist["train_loss"][-5:])),
-            "val_loss": evaluate(model, ids[split:], 4, 8), "seconds": hist["seconds"]}
+            "val_loss": evaluate(model, ids[split:], 4, 4), "seconds": hist["seconds"]}
