@@ -34,6 +34,7 @@ class MonitoringConfig:
     reference_tokens: int = 4000  # per-token NLLs of held-out Shakespeare: the reference window
     window: int = 1500  # tokens in the drift window
     scrape_interval: str = "1s"
+    pace_s: float = 0.2  # between requests: traffic spread over enough scrapes to be seen changing
     alert_hold: str = "5s"
     wait_for_alert_s: float = 60.0
     seed: int = 0
@@ -119,6 +120,7 @@ def run(cfg: MonitoringConfig, out: Path) -> tuple[dict, str]:
             stack.callback(lambda: (proc.terminate(), proc.wait(30)))
             prom = f"http://127.0.0.1:{prom_port}"
         client = openai.OpenAI(base_url=f"{base}/v1", api_key="none")
+        time.sleep(3 * float(cfg.scrape_interval.rstrip("s")) if prom else 0)  # Prometheus's first scrapes
         start = time.time()
         for phase, texts in phases.items():
             events[phase] = time.time() - start
@@ -132,6 +134,7 @@ def run(cfg: MonitoringConfig, out: Path) -> tuple[dict, str]:
                           queue_us=float(rng.lognormal(np.log(300), 0.6)), success=rng.random() > 0.02)
                 timeline.append({"t": time.time() - start, "phase": phase, "seconds": seconds,
                                  **monitor.statistics()})
+                time.sleep(cfg.pace_s)
         fired_at = None
         deadline = time.time() + cfg.wait_for_alert_s
         while prom and time.time() < deadline:
@@ -171,7 +174,7 @@ def run(cfg: MonitoringConfig, out: Path) -> tuple[dict, str]:
 
 def plot(m: dict, drift_path: Path, perf_path: Path) -> None:
     tl = m["timeline"]
-    with figure(drift_path, "Perplexity drift of served text (per-token NLL under the served model)") as ax:
+    with figure(drift_path, "Perplexity drift of the served traffic") as ax:
         t = [r["t"] for r in tl]
         ax.plot(t, [r["psi"] for r in tl], "o-", ms=2, label="PSI (drift monitor)")
         ax.plot(t, [r["ks"] for r in tl], "s-", ms=2, label="KS statistic")
@@ -183,6 +186,7 @@ def plot(m: dict, drift_path: Path, perf_path: Path) -> None:
         if m["alert_fired_at_s"] is not None:
             ax.axvline(m["alert_fired_at_s"], color="r", lw=1, label="LLMLabPerplexityDrift fires")
         ax.set_xlabel("seconds")
+        ax.set_ylabel("per-token NLL under the served model: PSI, KS")
         ax.legend(fontsize=7)
     with figure(perf_path, "The live model through the exporter", ncols=2) as (a, b):
         ps = m.get("prometheus_series", {})
