@@ -268,13 +268,40 @@ def slo_rules(out_dir: Annotated[Path, typer.Option("--out")] = Path("dashboards
         out.print(f"wrote {path}")
 
 
-@app.command("dashboards")
-def dashboards_cmd(out_dir: Annotated[Path, typer.Option("--out")] = Path("dashboards")):
+dashboards_app = typer.Typer(help="Grafana dashboards: generate the JSON (no subcommand), or push them.",
+                             invoke_without_command=True)
+app.add_typer(dashboards_app, name="dashboards")
+
+
+@dashboards_app.callback()
+def dashboards_cmd(ctx: typer.Context, out_dir: Annotated[Path, typer.Option("--out")] = Path("dashboards")):
     """Generate the Grafana dashboards (JSON) from llmlab.platform.dashboards."""
+    if ctx.invoked_subcommand is not None:
+        return
     from llmlab.platform import dashboards
 
     for path in dashboards.write(out_dir):
         out.print(f"wrote {path}")
+
+
+@dashboards_app.command("push")
+def dashboards_push(grafana: Annotated[str, typer.Option("--grafana", help="Grafana's base URL")],
+                    token: Annotated[str, typer.Option("--token", envvar="GRAFANA_TOKEN",
+                                                       help="a service-account token")],
+                    folder: Annotated[str, typer.Option(help="the folder (its uid and title)")] = "llmlab",
+                    name: Annotated[list[str] | None, typer.Option("--name", help="only these dashboards")] = None):
+    """Upload the dashboards through Grafana's HTTP API (into FOLDER, replacing earlier versions)."""
+    from llmlab.platform import dashboards
+
+    unknown = sorted(set(name or []) - set(dashboards.DASHBOARDS))
+    if unknown:
+        raise Fail(f"unknown dashboards {unknown}; they are {sorted(dashboards.DASHBOARDS)}", 2)
+    try:
+        for answer in dashboards.push(grafana, token, folder, name):
+            out.print(f"{answer['name']}: {answer.get('status', '?')} {answer.get('url', '')} "
+                      f"(version {answer.get('version', '?')})")
+    except dashboards.PushError as e:
+        raise Fail(str(e), 1) from None
 
 
 # --- text tools (labs m06 and m10) ---------------------------------------------------------------------

@@ -184,3 +184,39 @@ def queries(name: str) -> list[str]:
     doc = json.loads(render(name))
     exprs = [t["expr"] for p in doc.get("panels", []) for t in p.get("targets", [])]
     return [e.replace("$__rate_interval", "1m").replace("$__range", "1h") for e in exprs]
+
+
+class PushError(RuntimeError):
+    pass
+
+
+def push(grafana_url: str, token: str, folder: str = "llmlab", names: list[str] | None = None,
+         timeout: float = 10.0) -> list[dict]:
+    """Upload dashboards through Grafana's HTTP API (grafana-client): the folder (uid = its name) created when
+    missing, then each dashboard saved into it with ``overwrite`` under the uid "llmlab-NAME", so a push replaces
+    the previous version instead of adding one (the checked-in JSON pins no uid: provisioning assigns its own).
+    ``token``: a service-account token (Bearer). Returns Grafana's answer per dashboard."""
+    import niquests
+    from grafana_client import GrafanaApi
+    from grafana_client.client import GrafanaClientError, GrafanaException
+
+    api = GrafanaApi.from_url(grafana_url.rstrip("/"), credential=token, timeout=timeout)
+    out = []
+    try:
+        try:
+            api.folder.get_folder(folder)
+        except GrafanaClientError as e:
+            if e.status_code != 404:
+                raise
+            api.folder.create_folder(title=folder, uid=folder)
+        for name in names or list(DASHBOARDS):
+            dashboard = {**json.loads(render(name)), "id": None, "uid": f"llmlab-{name}"}
+            answer = api.dashboard.update_dashboard({"dashboard": dashboard,
+                                                     "folderUid": folder, "overwrite": True,
+                                                     "message": "llmlab dashboards push"})
+            out.append({"name": name, **answer})
+    except GrafanaException as e:
+        raise PushError(f"Grafana at {grafana_url} refused: HTTP {e.status_code}: {e}") from None
+    except niquests.exceptions.RequestException as e:
+        raise PushError(f"Grafana at {grafana_url} is unreachable: {e}") from None
+    return out
