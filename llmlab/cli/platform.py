@@ -11,6 +11,7 @@ from rich.table import Table
 
 from llmlab.cli import AddressOpt, Fail, app, out
 from llmlab.cli.labs import gradebook_cmd
+from llmlab.platform import logs
 
 
 @app.command("run")
@@ -44,7 +45,8 @@ def serve_grader(host: Annotated[str, typer.Option()] = "127.0.0.1", port: Annot
     from services.grader.settings import GraderSettings
 
     overrides = {k: v for k, v in (("database_url", db), ("ray_address", ray_address)) if v}
-    uvicorn.run(create_app(GraderSettings(**overrides)), host=host, port=port, log_level="warning")
+    uvicorn.run(create_app(GraderSettings(**overrides)), host=host, port=port, log_level="warning",
+                log_config=logs.uvicorn_config("grader"), access_log=False)
 
 
 @serve_app.command("inference")
@@ -98,7 +100,8 @@ def serve_inference(model: Annotated[Path, typer.Option("--model", help="a Huggi
 
         if not torch.cuda.is_available():
             raise Fail(f"--device {device}: no CUDA GPU is visible to torch here", 2)
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning",
+                log_config=logs.uvicorn_config("inference"), access_log=False)
 
 
 @serve_app.command("retrieval")
@@ -132,7 +135,8 @@ def serve_retrieval(data: Annotated[Path, typer.Option("--data", help="the store
         app = create_app(settings)
     except ValueError as e:
         raise Fail(str(e), 2) from None
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    uvicorn.run(app, host=host, port=port, log_level="warning", log_config=logs.uvicorn_config("retrieval"),
+                access_log=False)
 
 
 def _loopback(host: str) -> bool:

@@ -23,6 +23,7 @@ from llmlab.contracts import CourseGrade
 from llmlab.labs import LAB_PATTERN, built_labs
 from llmlab.platform.asgi import BodyLimit, Observe
 from llmlab.platform.gradebook import course_grade
+from llmlab.platform.logs import RequestLog
 from llmlab.platform.metrics import GraderMetrics
 from llmlab.platform.submissions import (
     NAME_PATTERN,
@@ -106,6 +107,7 @@ def create_app(settings: GraderSettings | None = None, backend=None) -> FastAPI:
         method, route, str(status)).observe(seconds))
     app.add_middleware(BodyLimit, limit=settings.max_upload_bytes + MULTIPART_OVERHEAD,
                        guarded={("POST", "/v1/submissions")}, authorized=authorized)
+    app.add_middleware(RequestLog, service="grader")  # outermost: request ids and JSON access lines
 
     @app.exception_handler(SubmissionRejected)
     async def rejected(request: Request, exc: SubmissionRejected):

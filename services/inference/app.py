@@ -27,6 +27,7 @@ from llmlab import __version__
 from llmlab.inference import Engine, SamplingParams, metrics
 from llmlab.inference.serving import AsyncEngine, Overloaded
 from llmlab.platform.asgi import APIError, BodyLimit, Observe, install_openai_errors, openai_envelope, openai_error
+from llmlab.platform.logs import RequestLog
 from services.inference.settings import InferenceSettings
 
 DEFAULT_CHAT_TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}\n{% endfor %}"
@@ -106,6 +107,7 @@ def create_app(settings: InferenceSettings, engine: Engine | None = None) -> Fas
             requests.labels(route if route != "unmatched" else "none", method, f"{status // 100}xx").inc()
 
     app.add_middleware(Observe, observe=count)
+    app.add_middleware(RequestLog, service="inference")  # outermost: request ids and JSON access lines
 
     install_openai_errors(app)
 

@@ -24,6 +24,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from llmlab import __version__
 from llmlab.platform.asgi import APIError, BodyLimit, Observe, install_openai_errors, openai_envelope
+from llmlab.platform.logs import RequestLog
 from llmlab.platform.metrics import RetrievalMetrics
 from llmlab.retrieval.index import IndexSpec
 from llmlab.retrieval.metrics import recall_at_k
@@ -126,6 +127,7 @@ def create_app(settings: RetrievalSettings, embedder=None) -> FastAPI:
     app.add_middleware(BodyLimit, limit=limit, error_body=lambda status, message: openai_envelope(status, message))
     app.add_middleware(Observe, observe=lambda method, route, status, seconds: route in UNCOUNTED or
                        m.http_duration.labels(method, route, str(status)).observe(seconds))
+    app.add_middleware(RequestLog, service="retrieval")  # outermost: request ids and JSON access lines
     install_openai_errors(app)
 
     async def admit():
