@@ -39,9 +39,11 @@ class TorchLM:
         self.batch_size, self.device, self.progress = batch_size, device, progress
 
     def tokens(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
+        """(context ids, continuation ids). Without a context (or one of whitespace only, which moves to the
+        continuation) the first token is the context: a model without a BOS token cannot score it."""
         context, continuation = split_pair(context, continuation)
         whole, ctx = self.encode(context + continuation), self.encode(context)
-        return ctx, whole[len(ctx):]
+        return (ctx, whole[len(ctx):]) if ctx else (whole[:1], whole[1:])
 
     @torch.no_grad()
     def loglikelihood(self, requests: list[Request]) -> list[tuple[float, bool]]:
