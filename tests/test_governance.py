@@ -71,3 +71,44 @@ def test_scored_end_to_end_with_a_model(tiny_model):
     more, less = bias.score_crows_pairs(lm, pairs)
     (ll, _), = lm.loglikelihood([(bias.START, pairs[2]["sent_less"])])
     assert less[2] == pytest.approx(ll) and more.shape == (5,)
+
+
+def test_licenses_of_the_data_manifest():
+    from llmlab.data import catalog
+    from llmlab.governance import licenses
+
+    terms = {name: licenses.classify(d.license) for name, d in catalog.datasets().items()}
+    assert terms["wikipedia"].share_alike and terms["wikipedia"].ids == ("CC-BY-SA", "GFDL")
+    assert terms["tinystories"].share_alike and not terms["tinyshakespeare"].share_alike
+    assert terms["commoncrawl"].unknown and terms["cifar-tiny"].unknown  # terms of use, "cite the report"
+    assert licenses.classify("CC BY-NC 4.0").non_commercial
+    assert licenses.combined([terms["tinyshakespeare"], terms["mmlu"]])["license"] == "mit"
+    assert licenses.combined([terms["tinyshakespeare"], terms["wikipedia"]])["license"] == "cc-by-sa-4.0"
+    assert licenses.combined([terms["wikipedia"], licenses.classify("CC BY-NC-SA 4.0")])["license"] == "other"
+
+
+def test_a_card_round_trips_its_model_index_and_validates():
+    from huggingface_hub import EvalResult, ModelCard
+
+    from llmlab.data import catalog
+    from llmlab.governance import card
+
+    data = {n: catalog.datasets()[n].license for n in ("tinyshakespeare", "wikitext-2")}
+    results = [EvalResult(task_type="text-generation", dataset_type="wikitext", dataset_name="WikiText-2 (test)",
+                          metric_type="perplexity", metric_value=212.5),
+               EvalResult(task_type="text-generation", dataset_type="stereoset", dataset_name="StereoSet (dev)",
+                          metric_type="icat", metric_name="ICAT", metric_value=61.0)]
+    inputs = card.CardInputs("bard-tiny", "A character-level LM.", {"layers": 2, "d_model": 96},
+                             "characters (65)", data, {"FLOPs": "1.2e13", "hardware": "2 CPU cores"}, results,
+                             limitations="Writes pseudo-Shakespeare; knows nothing.")
+    built = card.build(inputs)
+    assert card.validate(built) == []
+    back = ModelCard(str(built)).data
+    assert back.license == "cc-by-sa-4.0" and back.datasets == ["tinyshakespeare", "wikitext-2"]
+    assert [(r.metric_type, r.metric_value) for r in back.eval_results] == [("perplexity", 212.5), ("icat", 61.0)]
+    text = str(built)
+    assert "| wikitext-2 | CC BY-SA 3.0" in text and "share adaptations" in text and "| ICAT | 61 |" in text
+    broken = text.replace("## Compute", "## Costs")
+    assert "missing section '## Compute'" in card.validate(broken)
+    assert any("model-index" in p for p in card.validate(card.build(
+        card.CardInputs("x", "y", {"a": 1}, "t", data, {"b": 2}))))
