@@ -196,7 +196,7 @@ def push(grafana_url: str, token: str, folder: str = "llmlab", names: list[str] 
     missing, then each dashboard saved into it with ``overwrite`` under the uid "llmlab-NAME", so a push replaces
     the previous version instead of adding one (the checked-in JSON pins no uid: provisioning assigns its own).
     ``token``: a service-account token (Bearer). Returns Grafana's answer per dashboard."""
-    import niquests
+    import requests
     from grafana_client import GrafanaApi
     from grafana_client.client import GrafanaClientError, GrafanaException
 
@@ -217,6 +217,6 @@ def push(grafana_url: str, token: str, folder: str = "llmlab", names: list[str] 
             out.append({"name": name, **answer})
     except GrafanaException as e:
         raise PushError(f"Grafana at {grafana_url} refused: HTTP {e.status_code}: {e}") from None
-    except niquests.exceptions.RequestException as e:
+    except requests.exceptions.RequestException as e:
         raise PushError(f"Grafana at {grafana_url} is unreachable: {e}") from None
     return out
