@@ -71,7 +71,7 @@ def test_marchenko_pastur_is_a_density_and_the_law_of_gaussian_matrices(q, sigma
     mid = lo + 0.37 * (hi - lo)
     assert rmt.marchenko_pastur_cdf(mid, q, sigma2) == pytest.approx(
         scipy.integrate.quad(lambda x: rmt.marchenko_pastur_pdf(x, q, sigma2), lo, mid, limit=400)[0], abs=1e-5)
-    w = np.random.default_rng(0).standard_normal((3000, int(3000 * q))) * np.sqrt(sigma2)
+    w = np.random.default_rng(0).standard_normal((2000, int(2000 * q))) * np.sqrt(sigma2)
     assert rmt.ks_distance(rmt.esd(w), lambda t: rmt.marchenko_pastur_cdf(t, q, sigma2)) < 0.02
 
 
