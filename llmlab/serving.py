@@ -23,26 +23,34 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(service: str, *args: str, ready: str = "/health", timeout: float = 120,
-          env: dict | None = None) -> tuple[subprocess.Popen, str]:
-    """(process, base URL) of ``llmlab serve SERVICE ARGS --port P`` once ``GET ready`` answers 200. Its output
-    goes to a temporary file (never a pipe, which a chatty server could fill and block on); when it exits or
-    does not answer within ``timeout`` seconds, the error carries the output's last lines."""
-    port = free_port()
+def wait_ready(url: str, proc: subprocess.Popen, timeout: float) -> bool:
+    """Poll ``GET url`` until it answers 200 (True), the process exits or ``timeout`` seconds pass (False)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return True
+        except httpx.TransportError:
+            pass
+        time.sleep(0.25)
+    return False
+
+
+def start(service: str, *args: str, ready: str = "/health", timeout: float = 120, env: dict | None = None,
+          port: int | None = None) -> tuple[subprocess.Popen, str]:
+    """(process, base URL) of ``llmlab serve SERVICE ARGS --port P`` (``port``, or a free one) once
+    ``GET ready`` answers 200. Its output goes to a temporary file ``proc.log`` (never a pipe, which a chatty
+    server could fill and block on); when it exits or does not answer within ``timeout`` seconds, the error
+    carries the output's last lines."""
+    port = port or free_port()
     log = tempfile.TemporaryFile()
     cmd = [str(Path(sys.executable).with_name("llmlab")), "serve", service, *args, "--port", str(port)]
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                             env={"OMP_NUM_THREADS": "1", **os.environ, **(env or {})})
     proc.log = log
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            if httpx.get(base + ready, timeout=2).status_code == 200:
-                return proc, base
-        except httpx.TransportError:
-            pass
-        time.sleep(0.25)
+    if wait_ready(base + ready, proc, timeout):
+        return proc, base
     why = f"exited with code {proc.returncode}" if proc.poll() is not None else f"did not answer {base}{ready}"
     stop(proc)
     log.seek(0)

@@ -68,27 +68,9 @@ def prometheus_query(prom: str, expr: str) -> list:
 
 def serve_grader(port: int, env: dict):
     """``llmlab serve grader`` as a separate process on 127.0.0.1:port, once its /health answers."""
-    import subprocess
-    import sys
-    import tempfile
-    import time
-    from pathlib import Path
+    from llmlab.serving import start
 
-    import httpx
-
-    log = tempfile.TemporaryFile()  # not a pipe: a chatty server must never block on a full pipe
-    proc = subprocess.Popen([str(Path(sys.executable).with_name("llmlab")), "serve", "grader", "--port", str(port)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=log)
-    proc.log = log
-    for _ in range(120):
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return proc
-        except httpx.TransportError:
-            time.sleep(0.5)
-    proc.kill()
-    log.seek(0)
-    raise AssertionError(f"the grading service did not start: {log.read().decode()[-2000:]}")
+    return start("grader", env=env, port=port, timeout=60)[0]
 
 
 @pytest.fixture(scope="session")

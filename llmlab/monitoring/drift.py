@@ -9,7 +9,6 @@ import threading
 from collections import deque
 
 import numpy as np
-import torch
 from prometheus_client.core import GaugeMetricFamily
 
 PSI_EPS = 1e-4  # a bin's share floor: an empty bin would make the log infinite
@@ -35,19 +34,22 @@ def ks_statistic(reference: np.ndarray, current: np.ndarray) -> float:
                                - np.searchsorted(b, grid, side="right") / len(b))))
 
 
-@torch.no_grad()
 def token_nll(model, tokenizer, texts: list[str], context: int | None = None) -> np.ndarray:
     """Per-token negative log-likelihoods (nats) of each text under ``model`` (an llmlab TransformerLM), its
-    first token excluded, texts cut to the model's context; all texts' tokens concatenated."""
+    first token excluded, texts cut to the model's context; all texts' tokens concatenated. (torch is imported
+    here: the SLO tooling imports this module for its alert rule.)"""
+    import torch
+
     context = context or model.config.context
     out = []
-    for text in texts:
-        ids = tokenizer.encode(text)[:context]
-        if len(ids) < 2:
-            continue
-        x = torch.tensor([ids])
-        logp = torch.log_softmax(model(x)[0, :-1].double(), -1)
-        out.append(-logp.gather(1, x[0, 1:, None])[:, 0].numpy())
+    with torch.no_grad():
+        for text in texts:
+            ids = tokenizer.encode(text)[:context]
+            if len(ids) < 2:
+                continue
+            x = torch.tensor([ids])
+            logp = torch.log_softmax(model(x)[0, :-1].double(), -1)
+            out.append(-logp.gather(1, x[0, 1:, None])[:, 0].numpy())
     return np.concatenate(out) if out else np.zeros(0)
 
 

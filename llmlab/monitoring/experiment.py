@@ -22,8 +22,6 @@ from llmlab.monitoring import drift, prometheus, queries, triton
 from llmlab.monitoring.exporter import InferenceExporter, Target
 from llmlab.plots import figure
 
-RULES_DIR = Path(__file__).resolve().parents[2] / "dashboards" / "rules"  # the SLO rules, in a checkout
-
 
 @dataclass(frozen=True)
 class MonitoringConfig:
@@ -115,9 +113,9 @@ def run(cfg: MonitoringConfig, out: Path) -> tuple[dict, str]:
             prom_port = serving.free_port()
             proc = prometheus.start(prom_port, {"llmlab-monitoring": exporter_port,
                                                 "llmlab-inference": int(base.rsplit(":", 1)[1])},
-                                    work / "prometheus", [rules, *sorted(RULES_DIR.glob("*slo.rules.yaml"))],
+                                    work / "prometheus", [rules, *sorted(prometheus.RULES_DIR.glob("*slo.rules.yaml"))],
                                     cfg.scrape_interval)
-            stack.callback(lambda: (proc.terminate(), proc.wait(30)))
+            stack.callback(serving.stop, proc)
             prom = f"http://127.0.0.1:{prom_port}"
         client = openai.OpenAI(base_url=f"{base}/v1", api_key="none")
         time.sleep(3 * float(cfg.scrape_interval.rstrip("s")) if prom else 0)  # Prometheus's first scrapes

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import httpx
 import yaml
+
+from llmlab import serving
+
+RULES_DIR = Path(__file__).resolve().parents[2] / "dashboards" / "rules"  # generated rules, in a checkout
 
 
 def config(targets: dict[str, int], rule_files: list[Path], interval: str = "5s") -> dict:
@@ -36,17 +39,10 @@ def start(port: int, targets: dict[str, int], data_dir: Path, rule_files: list[P
                              f"--storage.tsdb.path={data_dir / 'tsdb'}", "--web.enable-lifecycle"],
                             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                             start_new_session=new_session)
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/-/ready", timeout=2).status_code == 200:
-                return proc
-        except httpx.TransportError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError(f"Prometheus did not become ready on port {port}; see {data_dir / log_name}")
-        time.sleep(0.3)
+    if not serving.wait_ready(f"http://127.0.0.1:{port}/-/ready", proc, timeout):
+        proc.kill()
+        raise RuntimeError(f"Prometheus did not become ready on port {port}; see {data_dir / log_name}")
+    return proc
 
 
 def query(base: str, expr: str, at: float | None = None) -> list[dict]:

@@ -19,10 +19,9 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from llmlab import serving
 from llmlab.monitoring import prometheus
 from llmlab.platform.jobs import local
-
-RULES_DIR = Path(__file__).resolve().parents[2] / "dashboards" / "rules"
 
 
 def state_dir() -> Path:
@@ -56,12 +55,9 @@ def _healthy(url: str, timeout: float = 2.0) -> bool:
 
 
 def _wait(url: str, proc: subprocess.Popen, what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not _healthy(url):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError(f"{what} did not become healthy at {url}; see its log in {state_dir()}")
-        time.sleep(0.3)
+    if not serving.wait_ready(url, proc, timeout):
+        proc.kill()
+        raise RuntimeError(f"{what} did not become healthy at {url}; see its log in {state_dir()}")
 
 
 def _spawn(cmd: list[str], log_path: Path, env: dict | None = None) -> subprocess.Popen:
@@ -73,8 +69,8 @@ def _spawn(cmd: list[str], log_path: Path, env: dict | None = None) -> subproces
 def start_prometheus(port: int, targets: dict[str, int], data_dir: Path, log_name: str = "prometheus.log",
                      interval: str = "5s") -> subprocess.Popen:
     """Prometheus on 127.0.0.1:``port`` scraping ``targets`` (job name -> port), with the SLO rules."""
-    return prometheus.start(port, targets, data_dir, sorted(RULES_DIR.glob("*.rules.yaml")), interval, log_name,
-                            new_session=True)
+    rules = sorted(prometheus.RULES_DIR.glob("*.rules.yaml"))
+    return prometheus.start(port, targets, data_dir, rules, interval, log_name, new_session=True)
 
 
 @dataclass

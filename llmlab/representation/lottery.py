@@ -37,7 +37,8 @@ def prunable(model: nn.Module) -> list[str]:
 
 
 def full_masks(model: nn.Module) -> Masks:
-    return {name: torch.ones_like(p) for name, p in model.named_parameters() if name in prunable(model)}
+    names = set(prunable(model))
+    return {name: torch.ones_like(p) for name, p in model.named_parameters() if name in names}
 
 
 def prune_round(weights: dict[str, Tensor], masks: Masks, fraction: float | dict[str, float]) -> Masks:

@@ -29,11 +29,15 @@ def _blocks(question: str, hits: list[dict], max_chars: int, min_cut: int = 200)
     return blocks, tail
 
 
-def build_prompt(question: str, hits: list[dict], max_chars: int = 6000) -> str:
-    """The instruction, the passages as "[n] title: text" (the lowest-ranked cut first to fit ``max_chars``),
-    the question, and "Answer:"."""
+def _prompt(question: str, hits: list[dict], max_chars: int) -> tuple[str, int]:
     blocks, tail = _blocks(question, hits, max_chars)
-    return INSTRUCTION + "\n\n" + "\n\n".join(blocks) + tail
+    return INSTRUCTION + "\n\n" + "\n\n".join(blocks) + tail, len(blocks)
+
+
+def build_prompt(question: str, hits: list[dict], max_chars: int = 6000) -> str:
+    """The instruction, the passages as "[n] title: text" (the first that does not fit cut at a word, the rest
+    left out, to fit ``max_chars``), the question, and "Answer:"."""
+    return _prompt(question, hits, max_chars)[0]
 
 
 def citations(answer: str, n_passages: int) -> list[int]:
@@ -51,8 +55,7 @@ def answer(question: str, retriever, llm, model: str, k: int = 5, max_tokens: in
     """One question through the pipeline: ``retriever.search`` (a RetrievalClient or ShardedRetrieval) and
     ``llm`` an ``openai.OpenAI`` client; greedy decoding, the first line of the completion is the answer."""
     hits = retriever.search(question, k=k)
-    prompt = build_prompt(question, hits, max_prompt_chars)
-    shown = len(_blocks(question, hits, max_prompt_chars)[0])
+    prompt, shown = _prompt(question, hits, max_prompt_chars)
     out = llm.completions.create(model=model, prompt=prompt, max_tokens=max_tokens, temperature=0)
     text = out.choices[0].text.strip().split("\n")[0]
     cited = citations(text, len(hits))
