@@ -138,3 +138,53 @@ def mmlu_cmd(model: Annotated[str | None, typer.Option("--model", "-m", help="a 
         out.print_json(json.dumps(summary))
     else:
         out.print(mmlu.table(result))
+
+
+@app.command("card")
+def card_cmd(run_dir: Annotated[str, typer.Argument(help="a training run folder (`llmlab pretrain --out`: "
+                                                    "summary.json and model/) or a model folder")],
+             audit: Annotated[str, typer.Option(help="evaluations to run when the run has no evals.json: quick, "
+                                                "full or none")] = "quick",
+             evals_file: Annotated[str | None, typer.Option("--evals", help="an evals.json to use "
+                                                            "(default: RUN_DIR/evals.json when present)")] = None,
+             name: Annotated[str | None, typer.Option(help="the model's name (default: the folder's)")] = None,
+             as_json: AsJson = False):
+    """Write the model card (model/README.md) of a trained model from its run's metadata and evaluations
+    (perplexity, MMLU, StereoSet, CrowS-Pairs, toxicity), with its data's licenses; validate it. Exits 1
+    when the card has problems."""
+    from pathlib import Path
+
+    from llmlab.governance import audit as audits
+    from llmlab.governance import card
+
+    if audit not in ("quick", "full", "none"):
+        raise Fail("--audit must be quick, full or none", 2)
+    run = Path(run_dir)
+    try:
+        folder = card.model_folder(run)
+    except FileNotFoundError as e:
+        raise Fail(str(e), 2) from None
+    path = Path(evals_file) if evals_file else run / "evals.json"
+    if evals_file and not path.is_file():
+        raise Fail(f"{path}: no such evals file", 2)
+    if path.is_file():
+        try:
+            evals = json.loads(path.read_text())
+            audits.headline(evals)
+        except (ValueError, KeyError, TypeError) as e:
+            raise Fail(f"{path}: not an evals file of `llmlab card` ({type(e).__name__}: {e})", 2) from None
+    elif audit != "none":
+        evals = audits.evaluate(folder, audits.FULL if audit == "full" else audits.QUICK)
+        audits.write(evals, run / "evals.json")
+    else:
+        evals = None
+    written, problems = card.write(run, evals, name)
+    meta, _ = card.split(written.read_text())
+    if as_json:
+        out.print_json(json.dumps({"card": str(written), "license": meta.get("license"), "problems": problems,
+                                   "headline": audits.headline(evals) if evals else None}))
+    else:
+        out.print(f"wrote {written} (license {meta.get('license')}); "
+                  + ("valid" if not problems else f"[red]problems: {', '.join(problems)}[/]"))
+    if problems:
+        raise typer.Exit(1)

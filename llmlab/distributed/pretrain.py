@@ -143,6 +143,25 @@ def load_tokens(data: str) -> tuple[np.ndarray | None, np.ndarray, int, object]:
     return train.astype(np.int64), val.astype(np.int64), int(max(train.max(), val.max())) + 1, None
 
 
+def data_sources(data: str) -> list[str]:
+    """Where the training tokens came from: data-folder paths or URLs (a model card maps them to the data
+    manifest's data sets and licenses)."""
+    if is_shard_folder(data):
+        from llmlab.pipeline import shards
+
+        return [str(s) for s in shards.load_index(data).get("sources", [])]
+    return ["tinyshakespeare/input.txt"] if data == "tinyshakespeare" else [data]
+
+
+def hardware(cfg: PretrainConfig) -> dict:
+    """What the run ran on, for its model card: per worker CPUs (and GPUs, with their name), the CPU model."""
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), None) if Path("/proc/cpuinfo").is_file() else None
+    gpu = torch.cuda.get_device_name() if cfg.gpus_per_worker and torch.cuda.is_available() else None
+    return {"workers": cfg.workers, "cpus_per_worker": cfg.cpus_per_worker, "gpus_per_worker": cfg.gpus_per_worker,
+            "cpu": cpu, "gpu": gpu}
+
+
 def deepspeed_config(cfg: PretrainConfig, stage: int, n_params: int) -> dict:
     """DeepSpeed's settings; communication buckets sized to the model (the defaults, 5e8 elements, would
     allocate gigabytes for a small one)."""
@@ -351,7 +370,8 @@ def train_loop(config: dict) -> None:
     matmul = n_params - vocab * cfg.d_model  # all but the embedding table (ZeRO-3 empties model.parameters())
     summary = {"params": n_params, "flops_per_token": flops_per_token(matmul, cfg.n_layers, cfg.context, cfg.d_model),
                "tokens_per_s": tokens / (time.perf_counter() - t0), "history": history, "stage_sweep": sweep,
-               "config": asdict(cfg), "world_size": engine.world_size, "zero3_layout_is_partition_flat": layout}
+               "config": asdict(cfg), "world_size": engine.world_size, "zero3_layout_is_partition_flat": layout,
+               "data_sources": data_sources(cfg.data), "hardware": hardware(cfg)}
     if run is not None:
         run.summary.update({"params": n_params, "tokens_per_s": summary["tokens_per_s"]})
         run.finish()

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from llmlab import textlm
 from llmlab.plots import figure
 from llmlab.retrieval import corpus, finetune, index
 from llmlab.retrieval import rag as rag_lib
@@ -156,7 +157,7 @@ def rag(cfg: RetrievalConfig, passages: list[dict], questions: list[dict], vecto
         llm_url = cfg.reader_url
         if llm_url is None:
             text = rag_lib.reader_text([squad[i] for i in train_idx], passages, cfg.reader_prompt_chars)
-            out["reader"] |= rag_lib.train_reader(text, work / "reader", context=1024, seconds=cfg.reader_seconds)
+            out["reader"] |= textlm.train_text_lm(text, work / "reader", context=1024, seconds=cfg.reader_seconds)
             base = stack.enter_context(serving.serve("inference", "--model", str(work / "reader"),
                                                      "--served-model-name", cfg.reader_model))
             llm_url = base + "/v1"
