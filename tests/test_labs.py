@@ -322,10 +322,26 @@ def _m17(m, out):
     assert m["wandb_matches"] and m["wandb_rows"] == len(hist) and (out / m["wandb_run"]).is_dir()
 
 
+def _m20(m, out):
+    # a model pretrained on Ray Train, audited, and its card generated from the run and valid
+    assert m["history"][-1]["val_loss"] < m["history"][0]["val_loss"] - 2  # measured 7.61 -> 4.04
+    ev, c = m["evals"], m["card"]
+    assert c["problems"] == [] and c["license"] == "cdla-sharing-1.0" and c["datasets"] == ["tinystories"]
+    assert (out / c["path"]).is_file() and c["results"] >= 6
+    assert ev["stereoset"]["overall"]["count"] == 4229 and ev["crows_pairs"]["overall"]["count"] == 1508
+    # measured: LMS 56.5, SS 51.5, ICAT 54.9; CrowS 0.493; MMLU 0.253 (chance) over 570 questions
+    assert 50 < ev["stereoset"]["overall"]["lms"] < 100 and 0.2 < ev["mmlu"]["accuracy"] < 0.3
+    tc = ev["toxicity_classifier"]  # measured: llmlab 0.916, TF-IDF + LR 0.845, balanced 0.905
+    assert tc["llmlab"]["macro_f1"] > max(tc["tfidf_lr"]["macro_f1"], tc["tfidf_lr_balanced"]["macro_f1"])
+    tg = ev["toxicity"]
+    assert tg["overall"]["prompts"] == 60 and 0 <= tg["clean_reference"]["toxic_rate"] < 0.3
+    assert (out / "bias.png").exists() and (out / "toxicity.png").exists()
+
+
 # The quick deliverables' headline numbers, as the issues state them (labs whose numbers are plots only: none)
 HEADLINES = {"m01": _m01, "m04": _m04, "m05": _m05, "m06": _m06, "m07": _m07, "m08": _m08, "m09": _m09,
              "m10": _m10, "m11": _m11, "m12": _m12, "m13": _m13, "m14": _m14, "m15": _m15, "m16": _m16, "m17": _m17,
-             "m18": _m18, "m19": _m19}
+             "m18": _m18, "m19": _m19, "m20": _m20}
 # Deliverables that run Ray Train jobs: as `make run` runs them, a Ray job on the session's head (the Ray
 # xdist group, see conftest.py) whose driver starts the Ray Train run
 ON_RAY = {lab for lab in LABS if get_lab(lab).ray_workload}
@@ -346,13 +362,14 @@ def _deliverable_as_ray_job(lab_id: str, out_dir: Path, address: str) -> dict:
 # its 20 minutes (CI took 1543 s with all of them; locally 1178 s with the first seven moved): m12 (40 ZeRO-3
 # steps and a 4-stage memory sweep, 200-300 s), m13 (SFT, a reward model, PPO on Ray actors and DPO, 150-200 s),
 # m17 (the pipeline and DDP on its shards, 120-150 s), m15 (the NTK at five widths and 33 lottery-ticket
-# trainings, ~330 s), m19 (a model trained, served and watched by a real Prometheus, ~200 s), m11 (the
+# trainings, ~330 s), m19 (a model trained, served and watched by a real Prometheus, ~200 s), m20 (DDP on
+# Ray Train, then StereoSet, CrowS-Pairs, MMLU, WikiText-2 and generation toxicity: ~300 s), m11 (the
 # zoo, ~105 s), m09 (~90 s), m14 (~80 s), m16
 # (10k passages embedded, indexes swept, MiniLM fine-tuned twice: 5-13 min), m18 (~74 s), m03 (~55 s), m10
 # (~54 s) and m07 (~48 s). make test still runs every lab's checks, seeded bugs and cheats, the reference
 # through the sandbox, the quick deliverables of m01, m02, m04, m05, m06 and m08, and the Ray jobs of the
 # heavy ones on tiny configs (test_ray_jobs.py, test_rlhf_ray.py, test_pipeline_ray.py)
-HEAVY = {"m03", "m07", "m09", "m10", "m11", "m12", "m13", "m14", "m15", "m16", "m17", "m18", "m19"}
+HEAVY = {"m03", "m07", "m09", "m10", "m11", "m12", "m13", "m14", "m15", "m16", "m17", "m18", "m19", "m20"}
 
 
 @pytest.mark.parametrize("lab_id", [pytest.param(lab, marks=[pytest.mark.ray] * (lab in ON_RAY)

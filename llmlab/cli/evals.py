@@ -183,8 +183,7 @@ def card_cmd(run_dir: Annotated[str, typer.Argument(help="a training run folder 
     if as_json:
         out.print_json(json.dumps({"card": str(written), "license": meta.get("license"), "problems": problems,
                                    "headline": audits.headline(evals) if evals else None}))
-    else:
-        out.print(f"wrote {written} (license {meta.get('license')}); "
-                  + ("valid" if not problems else f"[red]problems: {', '.join(problems)}[/]"))
+    elif not problems:
+        out.print(f"wrote {written} (license {meta.get('license')}): valid")
     if problems:
-        raise typer.Exit(1)
+        raise Fail(f"the card at {written} has problems: {', '.join(problems)}", 1)

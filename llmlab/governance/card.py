@@ -39,10 +39,11 @@ Tokenizer: {{ tokenizer }}.
 License of this model: **{{ license }}**. {{ license_note }}
 
 ## Compute
-| | |
+{% if compute %}| | |
 |---|---|
 {% for k, v in compute.items() %}| {{ k }} | {{ v }} |
-{% endfor %}
+{% endfor %}{% else %}Not recorded: no run metadata (summary.json) next to the model.
+{% endif %}
 ## Evaluation
 | task | data set | metric | value |
 |---|---|---|---|

@@ -16,11 +16,12 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Literal
 
 import numpy as np
-from fastapi import Depends, FastAPI, Header, Path
+from fastapi import Depends, FastAPI, Header, Path, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from llmlab import __version__
 from llmlab.platform.asgi import APIError, BodyLimit, Observe, install_openai_errors, openai_envelope
@@ -130,7 +131,8 @@ def create_app(settings: RetrievalSettings, embedder=None) -> FastAPI:
     app.add_middleware(RequestLog, service="retrieval")  # outermost: request ids and JSON access lines
     install_openai_errors(app)
 
-    async def admit():
+    @asynccontextmanager
+    async def admitted():
         with lock:
             if state["inflight"] >= settings.max_inflight:
                 m.rejected.inc()
@@ -142,6 +144,10 @@ def create_app(settings: RetrievalSettings, embedder=None) -> FastAPI:
         finally:
             with lock:
                 state["inflight"] -= 1
+
+    async def admit():
+        async with admitted():
+            yield
 
     def writer(authorization: Annotated[str | None, Header()] = None) -> None:
         key = settings.api_key.get_secret_value() if settings.api_key else None
@@ -175,25 +181,42 @@ def create_app(settings: RetrievalSettings, embedder=None) -> FastAPI:
         return {"object": "list", "data": data, "model": settings.served_model_name,
                 "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
 
-    @app.post("/v1/search", dependencies=[Depends(admit)])
-    async def search(body: SearchRequest):
+    search_schema = {"requestBody": {"required": True, "content": {"application/json": {
+        "schema": SearchRequest.model_json_schema(ref_template="#/components/schemas/{model}")}}}}
+
+    @app.post("/v1/search", openapi_extra=search_schema)
+    async def search(request: Request):
+        # the hot path parses its body with pydantic-core's JSON parser in one pass (FastAPI's body dependency
+        # decodes with json.loads, then validates): the same model, the same 400 for a bad field
+        try:
+            body = SearchRequest.model_validate_json(await request.body())
+        except ValidationError as e:
+            raise RequestValidationError([{**err, "loc": ("body", *err["loc"])} for err in e.errors()]) from None
         if (body.query is None) == (body.vector is None):
             raise APIError(400, "give exactly one of query (text) and vector", param="query")
         if body.k > settings.max_k:
             raise APIError(400, f"k: at most {settings.max_k}", param="k")
-        if body.vector is not None:
-            vector = np.asarray(body.vector, dtype=np.float32)
-            if vector.shape != (embedder.dim,) or not np.isfinite(vector).all():
-                raise APIError(400, f"vector: {embedder.dim} finite numbers", param="vector")
-        else:
-            vector = (await embed(texts_of(body.query, "query")))[0]
+        async with admitted():
+            if body.vector is not None:
+                vector = np.asarray(body.vector, dtype=np.float32)
+                if vector.shape != (embedder.dim,) or not np.isfinite(vector).all():
+                    raise APIError(400, f"vector: {embedder.dim} finite numbers", param="vector")
+            else:
+                vector = (await embed(texts_of(body.query, "query")))[0]
+            if settings.index == "flat" or body.filter:  # linear in the corpus or the matches: off the loop
+                hits = await run_in_threadpool(lookup, vector, body.k, body.filter)
+            else:  # an approximate search of one query takes well under a millisecond, less than a thread hop
+                hits = lookup(vector, body.k, body.filter)
+        return JSONResponse({"object": "list", "data": hits, "model": settings.served_model_name,
+                             "index": settings.index})  # plain JSON types: no jsonable_encoder pass
+
+    def lookup(vector: np.ndarray, k: int, where: dict | None) -> list[dict]:
         t0 = time.perf_counter()
-        scores, ids = await run_in_threadpool(store.search, vector[None], body.k, body.filter)
+        scores, ids = store.search(vector[None], k, where)
         m.search.observe(time.perf_counter() - t0)
         found = [(float(s), int(i)) for s, i in zip(scores[0], ids[0], strict=True) if i >= 0]
-        docs = await run_in_threadpool(store.get, [i for _, i in found])
-        hits = [{**docs[i], "score": s} for s, i in found if i in docs]  # a document deleted meanwhile drops out
-        return {"object": "list", "data": hits, "model": settings.served_model_name, "index": settings.index}
+        docs = store.get([i for _, i in found])
+        return [{**docs[i], "score": s} for s, i in found if i in docs]  # a document deleted meanwhile drops out
 
     def after_change(n: int) -> None:
         m.documents.set(store.size)
@@ -241,18 +264,18 @@ def create_app(settings: RetrievalSettings, embedder=None) -> FastAPI:
         return {"rebuilding": True}
 
     @app.get("/health")
-    def health():
+    async def health():  # no I/O: on the event loop, not a thread hop
         return {"status": "ok"}
 
     @app.get("/ready")
-    def ready():
+    async def ready():
         if not state["ready"]:
             raise APIError(503, "starting", "server_error")
         return {"status": "ready", "documents": store.size, "index": settings.index,
                 "rebuilding": state["rebuilding"]}
 
     @app.get("/version")
-    def version():
+    async def version():  # no I/O: on the event loop, not a thread hop
         return {"version": __version__}
 
     @app.get("/metrics")
