@@ -362,17 +362,17 @@ def _deliverable_as_ray_job(lab_id: str, out_dir: Path, address: str) -> dict:
 # its 20 minutes (CI took 1543 s with all of them; locally 1178 s with the first seven moved): m12 (40 ZeRO-3
 # steps and a 4-stage memory sweep, 200-300 s), m13 (SFT, a reward model, PPO on Ray actors and DPO, 150-200 s),
 # m17 (the pipeline and DDP on its shards, 120-150 s), m15 (the NTK at five widths and 33 lottery-ticket
-# trainings, ~330 s), m19 (a model trained, served and watched by a real Prometheus, ~200 s), m20 (DDP on
-# Ray Train, then StereoSet, CrowS-Pairs, MMLU, WikiText-2 and generation toxicity: ~300 s), m11 (the
-# zoo, ~105 s), m09 (~90 s), m14 (~80 s), m16
-# (10k passages embedded, indexes swept, MiniLM fine-tuned twice: 5-13 min), m18 (~74 s), m03 (~55 s), m10
-# (~54 s) and m07 (~48 s). make test still runs every lab's checks, seeded bugs and cheats, the reference
-# through the sandbox, the quick deliverables of m01, m02, m04, m05, m06 and m08, and the Ray jobs of the
-# heavy ones on tiny configs (test_ray_jobs.py, test_rlhf_ray.py, test_pipeline_ray.py)
+# trainings, ~330 s), m19 (a model trained, served and watched by a real Prometheus, ~200 s), m20 (DDP on Ray
+# Train, then StereoSet, CrowS-Pairs, MMLU, WikiText-2 and generation toxicity: ~230 s), m11 (the zoo, ~105 s),
+# m09 (~90 s), m14 (~80 s), m16 (10k passages embedded, indexes swept, MiniLM fine-tuned twice, RAG through both
+# services: ~20 min), m18 (~74 s), m03 (~55 s), m10 (~54 s) and m07 (~48 s). make test still runs every lab's
+# checks, seeded bugs and cheats, the reference through the sandbox, the quick deliverables of m01, m02, m04,
+# m05, m06 and m08, and the Ray jobs of the heavy ones on tiny configs (test_ray_jobs.py, test_rlhf_ray.py,
+# test_pipeline_ray.py)
+HEAVY = {"m03", "m07", "m09", "m10", "m11", "m12", "m13", "m14", "m15", "m16", "m17", "m18", "m19", "m20"}
 # m16's quick deliverable with its RAG step: over the default 900 s here (1183 s in one run; timed out at 900 s
 # right after another heavy run)
 LONG = {"m16": 1800}
-HEAVY = {"m03", "m07", "m09", "m10", "m11", "m12", "m13", "m14", "m15", "m16", "m17", "m18", "m19", "m20"}
 
 
 @pytest.mark.parametrize("lab_id", [pytest.param(lab, marks=[pytest.mark.ray] * (lab in ON_RAY)
