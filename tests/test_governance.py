@@ -4,7 +4,11 @@ and both scored end to end with a model through the eval harness's log-likelihoo
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from collections import Counter, defaultdict
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -267,3 +271,11 @@ def test_audit_of_a_model_folder_and_its_card(story_model, tmp_path):
     path, problems = card.write(story_model, ev, name="story")
     assert problems == ["metadata:datasets"]  # a bare model folder records no training data: the card says so
     assert "undocumented data" in path.read_text() and "| ICAT |" in path.read_text()
+    # the command reads the evaluations, writes the same card and exits 1 naming its problem
+    audit.write(ev, tmp_path / "evals.json")
+    path.unlink()
+    r = subprocess.run([str(Path(sys.executable).with_name("llmlab")), "card", str(story_model), "--evals",
+                        str(tmp_path / "evals.json"), "--name", "story", "--json"], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 1 and "metadata:datasets" in r.stderr and "Traceback" not in r.stderr
+    assert json.loads(r.stdout)["problems"] == ["metadata:datasets"] and "| ICAT |" in path.read_text()
