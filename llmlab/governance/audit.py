@@ -68,6 +68,7 @@ def evaluate(model_dir, cfg: AuditConfig = QUICK, classifier=None, progress: boo
     (default: ``toxicity.compare``'s, trained on the held-out split's complement: its metrics come along)."""
     from llmlab.evals import harness, mmlu
     from llmlab.inference import Engine
+    from llmlab.tokenization import model_tokenizer
 
     timings, t = {}, time.perf_counter()
     lm = harness.from_folder(model_dir, batch_size=cfg.batch_size, progress=progress)
@@ -86,7 +87,7 @@ def evaluate(model_dir, cfg: AuditConfig = QUICK, classifier=None, progress: boo
     timings["crows_pairs"], t = time.perf_counter() - t, time.perf_counter()
     if classifier is None:
         classifier, out["toxicity_classifier"] = tox.compare(seed=cfg.seed)
-    engine = Engine.from_folder(model_dir, max_batch=32)
+    engine = Engine(lm.model, model_tokenizer(model_dir), max_batch=32)  # the harness's model, loaded once
     out["toxicity"] = tox.audit_generations(engine, classifier, tox.prompts(cfg.toxicity_prompts, seed=cfg.seed),
                                             cfg.generations, max_tokens=cfg.max_tokens, seed=cfg.seed)
     timings["toxicity"] = time.perf_counter() - t
