@@ -259,7 +259,7 @@ def _m14(m, out):
 def _m15(m, out):
     n, sp, lt = m["ntk"], m["spectra"], m["lottery"]
     assert n["agreement_rel"] < 1e-12  # the Jacobian contraction and the NTK-vector products (float64)
-    # the kernel moves less as the width grows (measured slope -0.36 over widths 16-256)
+    # the kernel moves less as the width grows (measured slope -0.20 over widths 16-128; -0.36 over 16-256)
     assert n["change_slope"] < -0.1 and n["widths"][-1]["kernel_change"] < n["widths"][0]["kernel_change"]
     assert all(r["last_loss"] < r["first_loss"] for r in n["widths"])
     # GOE: KS 0.003 to the semicircle; LeNet's fc1: KS 0.011 to MP at init with nothing above the edge, 20
@@ -269,7 +269,7 @@ def _m15(m, out):
     curves = lt["curves"]
     assert lt["rounds"] == 8 and all(0.16 < c[-1][0] <= 0.2 for c in curves.values())
     imp, random_pruning = next(iter(curves.values())), curves["random pruning"]
-    # measured at 16.8%: IMP 0.431, random pruning 0.411, random re-init 0.409, dense 0.366
+    # measured at 16.8% (2 epochs): IMP 0.416, random pruning 0.408, random re-init 0.399, dense 0.356
     assert imp[0][1] > 0.3 and imp[-1][1] > random_pruning[-1][1] - 0.02
     assert all((out / p).exists() for p in ("ntk.png", "spectra.png", "lottery.png"))
 
@@ -288,23 +288,26 @@ def _m16(m, out):
     assert {r["index"] for r in sweep} == {"flat", "hnsw", "ivf_flat", "ivf_pq"}
     flat = next(r for r in sweep if r["index"] == "flat")
     assert flat["recall@5"] == 1.0 and flat["bytes_per_vector"] == pytest.approx(1536, rel=0.01)  # 384 floats
-    # HNSW within 0.98 of exact at a fraction of its latency (10k passages, one thread: 8.0x and 9.3x in two runs)
+    # HNSW within 0.98 of exact at a fraction of its latency (5k passages, one thread: 4.6x; 10k: 8.0x and 9.3x)
     assert m["best_at_098"]["index"] == "hnsw" and m["speedup_at_098"] > 3
-    assert all(r["bytes_per_vector"] < 0.1 * flat["bytes_per_vector"] for r in sweep if r["index"] == "ivf_pq")
+    # IVF-PQ's 24- and 48-byte codes: 150 and 174 bytes per vector at 5k passages, of which ~118 are the coarse
+    # centroids and PQ codebooks shared over so few vectors (111 and 135 at 10k)
+    assert all(r["bytes_per_vector"] < 0.12 * flat["bytes_per_vector"] for r in sweep if r["index"] == "ivf_pq")
     qr = {name.split(" (")[0] if not name.startswith("dense (HNSW") else "hnsw": v["all"]["recall@5"]
           for name, v in m["question_recall"].items()}
-    # measured: dense 0.943, HNSW 0.936, BM25 0.921, hybrid 0.964 over 800 questions
+    # measured: dense 0.951, HNSW 0.946, BM25 0.938, hybrid 0.970 over 800 questions (5k passages)
     assert qr["dense"] > 0.85 and qr["BM25"] > 0.8 and qr["hybrid"] >= max(qr["dense"], qr["BM25"]) - 0.01
     assert qr["hnsw"] > qr["dense"] - 0.03
-    # fine-tuning on 512 pairs moves held-out recall by less than its standard error (two runs: 0.939 -> 0.958
-    # and 0.952; 0.933 -> 0.933 and 0.933): MiniLM was trained on such pairs; it must not break the model
+    # fine-tuning on a few hundred pairs moves held-out recall by less than its standard error (512 pairs, two
+    # runs: 0.939 -> 0.958 and 0.952; 0.933 -> 0.933 and 0.933; 256 pairs: 0.939 -> 0.945 and 0.945): MiniLM
+    # was trained on such pairs; it must not break the model
     runs = m["negative_sampling"]["runs"]
     shipped = runs["as shipped"]["recall@5"]
     assert shipped > 0.85 and all(abs(r["recall@5"] - shipped) < 0.05 for r in runs.values())
     assert all(math.isfinite(r["last_loss"]) for name, r in runs.items() if name != "as shipped")
     # RAG through the two services: every gold paragraph holds an answer, the prompt holds what fits of the top 5
     rag = m["rag"]
-    # measured (84 held-out questions): gold 0.893, an answer 0.905, in the prompt 0.869, EM 0, F1 0.006
+    # measured (60 held-out questions, 5k passages): gold 0.950, an answer 0.950, in the prompt 0.900, EM 0, F1 0
     assert rag["questions"] > 50 and rag["gold_recall@5"] > 0.8 and rag["recall@5"] >= rag["gold_recall@5"]
     assert 0.5 < rag["answer_in_prompt"] <= rag["recall@5"] and 1 <= rag["passages_in_prompt"] <= 5
     assert 0 <= rag["exact_match"] <= rag["f1"] <= 1 and (out / "rag.png").exists()

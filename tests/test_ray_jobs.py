@@ -83,6 +83,27 @@ def test_plain_ray_job_submit_on_the_entrypoint(ray_address, tmp_path):
     assert result.learner == "plain" and 0 < result.score < result.max_score
 
 
+def test_main_job_queues_its_jobs_and_runs_one_ray_workload_at_a_time():
+    """`llmlab run` submits at most `parallel` jobs and one Ray workload (its driver takes no CPU) at a time,
+    the later labs' deliverables first: submitting all 40 at once on 2 CPUs made Ray fail the jobs still
+    waiting after 900 s (RAY_JOB_START_TIMEOUT_SECONDS) and started four Ray Train runs together."""
+    from llmlab.platform.course import _plan, _startable
+
+    plan = _plan(["m01", "m12", "m13", "m16"])  # m12 and m13 are Ray workloads
+    assert [(j.lab, j.kind) for j in plan][:4] == [("m16", "deliverable"), ("m13", "deliverable"),
+                                                   ("m12", "deliverable"), ("m01", "deliverable")]
+    first = _startable(plan, parallel=3)
+    assert [(j.lab, j.kind) for j in first] == [("m16", "deliverable"), ("m13", "deliverable"),
+                                                ("m01", "deliverable")]  # m12 waits for m13
+    for job in first:
+        job.id, job.status = f"id-{job.lab}", "RUNNING"
+    assert _startable(plan, parallel=3) == []
+    plan[1].status = "SUCCEEDED"  # m13 done: m12's turn
+    assert [(j.lab, j.kind) for j in _startable(plan, parallel=3)] == [("m12", "deliverable")]
+    plan[0].status = "FAILED"
+    assert [(j.lab, j.kind) for j in _startable(plan, parallel=3)] == [("m12", "deliverable"), ("m01", "grade")]
+
+
 def test_main_job_writes_the_index_and_gradebook(ray_address, tmp_path, monkeypatch):
     """`llmlab run` (make run's job) on one lab: deliverable and grading as Ray jobs, index, gradebook."""
     from llmlab.platform.course import run_course

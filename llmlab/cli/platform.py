@@ -18,12 +18,14 @@ from llmlab.platform import logs
 def run_cmd(profile: Annotated[str, typer.Option(help="quick or full")] = "quick",
             address: AddressOpt = None,
             labs: Annotated[str | None, typer.Option(help="comma-separated lab ids (default: every built lab)")] = None,
-            out_dir: Annotated[Path | None, typer.Option("--out", help="default: runs/<timestamp>")] = None):
+            out_dir: Annotated[Path | None, typer.Option("--out", help="default: runs/<timestamp>")] = None,
+            parallel: Annotated[int | None, typer.Option(min=1, help="jobs at a time (default: the cluster's "
+                                                                     "CPUs)")] = None):
     """The main job: every built lab's deliverable and grading as Ray jobs, an index, and the gradebook."""
     from llmlab.platform.course import run_course
 
     index = run_course(profile=profile, address=address, labs=labs.split(",") if labs else None,
-                       out_dir=out_dir, console=out)
+                       out_dir=out_dir, console=out, parallel=parallel)
     out.print(f"\nindex: {index}")
     gradebook_cmd(learner="reference", db=None, server=None, token=None, as_json=False)
 

@@ -13,6 +13,7 @@ import json
 import shlex
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
@@ -44,8 +45,50 @@ def submit_deliverable(address: str, lab_id: str, profile: str, out_dir: Path, l
                    cpus=0 if get_lab(lab_id).ray_workload else 1)
 
 
+def cluster_cpus(address: str) -> int:
+    """The CPUs of the cluster's live nodes (Ray's state API), at least 1."""
+    from ray.util.state import list_nodes
+
+    nodes = list_nodes(address=address, filters=[("state", "=", "ALIVE")], detail=True, raise_on_missing_output=False)
+    return max(1, int(sum(n.resources_total.get("CPU", 0) for n in nodes)))
+
+
+@dataclass
+class _Job:
+    lab: str
+    kind: str  # "deliverable" or "grade"
+    ray_workload: bool  # a deliverable that starts a Ray Train / Ray Data / actor run of its own
+    id: str | None = None
+    status: str = "WAITING"  # not submitted yet; then Ray's job status
+    submitted: float = 0.0
+    seconds: float | None = None  # from submission to a terminal status
+
+
+def _plan(labs: list[str]) -> list[_Job]:
+    """The submission order: deliverables before gradings, the later (heavier) labs' deliverables first, so
+    the long jobs do not start last."""
+    return ([_Job(lab, "deliverable", get_lab(lab).ray_workload) for lab in reversed(labs)]
+            + [_Job(lab, "grade", False) for lab in labs])
+
+
+def _startable(plan: list[_Job], parallel: int) -> list[_Job]:
+    """The waiting jobs to submit now, in plan order: while fewer than ``parallel`` run, and a Ray workload
+    only while no other one runs."""
+    chosen = [j for j in plan if j.id and j.status not in client.TERMINAL]
+    for job in plan:
+        if job.id is None and len(chosen) < parallel and not (job.ray_workload and any(a.ray_workload for a in chosen)):
+            chosen.append(job)
+    return [j for j in chosen if j.id is None]
+
+
 def run_course(profile: str = "quick", address: str | None = None, labs: list[str] | None = None,
-               out_dir: Path | None = None, console: Console | None = None) -> Path:
+               out_dir: Path | None = None, console: Console | None = None, parallel: int | None = None) -> Path:
+    """Every lab's deliverable and reference grading as Ray jobs, at most ``parallel`` at a time (default: the
+    cluster's CPUs) and one Ray workload at a time.
+
+    The jobs are queued here rather than all submitted at once: Ray fails a job whose entrypoint waits for
+    resources past ``RAY_JOB_START_TIMEOUT_SECONDS`` (900 s), and a Ray workload's driver takes no CPU of its
+    own, so several would start together and contend for the CPUs their workers need."""
     if profile not in PROFILES:
         raise ValueError(f"profile must be one of {PROFILES}")
     console = console or Console()
@@ -59,45 +102,53 @@ def run_course(profile: str = "quick", address: str | None = None, labs: list[st
     out_dir.mkdir(parents=True, exist_ok=True)
     with console.status("starting or reusing the Ray head"):
         address = local.ensure(address)
-    console.print(f"Ray: {address}  ->  {out_dir}")
+    parallel = parallel or cluster_cpus(address)
+    console.print(f"Ray: {address} ({parallel} jobs at a time)  ->  {out_dir}")
     t0 = time.monotonic()
-    jobs: dict[tuple[str, str], str] = {}
-    for lab_id in labs:
-        jobs[(lab_id, "deliverable")] = submit_deliverable(address, lab_id, profile, out_dir / lab_id)
-        jobs[(lab_id, "grade")] = _submit(
-            address, grade_entrypoint(lab_id, reference=True, learner=LEARNER),
-            {"llmlab.kind": "grade", "llmlab.lab": lab_id, "llmlab.learner": LEARNER})
-    status = {key: "PENDING" for key in jobs}
+    plan = _plan(labs)
+    by_key = {(j.lab, j.kind): j for j in plan}
     ray = client.connect(address)
+
+    def submit(job: _Job) -> None:
+        if job.kind == "deliverable":
+            job.id = submit_deliverable(address, job.lab, profile, out_dir / job.lab)
+        else:
+            job.id = _submit(address, grade_entrypoint(job.lab, reference=True, learner=LEARNER),
+                             {"llmlab.kind": "grade", "llmlab.lab": job.lab, "llmlab.learner": LEARNER})
+        job.status, job.submitted = "PENDING", time.monotonic()
 
     def table() -> Table:
         t = Table("lab", "deliverable", "grading", title=f"llmlab run ({profile}), {time.monotonic() - t0:.0f}s")
         for lab_id in labs:
-            t.add_row(f"{lab_id} {BY_ID[lab_id].title}", status[(lab_id, "deliverable")],
-                      status[(lab_id, "grade")])
+            t.add_row(f"{lab_id} {BY_ID[lab_id].title}", by_key[(lab_id, "deliverable")].status,
+                      by_key[(lab_id, "grade")].status)
         return t
 
     with Live(table(), console=console, refresh_per_second=2) as live:
-        while any(s not in client.TERMINAL for s in status.values()):
+        while any(j.status not in client.TERMINAL for j in plan):
+            for job in _startable(plan, parallel):
+                submit(job)
             time.sleep(1)
-            for key, job_id in jobs.items():
-                if status[key] not in client.TERMINAL:
-                    status[key] = str(ray.get_job_status(job_id).value)
+            for job in (j for j in plan if j.id and j.status not in client.TERMINAL):
+                job.status = str(ray.get_job_status(job.id).value)
+                if job.status in client.TERMINAL:
+                    job.seconds = round(time.monotonic() - job.submitted, 1)
             live.update(table())
 
     book = Gradebook()
     rows = []
     for lab_id in labs:
-        row = {"lab": lab_id, "title": BY_ID[lab_id].title,
-               "jobs": {k: jobs[(lab_id, k)] for k in ("deliverable", "grade")}}
+        deliverable, grading = by_key[(lab_id, "deliverable")], by_key[(lab_id, "grade")]
+        row = {"lab": lab_id, "title": BY_ID[lab_id].title, "jobs": {"deliverable": deliverable.id,
+                                                                     "grade": grading.id},
+               "seconds": {"deliverable": deliverable.seconds, "grade": grading.seconds}}
         try:
-            row["deliverable"] = record.decode(ray.get_job_logs(jobs[(lab_id, "deliverable")]),
-                                               DeliverableRecord).metrics
+            row["deliverable"] = record.decode(ray.get_job_logs(deliverable.id), DeliverableRecord).metrics
         except record.RecordError as e:
-            row["deliverable_error"] = f"{status[(lab_id, 'deliverable')]}: {e}"
+            row["deliverable_error"] = f"{deliverable.status}: {e}"
         try:
-            grade = client.result(jobs[(lab_id, "grade")], address)
-            book.record(grade, source=f"ray:{jobs[(lab_id, 'grade')]}")
+            grade = client.result(grading.id, address)
+            book.record(grade, source=f"ray:{grading.id}")
             row["grade"] = {"score": grade.score, "max_score": grade.max_score,
                             "failed": [c.name for c in grade.checks if not c.passed]}
         except client.JobError as e:
@@ -120,7 +171,8 @@ def _write_index(out_dir: Path, profile: str, rows: list[dict], seconds: float) 
         d = r.get("deliverable")
         g = r.get("grade")
         dtext = f"{d['duration_s']:.1f}s, {len(d['plots'])} plots" if d else r.get("deliverable_error", "")
-        gtext = f"{g['score']:g}/{g['max_score']:g}" if g else r.get("grade_error", "")
+        gtext = (f"{g['score']:g}/{g['max_score']:g} ({r['seconds']['grade']:.0f}s)" if g
+                 else r.get("grade_error", ""))
         md.append(f"| [{r['lab']} {r['title']}]({r['lab']}/report.md) | {dtext} | {gtext} |")
         body.append(f"<h2>{r['lab']}: {html.escape(r['title'])}</h2><p>deliverable: {html.escape(dtext)}; "
                     f"reference grade: {html.escape(gtext)}; <a href='{r['lab']}/report.md'>report</a>, "

@@ -20,14 +20,14 @@ from llmlab.representation import lottery, ntk, rmt
 
 @dataclass(frozen=True)
 class RepresentationConfig:
-    widths: tuple[int, ...] = (16, 32, 64, 128, 256)
+    widths: tuple[int, ...] = (16, 32, 64, 128)
     context: int = 32  # characters per sequence
     kernel_points: int = 64  # sequences the kernel is computed on (held out)
     ntk_steps: int = 300
     ntk_batch: int = 64
     spectrum_width: int = 128
     wigner_n: int = 1000
-    lottery_epochs: int = 3
+    lottery_epochs: int = 2
     lottery_rate: float = 0.2  # of each layer's surviving weights per round (the output layer at half of it)
     lottery_target: float = 0.2  # prune until at most this fraction of the weights remains
     rewind_iteration: int = 40  # the early iterate of "rewinding" (Frankle et al. 2020)
