@@ -217,6 +217,12 @@ def _engine(cfg: PretrainConfig, stage: int, vocab: int):
         return DDPEngine(model, opt, cfg), n_params
     import deepspeed
 
+    # DeepSpeed's CPU backend JIT-compiles a shared-memory all-reduce for its inference kernels (training reduces
+    # over gloo) in each new worker: it needs a C++ toolchain on every Ray worker, and a build killed midway
+    # leaves ~/.cache/torch_extensions/.../lock behind, on which every later run waited forever (the quick
+    # deliverable hung for 10 minutes in `make run`). DeepSpeed keeps its probe of compatible ops in one dict,
+    # so it can be told the op is unavailable.
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
     engine, *_ = deepspeed.initialize(model=model, optimizer=opt, config=deepspeed_config(cfg, stage, n_params))
     return engine, n_params
 

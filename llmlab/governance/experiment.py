@@ -28,7 +28,7 @@ class GovernanceConfig:
     n_layers: int = 4
     n_heads: int = 4
     context: int = 128
-    steps: int = 150
+    steps: int = 100
     vocab_size: int = 2048
     workers: int = 2
     audit: audit.AuditConfig = field(default_factory=lambda: audit.QUICK)

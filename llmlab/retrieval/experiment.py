@@ -98,17 +98,17 @@ def question_recall(cfg, texts, vectors, questions, qvecs, sweep_rows) -> tuple[
 
 
 def negative_sampling(cfg, passages, questions) -> dict:
-    """Held-out recall@5 (questions whose passages were never trained on; a pool of every gold passage and
-    ``cfg.pool_distractors`` Wikipedia ones) of the embedder as shipped, fine-tuned with in-batch negatives,
-    and with in-batch plus one BM25 hard negative per question."""
-    gold_rows = sorted({q["row"] for q in questions})
+    """Held-out recall@5 (questions whose passages were never trained on; a pool of the gold passages of the
+    training and held-out questions and ``cfg.pool_distractors`` Wikipedia ones) of the embedder as shipped,
+    fine-tuned with in-batch negatives, and with in-batch plus one BM25 hard negative per question."""
+    train_idx, test_idx = finetune.split_by_passage([q["row"] for q in questions], cfg.train_fraction)
+    train_idx = train_idx[:cfg.finetune_pairs]
+    gold_rows = sorted({questions[i]["row"] for i in (*train_idx, *test_idx)})
     wiki_rows = [i for i, p in enumerate(passages) if p["pid"].startswith("wiki:")][:cfg.pool_distractors]
     pool = gold_rows + wiki_rows
     local = {row: i for i, row in enumerate(pool)}
     texts = [corpus.text(passages[row]) for row in pool]
-    gold = [local[q["row"]] for q in questions]
-    train_idx, test_idx = finetune.split_by_passage(gold, cfg.train_fraction)
-    train_idx = train_idx[:cfg.finetune_pairs]
+    gold = {i: local[questions[i]["row"]] for i in (*train_idx, *test_idx)}  # question -> its passage in the pool
     q_train = [questions[i]["question"] for i in train_idx]
     g_train = [gold[i] for i in train_idx]
     hard = finetune.mine_hard_negatives(BM25(texts), q_train, g_train)
