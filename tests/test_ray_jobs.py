@@ -101,7 +101,28 @@ def test_main_job_queues_its_jobs_and_runs_one_ray_workload_at_a_time():
     plan[1].status = "SUCCEEDED"  # m13 done: m12's turn
     assert [(j.lab, j.kind) for j in _startable(plan, parallel=3)] == [("m12", "deliverable")]
     plan[0].status = "FAILED"
-    assert [(j.lab, j.kind) for j in _startable(plan, parallel=3)] == [("m12", "deliverable"), ("m01", "grade")]
+    assert [(j.lab, j.kind) for j in _startable(plan, parallel=3)] == [("m12", "deliverable"), ("m16", "grade")]
+
+
+def test_main_job_starts_the_longest_jobs_first_by_the_last_runs_times(tmp_path):
+    """With an earlier run's index.json (each job's seconds), `llmlab run` orders deliverables and gradings
+    longest first; a run without times or an unreadable index is passed over."""
+    from llmlab.platform.course import _plan, last_times
+
+    (tmp_path / "20260101-000000").mkdir()
+    (tmp_path / "20260101-000000" / "index.json").write_text(json.dumps({"labs": [
+        {"lab": "m01", "seconds": {"deliverable": 300.0, "grade": 5.0}},
+        {"lab": "m12", "seconds": {"deliverable": 100.0, "grade": 20.0}}]}))
+    (tmp_path / "20260102-000000").mkdir()
+    (tmp_path / "20260102-000000" / "index.json").write_text("{not json")
+    (tmp_path / "20260103-000000").mkdir()  # the run being written: no index yet
+    times = last_times(tmp_path)
+    assert times == {("m01", "deliverable"): 300.0, ("m01", "grade"): 5.0, ("m12", "deliverable"): 100.0,
+                     ("m12", "grade"): 20.0}
+    plan = _plan(["m01", "m12", "m16"], times)  # m16 unknown: after the known ones
+    assert [(j.lab, j.kind) for j in plan] == [("m01", "deliverable"), ("m12", "deliverable"), ("m16", "deliverable"),
+                                              ("m12", "grade"), ("m01", "grade"), ("m16", "grade")]
+    assert last_times(tmp_path / "nothing-here") == {}
 
 
 def test_main_job_writes_the_index_and_gradebook(ray_address, tmp_path, monkeypatch):

@@ -64,11 +64,29 @@ class _Job:
     seconds: float | None = None  # from submission to a terminal status
 
 
-def _plan(labs: list[str]) -> list[_Job]:
-    """The submission order: deliverables before gradings, the later (heavier) labs' deliverables first, so
-    the long jobs do not start last."""
-    return ([_Job(lab, "deliverable", get_lab(lab).ray_workload) for lab in reversed(labs)]
-            + [_Job(lab, "grade", False) for lab in labs])
+def last_times(runs_dir: Path) -> dict[tuple[str, str], float]:
+    """Each job's seconds, by (lab, "deliverable" or "grade"), in the newest run under ``runs_dir`` that has them."""
+    for index in sorted(runs_dir.glob("*/index.json"), reverse=True):
+        try:
+            rows = json.loads(index.read_text())["labs"]
+            times = {(r["lab"], kind): float(t) for r in rows for kind, t in r.get("seconds", {}).items() if t}
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if times:
+            return times
+    return {}
+
+
+def _plan(labs: list[str], times: dict[tuple[str, str], float] | None = None) -> list[_Job]:
+    """The submission order: deliverables before gradings, the longest first by the last run's ``times`` (so that a
+    long job does not start last), and where none is known the later (heavier) labs first."""
+    times = times or {}
+
+    def longest_first(kind: str) -> list[str]:
+        return sorted(labs, key=lambda lab: (-times.get((lab, kind), 0.0), -labs.index(lab)))
+
+    return ([_Job(lab, "deliverable", get_lab(lab).ray_workload) for lab in longest_first("deliverable")]
+            + [_Job(lab, "grade", False) for lab in longest_first("grade")])
 
 
 def _startable(plan: list[_Job], parallel: int) -> list[_Job]:
@@ -105,7 +123,7 @@ def run_course(profile: str = "quick", address: str | None = None, labs: list[st
     parallel = parallel or cluster_cpus(address)
     console.print(f"Ray: {address} ({parallel} jobs at a time)  ->  {out_dir}")
     t0 = time.monotonic()
-    plan = _plan(labs)
+    plan = _plan(labs, last_times(out_dir.parent))
     by_key = {(j.lab, j.kind): j for j in plan}
     ray = client.connect(address)
 
