@@ -60,6 +60,4 @@ class Learner(HttpUser):
         self.client.get("/v1/gradebook", name="/v1/gradebook")
 
 
-@events.quitting.add_listener
-def enforce_slos(environment, **_kw):
-    slo.enforce_locust_gate(environment, "grader")
+slo.gate_locust_run(events, "grader")

@@ -79,6 +79,4 @@ class ChatUser(HttpUser):
                 r.failure("the stream ended without [DONE]")
 
 
-@events.quitting.add_listener
-def enforce_slos(environment, **_kw):
-    slo.enforce_locust_gate(environment, "inference")
+slo.gate_locust_run(events, "inference")

@@ -50,6 +50,4 @@ class SearchUser(HttpUser):
         self._post("/v1/embeddings", {"model": "all-MiniLM-L6-v2", "input": random.choice(QUESTIONS)})
 
 
-@events.quitting.add_listener
-def enforce_slos(environment, **_kw):
-    slo.enforce_locust_gate(environment, "retrieval")
+slo.gate_locust_run(events, "retrieval")

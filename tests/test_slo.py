@@ -3,8 +3,10 @@ a burning series and stays silent on a healthy one (promtool test rules)."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -72,3 +74,29 @@ def test_burn_rate_alerts_fire_on_bad_series_only(tmp_path, service):
     assert broken.read_text() != rules.read_text()
     tests.write_text(yaml.safe_dump(slo.promtool_tests(objectives, str(broken)), sort_keys=False))
     assert _promtool("test", "rules", str(tests)).returncode != 0
+
+
+def test_locust_run_lasts_its_run_time_after_a_slow_start(tmp_path):
+    """A real Locust run whose start-up holds the CPU for longer than its ``--run-time`` (what a loaded CI machine
+    did to an 8 s load test) still runs for its run time and makes requests: ``gate_locust_run`` refreshes the
+    event loop's clock before Locust arms the timer. Without it this run ends at once, after one request."""
+    locustfile = tmp_path / "slow_locustfile.py"
+    locustfile.write_text(
+        "import time\n"
+        "from locust import User, constant, events, task\n"
+        "from llmlab.platform import slo\n"
+        "slo.gate_locust_run(events, 'inference')\n"
+        "t = time.monotonic()\n"
+        "while time.monotonic() - t < 3: pass  # a slow start-up: 3 s of CPU before the run\n"
+        "class Timed(User):\n"
+        "    wait_time = constant(0.2)\n"
+        "    @task\n"
+        "    def ttft(self):\n"
+        "        events.request.fire(request_type='TTFT', name='/v1/chat/completions', response_time=1,\n"
+        "                            response_length=0, exception=None, context={})\n")
+    locust = Path(sys.executable).with_name("locust")
+    run = subprocess.run([str(locust), "-f", str(locustfile), "--headless", "-u", "1", "-r", "1", "-t", "2s",
+                          "--only-summary"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    made = re.search(r"SLO TTFT /v1/chat/completions: p95 .* over (\d+) requests", run.stderr)
+    assert made and int(made[1]) >= 6, run.stderr[-3000:]  # one every 0.2 s for 2 s; a run ended at once makes 1
