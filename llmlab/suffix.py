@@ -31,10 +31,14 @@ class SuffixTree:
         self.link: list[int] = [0]
         self.children: list[dict[str, int]] = [{}]
         node, edge, length, remainder = 0, 0, 0, 0  # the active point and the suffixes still to insert
+        # steps: iterations of the inner loop (an insertion, a walk down or a phase's end), what Ukkonen's
+        # amortised argument bounds by O(n): at most n + 1 insertions and ends, and walks paid for by `length`
+        self.steps = 0
         for i, c in enumerate(s):
             remainder += 1
             last_internal = None
             while remainder:
+                self.steps += 1
                 if length == 0:
                     edge = i
                 nxt = self.children[node].get(s[edge])

@@ -47,7 +47,9 @@ def test_suffix_tree_against_naive_algorithms():
         longest = max((j - i for i in range(len(text)) for j in range(i + 1, len(text) + 1)
                        if _occurrences(text, text[i:j]) >= 2), default=0)
         assert len(lrs) == longest and (not lrs or _occurrences(text, lrs) >= 2)
-    assert suffix.SuffixTree("a" * 50_000).longest_repeated_substring() == "a" * 49_999
+        assert tree.steps <= 3 * (len(text) + 1)  # Ukkonen's amortised bound on the construction's work
+    worst = suffix.SuffixTree("a" * 50_000)
+    assert worst.longest_repeated_substring() == "a" * 49_999 and worst.steps <= 3 * 50_001
     with pytest.raises(ValueError):
         suffix.SuffixTree("a$b", terminal="$")
 

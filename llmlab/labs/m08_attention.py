@@ -12,6 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy import stats
+from torch.utils.flop_counter import FlopCounterMode
 
 from llmlab import attention
 from llmlab.labs.base import CheckContext, Lab, LabLimits
@@ -179,6 +180,13 @@ def _time(fn, repeat: int) -> float:
     return best
 
 
+def _flops(fn) -> int:
+    """The matrix-product FLOPs ``fn`` runs, counted by torch's own FlopCounterMode (the independent reference)."""
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
 def run(profile: str, out: Path) -> tuple[dict, str]:
     big = profile == "full"
     torch.manual_seed(0)
@@ -219,12 +227,16 @@ def run(profile: str, out: Path) -> tuple[dict, str]:
     dims = [32, 64, 128, 256, 512]
     repeat = 5 if big else 3
     d0, n0 = 64, 1024
-    t_n = [_time(lambda n=n: attention.scaled_dot_product_attention(*(torch.randn(1, 1, n, d0) for _ in range(3)),
-                                                                     causal=True), repeat) for n in sizes]
-    t_d = [_time(lambda d=d: attention.scaled_dot_product_attention(*(torch.randn(1, 1, n0, d) for _ in range(3))),
-                 repeat) for d in dims]
+    by_n = [lambda n=n: attention.scaled_dot_product_attention(*(torch.randn(1, 1, n, d0) for _ in range(3)),
+                                                                causal=True) for n in sizes]
+    by_d = [lambda d=d: attention.scaled_dot_product_attention(*(torch.randn(1, 1, n0, d) for _ in range(3)))
+            for d in dims]
+    t_n, t_d = [_time(f, repeat) for f in by_n], [_time(f, repeat) for f in by_d]
     a_n, b_n = attention.fit_power_law(sizes[1:], t_n[1:])  # the smallest size is dominated by overheads
     a_d, b_d = attention.fit_power_law(dims, t_d)
+    # the operation count, exact and free of this machine's load: 2 n^2 d for q k^T, as much for the weights x v
+    f_n, f_d = [_flops(f) for f in by_n], [_flops(f) for f in by_d]
+    flop_b_n, flop_b_d = attention.fit_power_law(sizes, f_n)[1], attention.fit_power_law(dims, f_d)[1]
     with figure(out / "cost_vs_length.png", "Attention cost (float32, one head, CPU)", ncols=2) as (ax1, ax2):
         ax1.loglog(sizes, t_n, "o", label="measured")
         ax1.loglog(sizes, [a_n * n ** b_n for n in sizes], "-", label=f"fit n^{b_n:.2f}")
@@ -240,6 +252,8 @@ def run(profile: str, out: Path) -> tuple[dict, str]:
                "entropy_at_T": {f"{t:.3g}": e for t, e in zip(temps[::10], ent[::10], strict=True)},
                "entropy_limits": {"T_0.01": ent[0], "T_100": ent[-1], "log_n": math.log(16)},
                "cost_exponent_in_n": b_n, "cost_exponent_in_d": b_d,
+               "flop_exponent_in_n": flop_b_n, "flop_exponent_in_d": flop_b_d,
+               "flops_by_n": dict(zip(map(str, sizes), f_n, strict=True)),
                "seconds_by_n": dict(zip(map(str, sizes), t_n, strict=True))}
     report = f"""
 Scaled dot-product attention softmax(q k^T / sqrt(d)) v with causal, boolean and key-padding masks; largest
@@ -250,9 +264,12 @@ One query over 16 keys: entropy {ent[0]:.3g} nats at T=0.01 (a one-hot row), {en
 (uniform: log 16 = {math.log(16):.4f}).
 
 ## Cost
-Time fitted to a * n^b: b = {b_n:.2f} in the sequence length (theory: 2; the two n x n products dominate once
-n is large) and b = {b_d:.2f} in the head dimension at n = {n0} (theory: 1 for the two matrix products; the
-softmax over the n x n scores costs the same for every d, which pulls the fitted exponent below 1 at small d).
+Matrix-product FLOPs, counted by torch's FlopCounterMode, grow as n^{flop_b_n:.3f} and d^{flop_b_d:.3f}: exactly
+4 n^2 d, 2 n^2 d for q k^T and as much for the weights times v ({f_n[-1]:,} at n = {sizes[-1]}, d = {d0}).
+Measured time fitted to a * n^b: b = {b_n:.2f} in the sequence length (theory: 2; the two n x n products
+dominate once n is large) and b = {b_d:.2f} in the head dimension at n = {n0} (theory: 1 for the two matrix
+products; the softmax over the n x n scores costs the same for every d, which pulls the fitted exponent below 1
+at small d). Times depend on this machine and its load; the counts do not.
 
 ![entropy](entropy_vs_temperature.png)
 ![map](attention_map.png)
