@@ -295,10 +295,10 @@ def _m16(m, out):
     assert {r["index"] for r in sweep} == {"flat", "hnsw", "ivf_flat", "ivf_pq"}
     flat = next(r for r in sweep if r["index"] == "flat")
     assert flat["recall@5"] == 1.0 and flat["bytes_per_vector"] == pytest.approx(1536, rel=0.01)  # 384 floats
-    # HNSW within 0.98 of exact at a fraction of its latency. Exact search of 5k passages takes only ~0.3 ms, so
-    # the ratio is small and noisy here (one thread: 4.6x, 3.7x, and 2.8x beside another job); 8.0x and 9.3x at
-    # 10k; the >= 10x at ~100k is the benchmark's (benchmarks/retrieval_bench.py)
-    assert m["best_at_098"]["index"] == "hnsw" and m["speedup_at_098"] > 2
+    # HNSW within 0.98 of exact at a fraction of its work, as FAISS counts distances computed (measured: 686 a
+    # query at M=32 efSearch 32 against 5,000, 7.3x fewer). Its speed-up in time is small and noisy at 5k (one
+    # thread: 4.6x, 3.7x, 2.8x beside another job) and not tested here; the >= 10x at ~100k is the benchmark's
+    assert m["fewest_distances_at_098"]["index"] == "hnsw" and m["distance_saving_at_098"] > 4
     # IVF-PQ's 24- and 48-byte codes: 150 and 174 bytes per vector at 5k passages, of which ~118 are the coarse
     # centroids and PQ codebooks shared over so few vectors (111 and 135 at 10k)
     assert all(r["bytes_per_vector"] < 0.12 * flat["bytes_per_vector"] for r in sweep if r["index"] == "ivf_pq")

@@ -56,6 +56,10 @@ def test_indexes_against_exact_search():
     assert by[("hnsw", 8)]["bytes_per_vector"] > 4 * 32  # plus its graph links
     assert by[("ivf_pq", 16)]["bytes_per_vector"] < 40  # 8 code bytes and an 8-byte id per vector, and centroids
     assert 0.3 < by[("ivf_pq", 16)]["recall@5"] < 1.0
+    # distances computed per query (FAISS's counts): all n for exact search; probing all 16 lists scans every
+    # code and the 16 centroids; HNSW visits a fraction of the graph, more with a longer candidate list
+    assert by[("flat", None)]["distances"] == len(x) and by[("ivf_pq", 16)]["distances"] == len(x) + 16
+    assert 0 < by[("hnsw", 8)]["distances"] < by[("hnsw", 128)]["distances"] < len(x)
 
 
 # --- product quantization ----------------------------------------------------------------------------------------

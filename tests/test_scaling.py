@@ -158,7 +158,8 @@ def test_plan_for_a_budget(points):
 
 
 def test_plan_cli():
-    done = subprocess.run([LLMLAB, "plan", "--flops", "1e21", "--json"], capture_output=True, text=True, timeout=120)
+    done = subprocess.run([LLMLAB, "plan", "--flops", "1e21", "--json", "--bootstrap", "20"], capture_output=True,
+                          text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     plan = json.loads(done.stdout)
     assert 6 * plan["N"] * plan["D"] == pytest.approx(1e21) and plan["shape"]["n_layers"] > 0

@@ -19,13 +19,15 @@ def plan_cmd(flops: Annotated[float | None, typer.Option("--flops", help="comput
              = "h200",
              mfu: Annotated[float, typer.Option(help="model FLOPs utilization for --gpu-hours")] = 0.4,
              vocab: Annotated[int, typer.Option(help="vocabulary size of the planned model")] = 32000,
+             bootstrap: Annotated[int, typer.Option(min=2, help="refits for the loss interval (each ~50 ms)")]
+             = 200,
              as_json: Annotated[bool, typer.Option("--json")] = False):
     """The compute-optimal N and D (Chinchilla's L(N, D) fitted on Hoffmann et al.'s published points), the
     loss to expect with a 95% bootstrap interval, and a model shape llmlab can train."""
     from llmlab.scaling.planner import plan
 
     try:
-        p = plan(flops, hours=gpu_hours, device=gpu.lower(), mfu=mfu, vocab=vocab)
+        p = plan(flops, hours=gpu_hours, device=gpu.lower(), mfu=mfu, vocab=vocab, n_boot=bootstrap)
     except ValueError as e:
         raise Fail(str(e), 2) from None
     if as_json:

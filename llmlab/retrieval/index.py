@@ -77,6 +77,19 @@ def exact(vectors: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray,
     return index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
 
 
+def distances_per_query(index, spec: IndexSpec, queries: np.ndarray, k: int) -> float:
+    """Vectors (for IVF-PQ: codes) one query is compared with, counted by FAISS's own search statistics: the
+    work an index saves, the same on any machine under any load. Exact search compares all n; IVF adds its
+    nlist centroids."""
+    f = faiss()
+    if spec.kind == "flat":
+        return float(index.ntotal)
+    stats = f.cvar.hnsw_stats if spec.kind == "hnsw" else f.cvar.indexIVF_stats
+    stats.reset()
+    index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+    return stats.ndis / len(queries) + (f.extract_index_ivf(index).nlist if spec.kind != "hnsw" else 0)
+
+
 def timed_search(index, queries: np.ndarray, k: int, single: bool) -> tuple[np.ndarray, float]:
     """(ids, seconds per query): one query per call (what a service sees per request) or one batch."""
     queries = np.ascontiguousarray(queries, dtype=np.float32)
@@ -95,8 +108,9 @@ def timed_search(index, queries: np.ndarray, k: int, single: bool) -> tuple[np.n
 def sweep(specs: list[IndexSpec], vectors: np.ndarray, queries: np.ndarray, k: int = 5,
           threads: int = 1, progress=None) -> list[dict]:
     """Every spec at every search value: recall@k against exact search, seconds per query (single queries
-    and one batch), bytes per vector and build seconds. FAISS runs on ``threads`` OpenMP threads. The rows
-    on the (latency, recall) Pareto front of single queries get "pareto": True."""
+    and one batch), distances computed per query, bytes per vector and build seconds. FAISS runs on
+    ``threads`` OpenMP threads. The rows on the (latency, recall) Pareto front of single queries get
+    "pareto": True."""
     f = faiss()
     f.omp_set_num_threads(threads)
     _, truth = exact(vectors, queries, k)
@@ -114,7 +128,8 @@ def sweep(specs: list[IndexSpec], vectors: np.ndarray, queries: np.ndarray, k: i
             rows.append({"index": spec.kind, "label": spec.label, "factory": spec.factory, "knob": spec.knob,
                          "value": value, f"recall@{k}": recall_at_k(single_ids, truth, k),
                          "batch_recall": recall_at_k(batch_ids, truth, k), "ms_single": 1e3 * single,
-                         "ms_batch": 1e3 * batch, "bytes_per_vector": size, "build_seconds": built})
+                         "ms_batch": 1e3 * batch, "distances": distances_per_query(index, spec, queries, k),
+                         "bytes_per_vector": size, "build_seconds": built})
             if progress is not None:
                 progress(rows[-1])
     front = pareto([(r["ms_single"], r[f"recall@{k}"]) for r in rows])
