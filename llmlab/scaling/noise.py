@@ -12,7 +12,10 @@ paying off. Single estimates are noisy; the paper takes the ratio of their movin
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # torch is imported where gradients are taken: `llmlab plan` needs none of it
+    import torch
 
 
 def noise_scale_estimates(g_small_sq: float, g_big_sq: float, b_small: float, b_big: float) -> tuple[float, float]:
@@ -28,6 +31,8 @@ def batch_gradient_norms(model: torch.nn.Module, loss_fn, x: torch.Tensor, y: to
                          parts: int = 4) -> tuple[float, float, int, int]:
     """Squared gradient norms for one batch split into ``parts`` equal slices: (mean over slices of
     |G_small|^2, |G_big|^2 of the whole batch, b_small, b_big). The model's .grad is left as it was."""
+    import torch
+
     params = [p for p in model.parameters() if p.requires_grad]
     saved = [None if p.grad is None else p.grad.clone() for p in params]
     b = x.shape[0] - x.shape[0] % parts
