@@ -16,7 +16,7 @@ from llmlab.plots import figure
 from llmlab.rlhf import learner, ray_ppo, task, train
 from llmlab.rlhf.train import RLHFConfig
 
-QUICK = RLHFConfig(sft_steps=500, pairs=1200, iterations=30, kl_init=0.2, kl_target=6.0, kl_horizon=1000,
+QUICK = RLHFConfig(sft_steps=300, pairs=1200, iterations=30, kl_init=0.2, kl_target=6.0, kl_horizon=1000,
                    dpo_epochs=1, dpo_beta=0.3, eval_prompts=512)
 FULL = RLHFConfig(d_model=128, n_layers=4, sft_steps=4000, pairs=8000, rm_epochs=3, iterations=400,
                   rollout_batch=256, minibatch=64, kl_init=0.2, kl_target=6.0, kl_horizon=10_000, dpo_epochs=2,
