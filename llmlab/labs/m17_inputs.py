@@ -48,12 +48,14 @@ def document(ctx: CheckContext, kind: str, strong: bool = False) -> str:
         keep = 0.0 if strong else ctx.rng.uniform(0, 0.05)
         return " ".join(w for w in prose(ctx, ctx.randint(10, 16)).split() if w.lower().strip(".!?") not in STOP
                         or ctx.rng.random() < keep)
+    if kind == "dup_lines" and strong:  # one paragraph, every line twice: duplicate_lines for sure
+        lines = [line for line in lines if line]
+        return "\n".join(lines + lines)
     if kind == "dup_lines":
-        extra = len(lines) if strong else ctx.randint(0, len(lines))
-        return "\n".join(lines + [ctx.choice(lines) for _ in range(extra)])
-    if kind == "dup_paragraphs":
-        paras = base.split("\n")
-        return "\n\n".join(paras + [ctx.choice(paras) for _ in range(ctx.randint(0, 3))])
+        return "\n".join(lines + [ctx.choice(lines) for _ in range(ctx.randint(0, len(lines)))])
+    if kind == "dup_paragraphs":  # strong: every paragraph twice, duplicate_paragraphs for sure
+        paras = [para for para in lines if para]
+        return "\n\n".join(paras + (paras if strong else [ctx.choice(paras) for _ in range(ctx.randint(0, 3))]))
     if kind == "ngrams" and strong:  # 3 copies of 6 distinct words: few repeated n-gram characters when a
         # repeat jumps ahead by n, about 4 times as many when overlapping windows count
         phrase = " ".join(ctx.rng.choice(NOUNS, 6, replace=False))
