@@ -48,7 +48,8 @@ def test_indexes_against_exact_search():
     assert metrics.recall_at_k(built.search(q, 5)[1], ids, 5) == 1.0
     rows = index.sweep([index.IndexSpec("flat"), index.IndexSpec("hnsw", M=16, ef_construction=64,
                                                                  search_values=(8, 128)),
-                        ivf.__class__("ivf_pq", nlist=16, code_bytes=8, search_values=(16,))], x, q, k=5)
+                        ivf.__class__("ivf_pq", nlist=16, code_bytes=8, search_values=(16,)),
+                        ivf.__class__("ivf_pq_refine", nlist=16, code_bytes=8, search_values=(16,))], x, q, k=5)
     by = {(r["index"], r["value"]): r for r in rows}
     assert by[("flat", None)]["recall@5"] == 1.0 and by[("flat", None)]["pareto"]
     assert by[("hnsw", 128)]["recall@5"] > 0.95 and by[("hnsw", 128)]["recall@5"] >= by[("hnsw", 8)]["recall@5"]
@@ -60,6 +61,11 @@ def test_indexes_against_exact_search():
     # code and the 16 centroids; HNSW visits a fraction of the graph, more with a longer candidate list
     assert by[("flat", None)]["distances"] == len(x) and by[("ivf_pq", 16)]["distances"] == len(x) + 16
     assert 0 < by[("hnsw", 8)]["distances"] < by[("hnsw", 128)]["distances"] < len(x)
+    # re-ranking PQ's top 4k by 8-bit vectors wins back recall (measured 0.474 -> 0.837 with 8-byte codes), for
+    # the SQ8 codes' 32 bytes a vector more
+    refined = by[("ivf_pq_refine", 16)]
+    assert refined["recall@5"] > by[("ivf_pq", 16)]["recall@5"] + 0.2 and refined["distances"] == len(x) + 16 + 20
+    assert 32 < refined["bytes_per_vector"] - by[("ivf_pq", 16)]["bytes_per_vector"] < 40
 
 
 # --- product quantization ----------------------------------------------------------------------------------------

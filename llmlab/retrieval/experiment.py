@@ -50,7 +50,9 @@ class RetrievalConfig:
                    for m, efc in self.hnsw]
                 + [index.IndexSpec("ivf_flat", nlist=self.nlist, search_values=self.nprobe)]
                 + [index.IndexSpec("ivf_pq", nlist=self.nlist, code_bytes=b, search_values=self.nprobe)
-                   for b in self.pq_bytes])
+                   for b in self.pq_bytes]
+                + [index.IndexSpec("ivf_pq_refine", nlist=self.nlist, code_bytes=max(self.pq_bytes),
+                                   search_values=self.nprobe)])
 
 
 QUICK = RetrievalConfig()
