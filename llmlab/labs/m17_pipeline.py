@@ -87,9 +87,7 @@ def probe_minhash(sub, hashes, a, b):
 def minhash_signatures(ctx: CheckContext):
     """minhash(hashes, a, b) is an integer array equal to min over x of (a_i x + b_i) mod (2^31 - 1), for hidden hash
     functions near the top of the field (no overflow), and its agreement rate over 256 functions estimates the
-    Jaccard similarity J of two hidden sets: the reference's estimate exactly, within 5 binomial standard
-    errors sqrt(J (1 - J) / 256) of J (a fixed 0.08, 2.6 of them at J = 0.5, failed the reference on 1% of
-    seeds)."""
+    Jaccard similarity J of two sets: the reference's estimate, within 5 binomial standard errors of J."""
     p = dedup.MERSENNE
     a = ctx.rng.integers(1, p, 64).tolist()
     b = ctx.rng.integers(0, p, 64).tolist()
