@@ -194,11 +194,12 @@ def probe_checkpoint(sub, seed):
         opt.zero_grad()
         model(torch.randn(5, 4)).pow(2).sum().backward()
         opt.step()
-    path = os.path.join(tempfile.mkdtemp(dir="."), "ckpt.pt")
-    sub.save_checkpoint(model, opt, 3, path)
     fresh = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2))
     fresh_opt = torch.optim.AdamW(fresh.parameters(), lr=1e-2)
-    it = sub.load_checkpoint(path, fresh, fresh_opt)
+    with tempfile.TemporaryDirectory(dir=".") as folder:  # removed after: in-process grading runs in the caller's cwd
+        path = os.path.join(folder, "ckpt.pt")
+        sub.save_checkpoint(model, opt, 3, path)
+        it = sub.load_checkpoint(path, fresh, fresh_opt)
     same_model = all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), fresh.state_dict().values(),
                                                        strict=True))
     s1, s2 = opt.state_dict()["state"], fresh_opt.state_dict()["state"]

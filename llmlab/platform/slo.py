@@ -184,8 +184,8 @@ def gate_locust_run(events, service: str) -> None:
     On ``init`` it refreshes the event loop's clock. Locust arms its ``--run-time`` timer from gevent's cached
     loop time, which stands still from Locust's own import on while start-up holds the CPU: every run here was
     0.7 s short, and on a loaded 2-core CI machine start-up outlasted an 8 s run, which ended 28 ms after it
-    began with no chat request made. On
-    ``quitting`` it holds the finished run to the SLOs (:func:`enforce_locust_gate`).
+    began with no chat request made. On ``quitting`` it holds the finished run to the SLOs
+    (:func:`enforce_locust_gate`).
     """
 
     def fresh_clock(**_kw):
