@@ -129,9 +129,9 @@ def _mutate(ctx: CheckContext, meta: dict, body: str, kind: int) -> str:
         metrics["value"] = ctx.choice([str(metrics["value"]), math.nan, None, True])
     elif kind == 7:
         del meta["model-index"][0]["results"][0]["dataset"]["type"]
-    elif kind == 8:
-        s = ctx.choice(sections)
-        body = body.replace(s + "\n", ctx.choice([f"{s} (draft)\n", s.replace("## ", "### ") + "\n", ""]), 1)
+    elif kind == 8:  # three headings, each spoilt its own way: renamed, demoted, gone
+        for s, spoil in zip(ctx.rng.permutation(sections), ("{} (draft)\n", "#{}\n", "")):
+            body = body.replace(s + "\n", spoil.format(s), 1)
     elif kind == 9:
         s = ctx.choice(sections)
         start = body.index(s + "\n") + len(s) + 1
