@@ -6,6 +6,11 @@ SwiGLU, rotary positions and no biases the model is Llama-shaped: :mod:`llmlab.h
 Face ``LlamaForCausalLM`` folder whose logits equal llmlab's.
 
 Rotary embeddings use the half-split convention of Hugging Face's Llama (rotate the pairs (i, i + d/2)).
+
+Attention is written out from arithmetic (``attn_implementation="eager"``, the lab's reference) or, by default
+when training and serving a model, runs PyTorch's fused ``scaled_dot_product_attention`` kernel (``"sdpa"``,
+Hugging Face's name for the same choice): the same function to float precision (tests/test_transformer.py),
+without the (B, H, T, T) score tensors that eager attention and its backward materialize.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from llmlab.attention import scaled_dot_product_attention, stable_softmax
 from llmlab.distributed.checkpointing import checkpoint_segment
 
 POSITIONS = ("rope", "learned", "sinusoidal", "alibi")
+ATTN_IMPLEMENTATIONS = ("sdpa", "eager")
 
 
 # --- components --------------------------------------------------------------------------------------
@@ -105,16 +111,20 @@ def alibi_slopes(n_heads: int) -> Tensor:
 
 def multihead_self_attention(x: Tensor, wq: Tensor, wk: Tensor, wv: Tensor, wo: Tensor, n_heads: int,
                              positions: Tensor | None = None, theta: float | None = 10000.0,
-                             mask: Tensor | None = None, bias: Tensor | None = None) -> Tensor:
+                             mask: Tensor | None = None, bias: Tensor | None = None, fused: bool = False) -> Tensor:
     """Causal multi-head self-attention of x (B, T, d): heads split the projections' channels; with
     ``positions`` (T,) and ``theta``, RoPE rotates q and k. ``mask`` (T, T) bool narrows the causal mask;
-    ``bias`` (H, T, T) is added to the scores (ALiBi)."""
+    ``bias`` (H, T, T) is added to the scores (ALiBi). ``fused``: plain causal attention (no mask, no bias)
+    runs torch's fused kernel instead of the arithmetic below."""
     B, T, d = x.shape
     hd = d // n_heads
     split = lambda t: t.reshape(B, T, n_heads, hd).transpose(1, 2)  # (B, H, T, hd)
     q, k, v = split(linear(x, wq)), split(linear(x, wk)), split(linear(x, wv))
     if positions is not None and theta is not None:
         q, k = rope(q, positions, theta), rope(k, positions, theta)
+    if fused and mask is None and bias is None:
+        y = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return linear(y.transpose(1, 2).reshape(B, T, d), wo)
     causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
     allowed = causal if mask is None else causal & mask
     if bias is None:
@@ -185,11 +195,12 @@ def load_checkpoint(path, model: nn.Module, optimizer: torch.optim.Optimizer | N
 
 
 def transformer_block(x: Tensor, w: dict[str, Tensor], n_heads: int, positions: Tensor | None = None,
-                      theta: float | None = 10000.0, eps: float = 1e-5, bias: Tensor | None = None) -> Tensor:
+                      theta: float | None = 10000.0, eps: float = 1e-5, bias: Tensor | None = None,
+                      fused: bool = False) -> Tensor:
     """A pre-norm (RMSNorm) decoder block: h = x + attn(rmsnorm(x)); out = h + swiglu(rmsnorm(h)).
     ``w`` holds attn_norm, wq, wk, wv, wo, ffn_norm, w1, w2, w3 (Llama's decoder layer, same math)."""
     h = x + multihead_self_attention(rmsnorm(x, w["attn_norm"], eps), w["wq"], w["wk"], w["wv"], w["wo"], n_heads,
-                                     positions, theta, bias=bias)
+                                     positions, theta, bias=bias, fused=fused)
     return h + swiglu(rmsnorm(h, w["ffn_norm"], eps), w["w1"], w["w2"], w["w3"])
 
 
@@ -207,12 +218,15 @@ class TransformerConfig:
     norm: str = "rmsnorm"
     norm_eps: float = 1e-5
     tie_embeddings: bool = False
+    attn_implementation: str = "sdpa"  # or "eager": attention from arithmetic (see the module's docstring)
 
     def __post_init__(self):
         if self.positions not in POSITIONS:
             raise ValueError(f"positions must be one of {POSITIONS}")
         if self.norm not in ("rmsnorm", "layernorm"):
             raise ValueError("norm must be 'rmsnorm' or 'layernorm'")
+        if self.attn_implementation not in ATTN_IMPLEMENTATIONS:
+            raise ValueError(f"attn_implementation must be one of {ATTN_IMPLEMENTATIONS}")
         if self.d_model % self.n_heads:
             raise ValueError("d_model must be divisible by n_heads")
         if self.d_ff is None:
@@ -250,12 +264,13 @@ class TransformerBlock(nn.Module):
 
     def forward(self, x: Tensor, positions: Tensor, bias: Tensor | None = None) -> Tensor:
         theta = self.cfg.rope_theta if self.cfg.positions == "rope" else None
+        fused = self.cfg.attn_implementation == "sdpa"
         if self.cfg.norm == "rmsnorm":
             w = {"attn_norm": self.attn_norm.weight, "ffn_norm": self.ffn_norm.weight, "wq": self.wq, "wk": self.wk,
                  "wv": self.wv, "wo": self.wo, "w1": self.w1, "w2": self.w2, "w3": self.w3}
-            return transformer_block(x, w, self.cfg.n_heads, positions, theta, self.cfg.norm_eps, bias)
+            return transformer_block(x, w, self.cfg.n_heads, positions, theta, self.cfg.norm_eps, bias, fused)
         x = x + multihead_self_attention(self.attn_norm(x), self.wq, self.wk, self.wv, self.wo, self.cfg.n_heads,
-                                         positions, theta, bias=bias)
+                                         positions, theta, bias=bias, fused=fused)
         return x + self.mlp(self.ffn_norm(x))
 
     def mlp(self, x: Tensor) -> Tensor:

@@ -130,7 +130,7 @@ def _mutate(ctx: CheckContext, meta: dict, body: str, kind: int) -> str:
     elif kind == 7:
         del meta["model-index"][0]["results"][0]["dataset"]["type"]
     elif kind == 8:  # three headings, each spoilt its own way: renamed, demoted, gone
-        for s, spoil in zip(ctx.rng.permutation(sections), ("{} (draft)\n", "#{}\n", "")):
+        for s, spoil in zip(ctx.rng.permutation(sections)[:3], ("{} (draft)\n", "#{}\n", ""), strict=True):
             body = body.replace(s + "\n", spoil.format(s), 1)
     elif kind == 9:
         s = ctx.choice(sections)

@@ -22,7 +22,9 @@ class OneLayerTransformer(nn.Module):
 
     def __init__(self, vocab: int, d_model: int, n_heads: int = 2, context: int = 32, seed: int = 0):
         super().__init__()
-        cfg = TransformerConfig(vocab, context=context, d_model=d_model, n_layers=1, n_heads=n_heads)
+        # eager attention: torch's fused kernel has no forward-mode derivative (the NTK-vector products' jvp)
+        cfg = TransformerConfig(vocab, context=context, d_model=d_model, n_layers=1, n_heads=n_heads,
+                                attn_implementation="eager")
         gen = torch.Generator().manual_seed(seed)
         self.embed = nn.Parameter(torch.randn(vocab, d_model, generator=gen))
         self.block = TransformerBlock(cfg)
