@@ -55,7 +55,9 @@ class RetrievalConfig:
                                    search_values=self.nprobe)])
 
 
-QUICK = RetrievalConfig()
+# the quick profile cuts fine-tuning sequences at 64 tokens: that stage took 164 s at 128 and 85 s at 64 (one
+# core), held-out recall@5 of the model as shipped 0.958 and 0.964
+QUICK = RetrievalConfig(finetune_tokens=64)
 FULL = RetrievalConfig(passages=None, questions_per_set=None, sweep_queries=2000, nlist=1024, finetune_pairs=None,
                        pool_distractors=20_000, batch=32, epochs=1, rag_questions=1000, reader_seconds=1800)
 

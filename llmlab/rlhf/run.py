@@ -16,8 +16,10 @@ from llmlab.plots import figure
 from llmlab.rlhf import learner, ray_ppo, task, train
 from llmlab.rlhf.train import RLHFConfig
 
+# quick: the four actors reserve one CPU together (the slot `make run` gives each job, like m12's and m20's Ray
+# Train workers); at 0.5 each, two waited for the job beside them to end, a core idle meanwhile
 QUICK = RLHFConfig(sft_steps=300, pairs=1200, iterations=30, kl_init=0.2, kl_target=6.0, kl_horizon=1000,
-                   dpo_epochs=1, dpo_beta=0.3, eval_prompts=512)
+                   dpo_epochs=1, dpo_beta=0.3, eval_prompts=512, actor_cpus=0.25)
 FULL = RLHFConfig(d_model=128, n_layers=4, sft_steps=4000, pairs=8000, rm_epochs=3, iterations=400,
                   rollout_batch=256, minibatch=64, kl_init=0.2, kl_target=6.0, kl_horizon=10_000, dpo_epochs=2,
                   dpo_beta=0.3, eval_prompts=1024, rollout_workers=4)
