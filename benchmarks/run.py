@@ -11,6 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+import attention_bench  # noqa: E402
 import autodiff_ffn  # noqa: E402
 import inference_bench  # noqa: E402
 import isolation_bench  # noqa: E402
@@ -27,9 +28,10 @@ def main() -> None:
     results = {"when": dt.datetime.now(dt.UTC).isoformat(), "machine": platform.platform(),
                "benchmarks": [autodiff_ffn.main(), submit_latency.main(), tokenizers_bench.main(),
                               inference_bench.main(), isolation_bench.main(),
-                              pretrain_bench.main(), pipeline_bench.main(), retrieval_bench.main()]}
+                              pretrain_bench.main(), pipeline_bench.main(), retrieval_bench.main(),
+                              attention_bench.main()]}
     (out / "results.json").write_text(json.dumps(results, indent=2))
-    ffn, lat, tok, inf, iso, pre, pipe, ret = results["benchmarks"]
+    ffn, lat, tok, inf, iso, pre, pipe, ret, att = results["benchmarks"]
     print("autodiff: llmlab Tensor vs torch autograd, FFN forward+backward (float64, CPU)")
     for r in ffn["rows"]:
         print(f"  {r['shape']:<28} llmlab {r['llmlab_s'] * 1e3:8.1f} ms  torch {r['torch_s'] * 1e3:8.1f} ms  "
@@ -50,6 +52,7 @@ def main() -> None:
     pretrain_bench.report(pre)
     pipeline_bench.report(pipe)
     retrieval_bench.report(ret)
+    attention_bench.report(att)
     print(f"wrote {out / 'results.json'}")
 
 
