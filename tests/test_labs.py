@@ -376,16 +376,16 @@ def _deliverable_as_ray_job(lab_id: str, out_dir: Path, address: str) -> dict:
 
 
 # Quick deliverables that take over 40 s here run with the slow tests (make test-all), to keep make test within
-# its 20 minutes. Their times as Ray jobs in `make run` (one thread, beside another job): m13 (SFT, a reward
-# model, PPO on Ray actors and DPO: 370 s, 149 s alone), m16 (5k passages embedded, indexes swept, MiniLM
-# fine-tuned twice, RAG through both services: 305 s with the embeddings cached, ~450 s more on a fresh
-# machine), m19 (a model trained, served and watched by a real Prometheus: 276 s), m20 (DDP on Ray Train, then
-# StereoSet, CrowS-Pairs, MMLU, WikiText-2 and generation toxicity: 269 s), m15 (the NTK at four widths and 33
-# lottery-ticket trainings: 162 s), m12 (40 ZeRO-3 steps and a 4-stage memory sweep: 150 s), m11 (the zoo,
-# 120 s), m17 (the pipeline and DDP on its shards, 115 s), m14 (104 s), m09 (100 s), m18 (83 s), m10 (62 s),
-# m07 (53 s) and m03 (46 s). make test still runs every lab's checks, seeded bugs and cheats, the reference
-# through the sandbox, the quick deliverables of m01, m02, m04, m05, m06 and m08, and the Ray jobs of the heavy
-# ones on tiny configs (test_ray_jobs.py, test_rlhf_ray.py, test_pipeline_ray.py)
+# its 20 minutes. Their times as Ray jobs in `make run` (one thread, beside another job): m16 (5k passages
+# embedded, indexes swept, MiniLM fine-tuned twice, RAG through both services: 256 s with the embeddings cached,
+# ~450 s more on a fresh machine), m20 (DDP on Ray Train, then StereoSet, CrowS-Pairs, MMLU, WikiText-2 and
+# generation toxicity: 224 s), m19 (a model trained, served and watched by a real Prometheus: 195 s), m15 (the
+# NTK at four widths and 33 lottery-ticket trainings: 179 s), m13 (SFT, a reward model, PPO on Ray actors and
+# DPO: 174 s), m12 (40 ZeRO-3 steps and a 4-stage memory sweep: 144 s), m17 (the pipeline and DDP on its shards,
+# 122 s), m11 (the zoo, 109 s), m14 (106 s), m09 (101 s), m18 (82 s), m10 (74 s), m07 (72 s) and m03 (67 s).
+# make test still runs every lab's checks, seeded bugs and cheats, the reference through the sandbox, the quick
+# deliverables of m01, m02, m04, m05, m06 and m08, and the Ray jobs of the heavy ones on tiny configs
+# (test_ray_jobs.py, test_rlhf_ray.py, test_pipeline_ray.py)
 HEAVY = {"m03", "m07", "m09", "m10", "m11", "m12", "m13", "m14", "m15", "m16", "m17", "m18", "m19", "m20"}
 # m16's quick deliverable on a fresh machine (the embeddings not cached yet) under load: near the default 900 s
 LONG = {"m16": 1800}
