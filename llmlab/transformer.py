@@ -9,7 +9,7 @@ Rotary embeddings use the half-split convention of Hugging Face's Llama (rotate 
 
 Attention is written out from arithmetic (``attn_implementation="eager"``, the lab's reference) or, by default
 when training and serving a model, runs PyTorch's fused ``scaled_dot_product_attention`` kernel (``"sdpa"``,
-Hugging Face's name for the same choice): the same function to float precision (tests/test_transformer.py),
+Hugging Face's name for the same choice): the same function to float precision (tests/test_text.py),
 without the (B, H, T, T) score tensors that eager attention and its backward materialize.
 """
 
