@@ -18,6 +18,7 @@ import isolation_bench  # noqa: E402
 import pipeline_bench  # noqa: E402
 import pretrain_bench  # noqa: E402
 import retrieval_bench  # noqa: E402
+import step_bench  # noqa: E402
 import submit_latency  # noqa: E402
 import tokenizers_bench  # noqa: E402
 
@@ -29,9 +30,9 @@ def main() -> None:
                "benchmarks": [autodiff_ffn.main(), submit_latency.main(), tokenizers_bench.main(),
                               inference_bench.main(), isolation_bench.main(),
                               pretrain_bench.main(), pipeline_bench.main(), retrieval_bench.main(),
-                              attention_bench.main()]}
+                              attention_bench.main(), step_bench.main()]}
     (out / "results.json").write_text(json.dumps(results, indent=2))
-    ffn, lat, tok, inf, iso, pre, pipe, ret, att = results["benchmarks"]
+    ffn, lat, tok, inf, iso, pre, pipe, ret, att, step = results["benchmarks"]
     print("autodiff: llmlab Tensor vs torch autograd, FFN forward+backward (float64, CPU)")
     for r in ffn["rows"]:
         print(f"  {r['shape']:<28} llmlab {r['llmlab_s'] * 1e3:8.1f} ms  torch {r['torch_s'] * 1e3:8.1f} ms  "
@@ -53,6 +54,7 @@ def main() -> None:
     pipeline_bench.report(pipe)
     retrieval_bench.report(ret)
     attention_bench.report(att)
+    step_bench.report(step)
     print(f"wrote {out / 'results.json'}")
 
 

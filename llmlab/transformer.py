@@ -305,8 +305,18 @@ class TransformerLM(nn.Module):
                 p.copy_(torch.randn(p.shape, generator=gen) * std)
 
     def forward(self, ids: Tensor, positions: Tensor | None = None, return_residuals: bool = False,
-                last_only: bool = False):
-        """Logits (B, T, vocab), or (B, 1, vocab) of the last position only with ``last_only`` (sampling)."""
+                logits_at: slice | None = None):
+        """Logits (B, T, vocab); with ``logits_at`` only those positions' (sampling needs the last one,
+        ``slice(-1, None)``; RLHF the ones that predict the reply): the vocabulary's head is most of a small
+        model's arithmetic."""
+        residuals = self.trunk(ids, positions)
+        x = residuals[-1] if logits_at is None else residuals[-1][:, logits_at]
+        logits = linear(self.final_norm(x), self.embed if self.head is None else self.head)
+        return (logits, residuals) if return_residuals else logits
+
+    def trunk(self, ids: Tensor, positions: Tensor | None = None) -> list[Tensor]:
+        """The residual stream (B, T, d_model) after the embedding and after each block, without the head: what
+        a model that reads the hidden states (a reward model, a probe) needs."""
         B, T = ids.shape
         if T > self.config.context and self.config.positions in ("learned", "sinusoidal"):
             raise ValueError(f"sequence of {T} tokens is longer than the context ({self.config.context})")
@@ -327,8 +337,7 @@ class TransformerLM(nn.Module):
             else:
                 x = block(x, positions, bias)
             residuals.append(x)
-        logits = linear(self.final_norm(x[:, -1:] if last_only else x), self.embed if self.head is None else self.head)
-        return (logits, residuals) if return_residuals else logits
+        return residuals
 
     @property
     def n_params(self) -> int:
@@ -339,7 +348,7 @@ class TransformerLM(nn.Module):
                  generator: torch.Generator | None = None) -> Tensor:
         """Sample continuations of ids (B, T) (no KV cache: this is the teaching model)."""
         for _ in range(max_new_tokens):
-            logits = self(ids[:, -self.config.context:], last_only=True)[:, -1] / max(temperature, 1e-6)
+            logits = self(ids[:, -self.config.context:], logits_at=slice(-1, None))[:, -1] / max(temperature, 1e-6)
             nxt = torch.multinomial(torch.softmax(logits.float(), -1), 1, generator=generator)
             ids = torch.cat([ids, nxt], dim=1)
         return ids

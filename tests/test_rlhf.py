@@ -18,3 +18,29 @@ def test_task_prompts_vocabulary_and_gold():
     mix = data.sft_examples(4000, seed=0)
     on_topic = sum(topic in reply for topic, _, reply in mix) / len(mix)
     assert 0.2 < on_topic < 0.35  # one reply in four drawn on the topic (and some by chance)
+
+
+def test_heads_at_the_reply_positions_only_equal_the_full_logits():
+    """The policy, reference and reward model apply the vocabulary's head only where they read it (the positions
+    that predict the reply; none for the reward model): the same numbers as the full logits (float64 to 1e-12; the
+    log-probabilities are float32, as the learner's)."""
+    import torch
+
+    from llmlab.rlhf import models
+    from llmlab.transformer import TransformerConfig, TransformerLM
+
+    lm = TransformerLM(TransformerConfig(50, context=32, d_model=32, n_layers=2, n_heads=4), seed=0).double()
+    ids, P = torch.randint(0, 50, (3, 20), generator=torch.Generator().manual_seed(0)), 12
+    full = torch.log_softmax(lm(ids).float(), -1)[:, P - 1:-1].gather(-1, ids[:, P:, None]).squeeze(-1)
+    assert torch.allclose(models.reply_logprobs(lm, ids, P), full, atol=1e-6, rtol=0)
+    policy = models.PolicyWithValue(lm).double()
+    torch.nn.init.normal_(policy.value_head.weight.data)
+    logits, values = policy(ids, P)
+    _, residuals = lm(ids, return_residuals=True)
+    assert torch.allclose(logits, lm(ids)[:, P - 1:-1], atol=1e-12, rtol=0) and values.shape == (3, 20 - P)
+    assert torch.allclose(values, policy.value_head(lm.final_norm(residuals[-1]))[:, P - 1:-1, 0], atol=1e-12, rtol=0)
+    rm, mask = models.RewardModel(lm).double(), torch.ones(3, 20 - P)
+    mask[0, 5:] = 0
+    h = lm.final_norm(lm(ids, return_residuals=True)[1][-1])
+    assert torch.allclose(rm(ids, mask), rm.score_head(h[torch.arange(3), torch.tensor([P + 4, 19, 19])])[:, 0],
+                          atol=1e-12, rtol=0)

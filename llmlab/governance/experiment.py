@@ -28,7 +28,7 @@ class GovernanceConfig:
     n_layers: int = 4
     n_heads: int = 4
     context: int = 128
-    steps: int = 100
+    steps: int = 80  # validation loss 7.61 -> 4.49 nats/token (4.33 at 100 steps, 20 s more of two cores)
     vocab_size: int = 2048
     workers: int = 2
     audit: audit.AuditConfig = field(default_factory=lambda: audit.QUICK)

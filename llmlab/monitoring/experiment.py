@@ -85,8 +85,9 @@ def run(cfg: MonitoringConfig, out: Path) -> tuple[dict, str]:
     work = Path(tempfile.mkdtemp(prefix="llmlab-m19-"))
     model, tok, hist = train_model(cfg, work / "bard")
     _, val = shakespeare.split()
-    reference = drift.token_nll(model, tok, [val[i:i + cfg.context] for i in range(0, len(val), cfg.context)])
-    reference = reference[:cfg.reference_tokens]
+    windows = range(0, min(len(val), cfg.reference_tokens * cfg.context // (cfg.context - 1) + cfg.context),
+                    cfg.context)  # enough windows for the reference (a window's first token is not scored)
+    reference = drift.token_nll(model, tok, [val[i:i + cfg.context] for i in windows])[:cfg.reference_tokens]
     monitor = drift.DriftMonitor(reference, "bard", window=cfg.window, min_tokens=cfg.window // 2)
     wiki = "\n".join(a["text"] for a in wikipedia.articles(limit=40))
     phases = {"Tiny Shakespeare": prompts(val, cfg.requests_per_phase, rng),

@@ -32,10 +32,9 @@ class Learner:
     def step(self, ids: torch.Tensor, mask: torch.Tensor, scores: torch.Tensor) -> dict:
         cfg, P = self.cfg, task.PROMPT_LEN
         with torch.no_grad():
-            logits, values = self.policy(ids)
+            logits, old_values = self.policy(ids, P)
             old_logp = models.response_logprobs(logits, ids, P)
-            old_values = values[:, P - 1:-1]
-            ref_logp = models.response_logprobs(self.ref(ids), ids, P)
+            ref_logp = models.reply_logprobs(self.ref, ids, P)
             rewards, kl = ppo.token_rewards(scores, old_logp, ref_logp, mask, self.kl.value, cfg.kl_estimator)
             k3 = ppo.kl_estimate(old_logp, ref_logp, "k3") * mask
             adv, returns = ppo.gae(rewards, old_values, mask, cfg.gamma, cfg.lam)
@@ -45,17 +44,17 @@ class Learner:
         gen = torch.Generator().manual_seed(cfg.seed * 1000 + self.iteration)
         for _ in range(cfg.ppo_epochs):
             for b in torch.randperm(len(ids), generator=gen).split(cfg.minibatch):
-                logits, values = self.policy(ids[b])
+                logits, values = self.policy(ids[b], P)
                 logp = models.response_logprobs(logits, ids[b], P)
                 pg, clipfrac = ppo.policy_loss(logp, old_logp[b], adv[b], mask[b], cfg.clip)
-                vf, vclip = ppo.value_loss(values[:, P - 1:-1], old_values[b], returns[b], mask[b], cfg.clip_value)
+                vf, vclip = ppo.value_loss(values, old_values[b], returns[b], mask[b], cfg.clip_value)
                 loss = pg + cfg.vf_coef * vf
                 self.opt.zero_grad()
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(self.policy.parameters(), 1.0)
                 self.opt.step()
                 with torch.no_grad():
-                    ent = ppo.masked_mean(ppo.entropy_from_logits(logits[:, P - 1:-1].float()), mask[b])
+                    ent = ppo.masked_mean(ppo.entropy_from_logits(logits.float()), mask[b])
                     approx = 0.5 * ppo.masked_mean((logp - old_logp[b]) ** 2, mask[b])
                 for k, v in zip(stats, (pg, vf, clipfrac, vclip, ent, approx), strict=True):
                     stats[k].append(v.item())

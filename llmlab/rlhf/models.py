@@ -12,12 +12,6 @@ from torch import Tensor, nn
 from llmlab.transformer import TransformerLM
 
 
-def _hidden(lm: TransformerLM, ids: Tensor) -> tuple[Tensor, Tensor]:
-    """(logits, final normed hidden states) of ``ids``."""
-    logits, residuals = lm(ids, return_residuals=True)
-    return logits, lm.final_norm(residuals[-1])
-
-
 class PolicyWithValue(nn.Module):
     def __init__(self, lm: TransformerLM):
         super().__init__()
@@ -26,10 +20,11 @@ class PolicyWithValue(nn.Module):
         nn.init.zeros_(self.value_head.weight)
         nn.init.zeros_(self.value_head.bias)
 
-    def forward(self, ids: Tensor) -> tuple[Tensor, Tensor]:
-        """(logits (B, T, V), values (B, T))."""
-        logits, h = _hidden(self.lm, ids)
-        return logits, self.value_head(h).squeeze(-1)
+    def forward(self, ids: Tensor, prompt_len: int) -> tuple[Tensor, Tensor]:
+        """(logits (B, R, V), values (B, R)) at the R positions that predict the reply's tokens."""
+        at = reply_positions(prompt_len)
+        logits, residuals = self.lm(ids, return_residuals=True, logits_at=at)
+        return logits, self.value_head(self.lm.final_norm(residuals[-1][:, at])).squeeze(-1)
 
 
 class RewardModel(nn.Module):
@@ -44,15 +39,26 @@ class RewardModel(nn.Module):
     def forward(self, ids: Tensor, mask: Tensor) -> Tensor:
         """Scores (B,) of prompt + reply sequences ``ids`` (B, T), read at each reply's last token (``mask``:
         (B, R), 1 on the reply's tokens, the reply being the last R positions)."""
-        _, h = _hidden(self.lm, ids)
+        h = self.lm.final_norm(self.lm.trunk(ids)[-1])  # the vocabulary's head is never read here
         last = ids.shape[1] - mask.shape[1] + mask.sum(1).long() - 1
         return self.score_head(h[torch.arange(len(ids)), last]).squeeze(-1)
 
 
+def reply_positions(prompt_len: int) -> slice:
+    """The positions P-1..T-2, whose logits predict the reply's tokens at P..T-1."""
+    return slice(prompt_len - 1, -1)
+
+
 def response_logprobs(logits: Tensor, ids: Tensor, prompt_len: int) -> Tensor:
-    """log pi(token) of each response token: logits at positions P-1..T-2 predict ids at P..T-1."""
-    logp = torch.log_softmax(logits[:, prompt_len - 1:-1].float(), -1)
+    """log pi(token) of each reply token of ``ids`` (B, P + R), from the logits (B, R, V) at the
+    ``reply_positions``."""
+    logp = torch.log_softmax(logits.float(), -1)
     return logp.gather(-1, ids[:, prompt_len:, None]).squeeze(-1)
+
+
+def reply_logprobs(lm: TransformerLM, ids: Tensor, prompt_len: int) -> Tensor:
+    """(B, R): log pi(token) of each reply token under ``lm``, its head applied at the reply's positions only."""
+    return response_logprobs(lm(ids, logits_at=reply_positions(prompt_len)), ids, prompt_len)
 
 
 @torch.no_grad()

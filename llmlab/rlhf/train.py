@@ -116,7 +116,7 @@ def sft(cfg: RLHFConfig, data: task.ChatData) -> tuple[TransformerLM, list[float
         for g in opt.param_groups:
             g["lr"] = cfg.sft_lr * min(1.0, (step + 1) / 50) * 0.5 * (1 + math.cos(math.pi * step / cfg.sft_steps))
         b = torch.randint(len(ids), (cfg.sft_batch,), generator=gen)
-        logp = models.response_logprobs(lm(ids[b]), ids[b], task.PROMPT_LEN)
+        logp = models.reply_logprobs(lm, ids[b], task.PROMPT_LEN)
         loss = -(logp * mask[b]).sum() / mask[b].sum()
         opt.zero_grad()
         loss.backward()
@@ -242,7 +242,7 @@ def dpo(cfg: RLHFConfig, sft_lm: TransformerLM, pairs: dict) -> tuple[Transforme
     opt = torch.optim.AdamW(policy.parameters(), lr=cfg.dpo_lr, weight_decay=0.0)
 
     def seq_logp(lm, ids, mask):
-        return (models.response_logprobs(lm(ids), ids, task.PROMPT_LEN) * mask).sum(1)
+        return (models.reply_logprobs(lm, ids, task.PROMPT_LEN) * mask).sum(1)
 
     losses, n = [], len(pairs["chosen"])
     for _ in range(cfg.dpo_epochs):
