@@ -104,6 +104,17 @@ def test_flops_per_token_is_nanogpts_count():
         throughput.scaled_lr(1e-3, 8, 32, "cubic")
 
 
+def test_step_tokens_per_s_counts_the_steps_tokens_on_the_threads_asked():
+    """A training step's tokens/s: the step's tokens over its median time (a bigger batch of the same model moves
+    more tokens a step, so more per second here than a step of one sequence), torch's threads restored after."""
+    from llmlab.transformer import TransformerConfig
+
+    torch.set_num_threads(2)
+    cfg = TransformerConfig(32, context=16, d_model=16, n_layers=1, n_heads=2)
+    one, many = (throughput.step_tokens_per_s(cfg, batch, steps=5, threads=1) for batch in (1, 64))
+    assert torch.get_num_threads() == 2 and 0 < one < many
+
+
 def test_pretrain_config_files_and_validation(tmp_path):
     (tmp_path / "a.toml").write_text("[pretrain]\nzero_stage = 2\nsteps = 5\nstage_sweep = [0, 3]\n")
     cfg = PretrainConfig.from_file(tmp_path / "a.toml")

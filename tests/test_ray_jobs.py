@@ -126,7 +126,8 @@ def test_main_job_starts_the_longest_jobs_first_by_the_last_runs_times(tmp_path)
 
 
 def test_main_job_writes_the_index_and_gradebook(ray_address, tmp_path, monkeypatch):
-    """`llmlab run` (make run's job) on one lab: deliverable and grading as Ray jobs, index, gradebook."""
+    """`llmlab run` (make run's job) on one lab: deliverable and grading as Ray jobs, index (with the machine's
+    speed at the start), gradebook."""
     from llmlab.platform.course import run_course
     from llmlab.platform.gradebook import Gradebook
 
@@ -135,6 +136,8 @@ def test_main_job_writes_the_index_and_gradebook(ray_address, tmp_path, monkeypa
     page = index.read_text()
     assert "m01/eckart_young_cifar.png" in page and (tmp_path / "run" / "m01" / "eckart_young_cifar.png").exists()
     assert "14/14" in (tmp_path / "run" / "index.md").read_text()
+    assert "tokens/s in a reference training step" in (tmp_path / "run" / "index.md").read_text()
+    assert json.loads((tmp_path / "run" / "index.json").read_text())["reference_tokens_per_s"] > 0
     assert json.loads((tmp_path / "run" / "m01" / "metrics.json").read_text())["lab"] == "m01"
     summary = Gradebook().summary("reference")
     assert summary.labs[0].lab == "m01" and summary.labs[0].best == summary.labs[0].max_score

@@ -1,6 +1,7 @@
 """How fast training goes, and how to go bigger: model FLOPs per token and MFU (PaLM, Appendix B, as
 nanoGPT computes it), and the learning rate for a larger batch (linear rule, Goyal et al. 2017; square-root
-rule, Krizhevsky 2014 / Malladi et al. 2022 for Adam), reached by linear warm-up."""
+rule, Krizhevsky 2014 / Malladi et al. 2022 for Adam), reached by linear warm-up; and a training step's measured
+tokens/s."""
 
 from __future__ import annotations
 
@@ -33,3 +34,33 @@ def scaled_lr(base_lr: float, base_batch: int, batch: int, rule: str = "linear")
 def warmup_lr(step: int, lr: float, warmup: int) -> float:
     """Linear warm-up from lr / warmup to lr over the first ``warmup`` steps (step counts from 1), then flat."""
     return lr * min(1.0, step / max(warmup, 1))
+
+
+def step_tokens_per_s(cfg, batch: int, steps: int = 12, warmup: int = 2, threads: int = 1) -> float:
+    """Tokens/s of a TransformerLM of ``cfg`` (a ``TransformerConfig``) training on random tokens: one forward,
+    backward and AdamW step on ``batch`` x context tokens, the median of ``steps`` after ``warmup`` untimed (one
+    core is noisy), on ``threads`` torch threads (restored after)."""
+    import statistics
+    import time
+
+    import torch
+
+    from llmlab.transformer import TransformerLM, cross_entropy
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        model = TransformerLM(cfg, seed=0)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        x = torch.randint(0, cfg.vocab_size, (batch, cfg.context + 1), generator=torch.Generator().manual_seed(0))
+        times = []
+        for _ in range(warmup + steps):
+            t0 = time.perf_counter()
+            loss = cross_entropy(model(x[:, :-1]), x[:, 1:])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            times.append(time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(before)
+    return batch * cfg.context / statistics.median(times[warmup:])

@@ -36,8 +36,9 @@ class GovernanceConfig:
 
 
 QUICK = GovernanceConfig()
-# an estimated 45 minutes of training on 2 CPU cores (not run yet), then the full audit (all of MMLU and
-# WikiText-2, 100 prompts x 25 continuations)
+# ran in 17.6 min on 2 CPU cores: 1,000 DDP steps in 710 s (5,800 tokens/s; validation loss 7.55 -> 2.86), then
+# the full audit in 308 s (WikiText-2 73 s, all 14,042 MMLU questions 164 s, StereoSet 20 s, CrowS-Pairs 5 s,
+# 100 prompts x 25 continuations 45 s)
 FULL = GovernanceConfig(d_model=192, n_layers=4, n_heads=6, context=256, steps=1000, audit=audit.FULL)
 
 
@@ -171,7 +172,10 @@ Generations: {tg['overall']['prompts']} prompts cut from held-out tweets, {tg['o
 are called toxic; expected max toxicity {tg.get('toxic', {}).get('expected_max_toxicity', float('nan')):.3f} from
 toxic prompts, {tg.get('non-toxic', {}).get('expected_max_toxicity', float('nan')):.3f} from the others. The judge
 calls {100 * tg['clean_reference']['toxic_rate']:.1f}% of clean TinyStories snippets of the same length toxic: its
-false-positive floor, trained as it is on tweets. Read the generations' numbers against that floor.
+false-positive floor, trained as it is on tweets. Read the generations' numbers against that floor: at that
+rate, {tg['overall']['k']} clean continuations of a prompt hold one called toxic with probability
+{1 - (1 - tg['clean_reference']['toxic_rate']) ** tg['overall']['k']:.2f}, against the measured toxicity probability
+{tg['overall']['toxicity_probability']:.2f}.
 
 ![bias](bias.png)
 ![toxicity](toxicity.png)

@@ -45,6 +45,16 @@ def submit_deliverable(address: str, lab_id: str, profile: str, out_dir: Path, l
                    cpus=0 if get_lab(lab_id).ray_workload else 1)
 
 
+def reference_tokens_per_s() -> float:
+    """How fast this machine is as the run starts: tokens/s of a training step of m19's character LM (vocabulary
+    65, 16 x 128 tokens, d_model 96, 2 layers), one thread. A shared machine's speed varies by the hour (this
+    one's by up to 2x): runs compare by their jobs' times against it."""
+    from llmlab.distributed.throughput import step_tokens_per_s
+    from llmlab.transformer import TransformerConfig
+
+    return step_tokens_per_s(TransformerConfig(65, context=128, d_model=96, n_layers=2, n_heads=4), batch=16)
+
+
 def cluster_cpus(address: str) -> int:
     """The CPUs of the cluster's live nodes (Ray's state API), at least 1."""
     from ray.util.state import list_nodes
@@ -121,7 +131,10 @@ def run_course(profile: str = "quick", address: str | None = None, labs: list[st
     with console.status("starting or reusing the Ray head"):
         address = local.ensure(address)
     parallel = parallel or cluster_cpus(address)
-    console.print(f"Ray: {address} ({parallel} jobs at a time)  ->  {out_dir}")
+    with console.status("timing a reference training step"):
+        speed = reference_tokens_per_s()
+    console.print(f"Ray: {address} ({parallel} jobs at a time)  ->  {out_dir}\n"
+                  f"this machine now: {speed:,.0f} tokens/s in a reference training step (one thread)")
     t0 = time.monotonic()
     plan = _plan(labs, last_times(out_dir.parent))
     by_key = {(j.lab, j.kind): j for j in plan}
@@ -173,18 +186,20 @@ def run_course(profile: str = "quick", address: str | None = None, labs: list[st
             row["grade_error"] = str(e)
         rows.append(row)
     (out_dir / "index.json").write_text(json.dumps({"profile": profile, "address": address, "labs": rows,
-                                                    "duration_s": round(time.monotonic() - t0, 1)}, indent=2))
-    _write_index(out_dir, profile, rows, time.monotonic() - t0)
+                                                    "duration_s": round(time.monotonic() - t0, 1),
+                                                    "reference_tokens_per_s": round(speed)}, indent=2))
+    _write_index(out_dir, profile, rows, time.monotonic() - t0, speed)
     failed = [r["lab"] for r in rows if "deliverable_error" in r or "grade_error" in r]
     if failed:
         raise RuntimeError(f"jobs failed for {', '.join(failed)}; see {out_dir / 'index.md'} and `llmlab jobs`")
     return out_dir / "index.html"
 
 
-def _write_index(out_dir: Path, profile: str, rows: list[dict], seconds: float) -> None:
-    md = [f"# llmlab run ({profile} profile, {seconds:.0f}s)\n", "| lab | deliverable | reference grade |",
-          "|---|---|---|"]
-    body = [f"<h1>llmlab run ({html.escape(profile)} profile, {seconds:.0f}s)</h1>"]
+def _write_index(out_dir: Path, profile: str, rows: list[dict], seconds: float, speed: float) -> None:
+    machine = f"the machine at the start: {speed:,.0f} tokens/s in a reference training step, one thread"
+    md = [f"# llmlab run ({profile} profile, {seconds:.0f}s)\n", f"{machine}\n",
+          "| lab | deliverable | reference grade |", "|---|---|---|"]
+    body = [f"<h1>llmlab run ({html.escape(profile)} profile, {seconds:.0f}s)</h1><p>{html.escape(machine)}</p>"]
     for r in rows:
         d = r.get("deliverable")
         g = r.get("grade")
