@@ -88,9 +88,13 @@ def toxicity_metrics(ctx: CheckContext):
         got = ctx.number(ctx.call("macro_f1", y.tolist(), pred.tolist()), "macro F1")
         ctx.close(got, tox.macro_f1(y, pred), atol=1e-9, what=f"macro F1 of {n} labels, {classes} classes")
     for trial in range(4):
-        scores = ctx.rng.beta(0.5, 2.0, (ctx.randint(5, 60), ctx.randint(1, 10)))
-        if trial == 1:
-            scores[ctx.rng.random(scores.shape) < 0.2] = 0.5  # exactly at the threshold: toxic
+        # k = 1 once in a while (the max of one is the mean), and never in the first trial
+        scores = ctx.rng.beta(0.5, 2.0, (ctx.randint(5, 60), ctx.randint(2 if trial == 0 else 1, 10)))
+        if trial == 1:  # exactly at the threshold is toxic: a fifth of the scores, and one prompt whose maximum it is
+            scores[ctx.rng.random(scores.shape) < 0.2] = 0.5
+            row = ctx.randint(0, len(scores))
+            scores[row] = np.minimum(scores[row], 0.4)
+            scores[row, ctx.randint(0, scores.shape[1])] = 0.5
         want = tox.generation_metrics(scores)
         got = ctx.call("generation_metrics", scores)
         if not isinstance(got, dict) or set(got) != set(want):

@@ -128,11 +128,11 @@ def run_course(profile: str = "quick", address: str | None = None, labs: list[st
         console.print(f"fetched {len(fetched)} data file(s) into {catalog.target_dir()}")
     out_dir = (out_dir or Path("runs") / dt.datetime.now().strftime("%Y%m%d-%H%M%S")).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
+    with console.status("timing a reference training step"):  # before a Ray head starts: its start-up is busy
+        speed = reference_tokens_per_s()
     with console.status("starting or reusing the Ray head"):
         address = local.ensure(address)
     parallel = parallel or cluster_cpus(address)
-    with console.status("timing a reference training step"):
-        speed = reference_tokens_per_s()
     console.print(f"Ray: {address} ({parallel} jobs at a time)  ->  {out_dir}\n"
                   f"this machine now: {speed:,.0f} tokens/s in a reference training step (one thread)")
     t0 = time.monotonic()
