@@ -13,34 +13,11 @@
 
 from __future__ import annotations
 
-import statistics
-import time
-from collections.abc import Callable
-
 import torch
 
+from llmlab.distributed.throughput import median_seconds, torch_threads
+
 STEPS = 30
-
-
-def median_seconds(step: Callable[[], object], steps: int = STEPS, warmup: int = 2) -> float:
-    """The median wall time of ``step()`` over ``steps`` calls after ``warmup`` untimed ones (one core is noisy)."""
-    times = []
-    for i in range(warmup + steps):
-        t0 = time.perf_counter()
-        step()
-        if i >= warmup:
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
-def on_one_thread(fn: Callable[[], object]):
-    """``fn()`` with torch on one thread (as `make run` gives each job), the thread count restored after."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return fn()
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _rlhf_rows() -> list[dict]:
@@ -76,7 +53,7 @@ def _rlhf_rows() -> list[dict]:
             ("m13 reward model forward+backward",
              reward(lambda: rm.lm.final_norm(rm.lm(ids, return_residuals=True)[1][-1])),
              reward(lambda: rm.lm.final_norm(rm.lm.trunk(ids)[-1])))):
-        b, o = median_seconds(baseline), median_seconds(ours)
+        b, o = median_seconds(baseline, STEPS), median_seconds(ours, STEPS)
         rows.append({"step": label, "baseline": "logits at every position", "llmlab": "head where it is read",
                      "baseline_ms": 1e3 * b, "llmlab_ms": 1e3 * o, "ratio": b / o})
     return rows
@@ -98,13 +75,14 @@ def _lottery_row() -> dict:
             opt.step()
         return step
 
-    b, o = median_seconds(step_of()), median_seconds(step_of(fused=True))
+    b, o = median_seconds(step_of(), STEPS), median_seconds(step_of(fused=True), STEPS)
     return {"step": "m15 LeNet-300-100 step", "baseline": "torch Adam (per-tensor loop)", "llmlab": "fused Adam",
             "baseline_ms": 1e3 * b, "llmlab_ms": 1e3 * o, "ratio": b / o}
 
 
 def main() -> dict:
-    return {"name": "training steps", "threads": 1, "rows": on_one_thread(lambda: [*_rlhf_rows(), _lottery_row()])}
+    with torch_threads(1):
+        return {"name": "training steps", "threads": 1, "rows": [*_rlhf_rows(), _lottery_row()]}
 
 
 def report(r: dict) -> None:

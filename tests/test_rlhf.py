@@ -41,6 +41,6 @@ def test_heads_at_the_reply_positions_only_equal_the_full_logits():
     assert torch.allclose(values, policy.value_head(lm.final_norm(residuals[-1]))[:, P - 1:-1, 0], atol=1e-12, rtol=0)
     rm, mask = models.RewardModel(lm).double(), torch.ones(3, 20 - P)
     mask[0, 5:] = 0
-    h = lm.final_norm(lm(ids, return_residuals=True)[1][-1])
+    h = lm.final_norm(residuals[-1])
     assert torch.allclose(rm(ids, mask), rm.score_head(h[torch.arange(3), torch.tensor([P + 4, 19, 19])])[:, 0],
                           atol=1e-12, rtol=0)

@@ -5,7 +5,11 @@ tokens/s."""
 
 from __future__ import annotations
 
+import contextlib
 import math
+import statistics
+import time
+from collections.abc import Callable
 
 RULES = ("linear", "sqrt")
 
@@ -36,31 +40,46 @@ def warmup_lr(step: int, lr: float, warmup: int) -> float:
     return lr * min(1.0, step / max(warmup, 1))
 
 
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """torch on ``n`` threads inside the block (as `make run` gives each job one), the count restored after."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def median_seconds(step: Callable[[], object], steps: int = 12, warmup: int = 2) -> float:
+    """The median wall time of ``step()`` over ``steps`` calls after ``warmup`` untimed ones (one core is noisy)."""
+    times = []
+    for i in range(warmup + steps):
+        t0 = time.perf_counter()
+        step()
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
 def step_tokens_per_s(cfg, batch: int, steps: int = 12, warmup: int = 2, threads: int = 1) -> float:
     """Tokens/s of a TransformerLM of ``cfg`` (a ``TransformerConfig``) training on random tokens: one forward,
-    backward and AdamW step on ``batch`` x context tokens, the median of ``steps`` after ``warmup`` untimed (one
-    core is noisy), on ``threads`` torch threads (restored after)."""
-    import statistics
-    import time
-
+    backward and AdamW step on ``batch`` x context tokens, by ``median_seconds``, on ``threads`` torch threads."""
     import torch
 
     from llmlab.transformer import TransformerLM, cross_entropy
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         model = TransformerLM(cfg, seed=0)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
         x = torch.randint(0, cfg.vocab_size, (batch, cfg.context + 1), generator=torch.Generator().manual_seed(0))
-        times = []
-        for _ in range(warmup + steps):
-            t0 = time.perf_counter()
+
+        def step():
             loss = cross_entropy(model(x[:, :-1]), x[:, 1:])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            times.append(time.perf_counter() - t0)
-    finally:
-        torch.set_num_threads(before)
-    return batch * cfg.context / statistics.median(times[warmup:])
+
+        return batch * cfg.context / median_seconds(step, steps, warmup)

@@ -7,6 +7,7 @@ fires. Prometheus then answers every query of the monitoring dashboard."""
 from __future__ import annotations
 
 import contextlib
+import math
 import shutil
 import tempfile
 import time
@@ -85,9 +86,9 @@ def run(cfg: MonitoringConfig, out: Path) -> tuple[dict, str]:
     work = Path(tempfile.mkdtemp(prefix="llmlab-m19-"))
     model, tok, hist = train_model(cfg, work / "bard")
     _, val = shakespeare.split()
-    windows = range(0, min(len(val), cfg.reference_tokens * cfg.context // (cfg.context - 1) + cfg.context),
-                    cfg.context)  # enough windows for the reference (a window's first token is not scored)
-    reference = drift.token_nll(model, tok, [val[i:i + cfg.context] for i in windows])[:cfg.reference_tokens]
+    # the windows the reference needs: each scores context - 1 tokens (its first one predicts nothing)
+    starts = range(0, len(val), cfg.context)[:math.ceil(cfg.reference_tokens / (cfg.context - 1))]
+    reference = drift.token_nll(model, tok, [val[i:i + cfg.context] for i in starts])[:cfg.reference_tokens]
     monitor = drift.DriftMonitor(reference, "bard", window=cfg.window, min_tokens=cfg.window // 2)
     wiki = "\n".join(a["text"] for a in wikipedia.articles(limit=40))
     phases = {"Tiny Shakespeare": prompts(val, cfg.requests_per_phase, rng),
