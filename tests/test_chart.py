@@ -392,12 +392,37 @@ def test_retrieval_shards_volumes_and_monitoring(rendered):
     assert c["env"][2]["valueFrom"]["secretKeyRef"]["name"].endswith("retrieval-key")
     services = {d["metadata"]["name"]: d for d in full
                 if d["kind"] == "Service" and "retrieval" in d["metadata"]["name"]}
-    assert any(s["spec"].get("clusterIP") == "None" for s in services.values())  # per-shard DNS names
-    assert any(s["metadata"]["labels"].get("llmlab.dev/job") == "llmlab-retrieval" for s in services.values())
+    front, headless = services["demo-llmlab-retrieval"], services["demo-llmlab-retrieval-shards"]
+    assert headless["spec"]["clusterIP"] == "None"  # per-shard DNS names
+    assert front["metadata"]["labels"]["llmlab.dev/job"] == "llmlab-retrieval"  # the SLO rules' job
+    assert headless["metadata"]["labels"]["llmlab.dev/job"] == "llmlab-retrieval-shards"
     pdb = next(d for d in full if d["kind"] == "PodDisruptionBudget" and d["metadata"]["name"].endswith("retrieval"))
     assert pdb["spec"]["maxUnavailable"] == 0  # two shards: each holds documents the other lacks
-    assert any(d["kind"] == "ServiceMonitor" and d["metadata"]["name"].endswith("retrieval") for d in full)
-    assert any(d["kind"] == "NetworkPolicy" and d["metadata"]["name"].endswith("retrieval") for d in full)
-    minimal = next(d for d in rendered["minimal-cpu"] if d["kind"] == "StatefulSet")
-    assert minimal["spec"]["replicas"] == 1
-    assert "--index=flat" in minimal["spec"]["template"]["spec"]["containers"][0]["args"]
+    # two shards: a router Deployment behind the front Service, fanning out to each shard's DNS name
+    router = next(d for d in full if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("retrieval-router"))
+    assert front["spec"]["selector"].items() <= router["spec"]["template"]["metadata"]["labels"].items()
+    assert not front["spec"]["selector"].items() <= sts["spec"]["template"]["metadata"]["labels"].items()
+    assert headless["spec"]["selector"].items() <= sts["spec"]["template"]["metadata"]["labels"].items()
+    rc = router["spec"]["template"]["spec"]["containers"][0]
+    assert [a for a in rc["args"] if a.startswith("--shard=")] == [
+        f"--shard=http://demo-llmlab-retrieval-{i}.demo-llmlab-retrieval-shards:8000" for i in (0, 1)]
+    assert "--data=/data" not in rc["args"] and rc["env"] == c["env"]  # the same key, sent on to the shards
+    from services.retrieval.settings import RetrievalSettings  # the router's arguments make valid settings
+
+    urls = [a.split("=", 1)[1] for a in rc["args"] if a.startswith("--shard=")]
+    assert len(RetrievalSettings(shards=urls).shards) == 2
+    monitor = next(d for d in full if d["kind"] == "ServiceMonitor" and d["metadata"]["name"].endswith("retrieval"))
+    assert monitor["spec"]["selector"]["matchExpressions"] == [{"key": "llmlab.dev/job", "operator": "Exists"}]
+    policies = {d["metadata"]["name"]: d for d in full if d["kind"] == "NetworkPolicy"}
+    egress = policies["demo-llmlab-retrieval-router"]["spec"]["egress"][0]
+    assert egress["to"][0]["podSelector"]["matchLabels"] == sts["spec"]["selector"]["matchLabels"]
+    assert "demo-llmlab-retrieval" in policies
+    minimal = rendered["minimal-cpu"]
+    one = next(d for d in minimal if d["kind"] == "StatefulSet")
+    assert one["spec"]["replicas"] == 1
+    assert "--index=flat" in one["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert not any(d["metadata"]["name"].endswith("router") for d in minimal)  # one shard: no router
+    front = next(d for d in minimal if d["kind"] == "Service" and d["metadata"]["name"].endswith("-retrieval"))
+    assert front["spec"]["selector"].items() <= one["spec"]["template"]["metadata"]["labels"].items()
+    assert "llmlab.dev/job" not in next(d for d in minimal if d["metadata"]["name"].endswith("retrieval-shards")
+                                        )["metadata"]["labels"]  # scraped once, through the front Service

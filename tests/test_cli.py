@@ -40,7 +40,9 @@ def test_lab_show_prints_the_spec():
 
 def test_errors_are_one_line_without_traceback(tmp_path):
     for args, code in ((["grade", "m77", "x.py"], 2), (["grade", "m01", str(tmp_path / "none.py")], 2),
-                       (["card", str(tmp_path)], 2), (["lab", "run", "m01", "--profile", "huge"], 2)):
+                       (["card", str(tmp_path)], 2), (["lab", "run", "m01", "--profile", "huge"], 2),
+                       (["serve", "retrieval"], 2),  # neither a store nor shards
+                       (["serve", "retrieval", "--data", str(tmp_path), "--shard", "http://127.0.0.1:1"], 2)):
         r = llmlab(*args)
         assert r.returncode == code, (args, r.stdout, r.stderr)
         assert "Traceback" not in r.stderr and "error:" in r.stderr

@@ -5,11 +5,13 @@ acknowledged document, Prometheus metrics with the recall canary, and a schemath
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -221,9 +223,37 @@ def test_no_5xx_over_the_openapi(case, client):
     assert response.status_code < 500, (case.method, case.path, case.body, response.status_code, response.text[:300])
 
 
+@contextlib.contextmanager
+def on_loopback(app):
+    """``app`` served by uvicorn in a thread on a free 127.0.0.1 port (real HTTP; the test's embedder shared)."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
+QUERIES = ("Which hero fought at Troy?", "filler passage about numbers", "a state in the US")
+
+
+def assert_same_hits(got: list[dict], want: list[dict]) -> None:
+    assert [h["text"] for h in got] == [h["text"] for h in want]
+    assert np.allclose([h["score"] for h in got], [h["score"] for h in want], atol=1e-6)
+
+
 def test_two_shards_give_one_index_results(embedder, tmp_path):
     """Documents spread over two services (round robin); a search fans out and merges: the same passages, in
-    the same order with the same scores, as one service holding them all."""
+    the same order with the same scores, as one service holding them all. Ids are global (a shard's id times
+    the shard count plus the shard): get and delete find the one shard that holds a document."""
     from fastapi.testclient import TestClient
 
     from llmlab.retrieval.client import RetrievalClient, ShardedRetrieval
@@ -236,15 +266,92 @@ def test_two_shards_give_one_index_results(embedder, tmp_path):
         single = RetrievalClient("http://testserver", http_client=one)
         sharded = ShardedRetrieval([RetrievalClient("http://testserver", http_client=c) for c in (a, b)])
         single.add(DOCS)
-        where = sharded.add(DOCS)
-        assert {s for s, _ in where} == {0, 1}
-        for query in ("Which hero fought at Troy?", "filler passage about numbers", "a state in the US"):
-            want = single.search(query, k=8)
+        ids = sharded.add(DOCS)
+        assert len(set(ids)) == len(DOCS) and {i % 2 for i in ids} == {0, 1}
+        assert [sharded.get(i)["title"] for i in ids] == [d["title"] for d in DOCS]
+        for query in QUERIES:
             got = sharded.search(query, k=8)
-            assert [h["text"] for h in got] == [h["text"] for h in want]
-            assert np.allclose([h["score"] for h in got], [h["score"] for h in want], atol=1e-6)
+            assert_same_hits(got, single.search(query, k=8))
+            assert all(sharded.get(h["id"])["text"] == h["text"] for h in got)
         got = sharded.search("numbers", k=6, where={"topic": "filler"})
         assert len(got) == 6 and all(h["metadata"]["topic"] == "filler" for h in got)
+        achilles = ids[4]
+        assert sharded.delete(achilles) and not sharded.delete(achilles) and sharded.get(achilles) is None
+        assert "Achilles" not in [h["title"] for h in sharded.search("Which hero fought at Troy?", k=5)]
+        assert sharded.get(1) is None and not sharded.delete(0)  # no shard's id 0
+
+
+def test_router_service_over_two_shard_services(embedder, tmp_path):
+    """``llmlab serve retrieval --shard URL --shard URL``: the in-cluster router (the chart's Deployment over
+    the shards' StatefulSet). Two shard services on loopback (real HTTP), the router in front: the official
+    openai client's embeddings, searches equal to one store's, writes with the key forwarded, global ids,
+    readiness and metrics; a shard gone answers 503 in OpenAI's envelope, not a 500 or a partial result."""
+    from fastapi.testclient import TestClient
+
+    from llmlab.retrieval.client import RetrievalClient
+
+    def shard(name):
+        return create_app(RetrievalSettings(data_dir=tmp_path / name, index="hnsw", api_key=KEY, max_batch=64),
+                          embedder=embedder)
+
+    auth = {"Authorization": f"Bearer {KEY}"}
+    with contextlib.ExitStack() as stack:
+        urls = [stack.enter_context(on_loopback(shard(n))) for n in ("a", "b")]
+        one = stack.enter_context(TestClient(create_app(RetrievalSettings(data_dir=tmp_path / "one", index="hnsw",
+                                                                          max_batch=64), embedder=embedder)))
+        router = stack.enter_context(TestClient(create_app(RetrievalSettings(shards=urls, api_key=KEY, max_batch=64),
+                                                           embedder=embedder), raise_server_exceptions=False))
+        RetrievalClient("http://testserver", http_client=one).add(DOCS)
+        assert router.post("/v1/documents", json={"documents": DOCS}).status_code == 401  # the router checks the key
+        ids = router.post("/v1/documents", json={"documents": DOCS}, headers=auth).json()["ids"]
+        assert sorted(i % 2 for i in ids) == [0] * 23 + [1] * 22
+        assert [httpx.get(f"{urls[i % 2]}/v1/documents/{i // 2}").json()["title"] for i in ids[:4]] == \
+            [d["title"] for d in DOCS[:4]]  # each document on the shard its id names
+        ready = router.get("/ready").json()
+        assert ready["documents"] == len(DOCS) and ready["shards"] == 2
+        for query in QUERIES:
+            want = one.post("/v1/search", json={"query": query, "k": 8}).json()["data"]
+            got = router.post("/v1/search", json={"query": query, "k": 8}).json()["data"]
+            assert_same_hits(got, want)
+            assert all(router.get(f"/v1/documents/{h['id']}").json()["text"] == h["text"] for h in got)
+        api = openai.OpenAI(base_url="http://testserver/v1", api_key="any", http_client=router)
+        vec = api.embeddings.create(model="all-MiniLM-L6-v2", input="Who fought at Troy?").data[0].embedding
+        by_vector = router.post("/v1/search", json={"vector": vec, "k": 3}).json()["data"]
+        assert by_vector[0]["title"] == "Achilles"
+        filtered = router.post("/v1/search", json={"query": "numbers", "k": 5, "filter": {"topic": "filler"}}).json()
+        assert len(filtered["data"]) == 5 and {h["metadata"]["topic"] for h in filtered["data"]} == {"filler"}
+        achilles = by_vector[0]["id"]
+        assert router.delete(f"/v1/documents/{achilles}", headers=auth).json() == {"id": achilles, "deleted": True}
+        assert router.get(f"/v1/documents/{achilles}").status_code == 404
+        assert router.delete(f"/v1/documents/{achilles}", headers=auth).status_code == 404
+        assert router.post("/v1/index/rebuild", headers=auth).status_code == 202
+        assert router.post("/v1/search", json={"query": "x", "k": 101}).status_code == 400  # its own limits
+        families = {f.name for f in text_string_to_metric_families(router.get("/metrics").text)}
+        assert "llmlab_http_request_duration_seconds" in families  # its shards export the index's figures
+        assert not families & {"llmlab_retrieval_documents", "llmlab_retrieval_recall_canary"}
+        stack.close()  # the shards stop; the router stays
+    with TestClient(create_app(RetrievalSettings(shards=urls, api_key=KEY, shard_timeout_s=2),
+                               embedder=embedder), raise_server_exceptions=False) as router:
+        r = router.post("/v1/search", json={"query": "Which hero fought at Troy?", "k": 3})
+        assert r.status_code == 503 and r.json()["error"]["type"] == "server_error", r.text
+        assert router.get("/ready").status_code == 503 and router.get("/health").status_code == 200
+    with pytest.raises(ValueError, match="exactly one of data_dir"):
+        RetrievalSettings(data_dir=tmp_path, shards=urls)
+
+
+def test_an_ivf_service_starts_empty_and_answers_exactly_until_trained(embedder, tmp_path):
+    """``--index ivf_pq_refine`` (or any IVF) on an empty store: the service starts, and until the store holds
+    enough documents for k-means (here 256 for PQ's codebooks) searches are exact over SQLite."""
+    from fastapi.testclient import TestClient
+
+    settings = RetrievalSettings(data_dir=tmp_path, index="ivf_pq_refine", nlist=4, pq_bytes=8, nprobe=4)
+    with TestClient(create_app(settings, embedder=embedder)) as c:
+        assert c.get("/ready").json() == {"status": "ready", "documents": 0, "index": "ivf_pq_refine",
+                                          "rebuilding": False}
+        assert c.post("/v1/documents", json={"documents": DOCS}).status_code == 201
+        v = embedder.encode(["sunlight reflected by a surface"])[0]
+        got = c.post("/v1/search", json={"vector": v.tolist(), "k": 5}).json()["data"]
+        assert [h["id"] for h in got] == c.app.state.store.exact(v[None], 5)[1][0].tolist()
 
 
 def test_prompt_and_citations():

@@ -107,8 +107,11 @@ def serve_inference(model: Annotated[Path, typer.Option("--model", help="a Huggi
 
 
 @serve_app.command("retrieval")
-def serve_retrieval(data: Annotated[Path, typer.Option("--data", help="the store's folder (created if missing)")],
-                    index: Annotated[str, typer.Option(help="flat, hnsw, ivf_flat or ivf_pq")] = "hnsw",
+def serve_retrieval(data: Annotated[Path | None, typer.Option("--data", help="the store's folder (created if "
+                                                                 "missing)")] = None,
+                    shard: Annotated[list[str] | None, typer.Option(
+                        "--shard", help="instead of --data: a shard's URL (repeat for each): route to them")] = None,
+                    index: Annotated[str, typer.Option(help="flat, hnsw, ivf_flat, ivf_pq or ivf_pq_refine")] = "hnsw",
                     host: Annotated[str, typer.Option()] = "127.0.0.1", port: Annotated[int, typer.Option()] = 8002,
                     ef_search: Annotated[int, typer.Option("--ef-search")] = 64,
                     nprobe: Annotated[int, typer.Option()] = 16,
@@ -116,7 +119,8 @@ def serve_retrieval(data: Annotated[Path, typer.Option("--data", help="the store
                     api_key: Annotated[str | None, typer.Option("--api-key", envvar="LLMLAB_RETRIEVAL_API_KEY")] = None,
                     model: Annotated[Path | None, typer.Option("--model", help="a sentence-transformers folder "
                                                                "(default: all-MiniLM-L6-v2 from its wheel)")] = None):
-    """Serve embeddings (OpenAI-compatible) and vector search over a durable FAISS index."""
+    """Serve embeddings (OpenAI-compatible) and vector search over a durable FAISS index (--data), or route the
+    same API over shards that do (--shard URL, repeated: searches fan out and merge, writes go round robin)."""
     from pydantic import ValidationError
 
     from services.retrieval.settings import RetrievalSettings
@@ -125,10 +129,12 @@ def serve_retrieval(data: Annotated[Path, typer.Option("--data", help="the store
         raise Fail(f"--host {host} serves beyond this machine: give an API key (--api-key or "
                    "LLMLAB_RETRIEVAL_API_KEY) for document writes", 2)
     try:
-        settings = RetrievalSettings(data_dir=data, index=index, ef_search=ef_search, nprobe=nprobe,
-                                     max_inflight=max_inflight, api_key=api_key, model=model)
+        settings = RetrievalSettings(data_dir=data, shards=shard or [], index=index, ef_search=ef_search,
+                                     nprobe=nprobe, max_inflight=max_inflight, api_key=api_key, model=model)
     except ValidationError as e:
-        raise Fail(f"invalid setting: {e.errors()[0]['loc'][0]}: {e.errors()[0]['msg']}", 2) from None
+        err = e.errors()[0]
+        where = ".".join(map(str, err["loc"])) or "--data or --shard"
+        raise Fail(f"invalid setting: {where}: {err['msg']}", 2) from None
     import uvicorn
 
     from services.retrieval.app import create_app

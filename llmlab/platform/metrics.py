@@ -56,14 +56,15 @@ class RetrievalMetrics:
     """The retrieval service's metrics on ``registry``: HTTP latency under the grader's name and labels (one
     SLO machinery for both), FAISS search time by index kind, live documents, the recall canary, 429s."""
 
-    def __init__(self, registry, index: str):
+    def __init__(self, registry, index: str, store: bool = True):
         self.http_duration = Histogram(HTTP_DURATION, "HTTP request latency", ["method", "route", "status"],
                                        buckets=HTTP_BUCKETS, registry=registry)
-        self.search = Histogram(SEARCH_DURATION, "FAISS search time per request, by index", ["index"],
-                                buckets=SEARCH_BUCKETS, registry=registry).labels(index)
-        self.documents = Gauge(DOCUMENTS, "Live documents in the index", registry=registry)
-        self.recall = Gauge(RECALL_CANARY, "Recall@10 of the index against exact search, stored vectors sampled as "
-                            "queries", registry=registry)
+        if store:  # a router holds no index: its shards export these (a router's never-set gauges would read 0)
+            self.search = Histogram(SEARCH_DURATION, "FAISS search time per request, by index", ["index"],
+                                    buckets=SEARCH_BUCKETS, registry=registry).labels(index)
+            self.documents = Gauge(DOCUMENTS, "Live documents in the index", registry=registry)
+            self.recall = Gauge(RECALL_CANARY, "Recall@10 of the index against exact search, stored vectors "
+                                "sampled as queries", registry=registry)
         self.rejected = Counter(REJECTED.removesuffix("_total"), "Requests refused with 429 (overload)",
                                 registry=registry)
 

@@ -49,18 +49,24 @@ class IndexSpec:
                 "ivf_pq_refine": f"IVF{self.nlist}-PQ{self.code_bytes}+SQ8x{self.refine_factor}"}[self.kind]
 
 
-def build(spec: IndexSpec, vectors: np.ndarray, train: np.ndarray | None = None):
-    """The index of ``vectors`` (float32, unit rows); IVF indexes train their k-means on ``train`` (default:
-    the vectors themselves)."""
+def empty_index(spec: IndexSpec, dim: int):
+    """A new, untrained and empty index of ``spec`` over ``dim``-dimensional vectors, its build knobs set."""
     f = faiss()
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    index = f.index_factory(vectors.shape[1], spec.factory, f.METRIC_INNER_PRODUCT)
+    index = f.index_factory(dim, spec.factory, f.METRIC_INNER_PRODUCT)
     if spec.kind == "hnsw":
         index.hnsw.efConstruction = spec.ef_construction
     if spec.kind == "ivf_pq_refine":
         index.k_factor = spec.refine_factor
     if spec.kind.startswith("ivf_pq"):  # the factory turns on polysemous training (codes for Hamming filtering,
         f.downcast_index(f.extract_index_ivf(index)).do_polysemous_training = False  # unused here): 95% of the build
+    return index
+
+
+def build(spec: IndexSpec, vectors: np.ndarray, train: np.ndarray | None = None):
+    """The index of ``vectors`` (float32, unit rows); IVF indexes train their k-means on ``train`` (default:
+    the vectors themselves)."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    index = empty_index(spec, vectors.shape[1])
     if not index.is_trained:
         index.train(np.ascontiguousarray(train if train is not None else vectors, dtype=np.float32))
     index.add(vectors)

@@ -4,6 +4,8 @@ of the log, snapshotted to disk), for the retrieval service.
 - Nothing acknowledged is lost: ``add`` and ``delete`` commit to SQLite (WAL, synchronous=FULL) before they
   return; the index snapshot ``index-<seq>.faiss`` records the change sequence it holds, and opening the
   store replays every later change from SQLite, so a ``kill -9`` at any point loses nothing.
+- An IVF index trains on the documents it is built from: until the store holds enough of them (nlist, and
+  256 for PQ's codebooks) searches are exact over SQLite, and the add that reaches that many builds the index.
 - Deletions are tombstones (an ID selector at search time; HNSW cannot remove vectors) until ``rebuild``
   compacts them away; a rebuild runs beside searches and is swapped in under the write lock.
 - Searches share a read lock (FAISS searches are thread-safe); adds and swaps take the write lock.
@@ -20,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from llmlab.retrieval.index import IndexSpec, faiss
+from llmlab.retrieval.index import IndexSpec, empty_index, faiss
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS docs (id INTEGER PRIMARY KEY AUTOINCREMENT, title TEXT NOT NULL, text TEXT NOT NULL,
@@ -86,6 +88,7 @@ class VectorStore:
             raise ValueError(f"{self.folder} holds {stored}-dimensional vectors, not {dim}")
         self._set_meta("dim", str(dim))
         self.lock = RWLock()
+        self._training = threading.Lock()  # one first build of an IVF index at a time
         self._index, self._tombstones = self._load()
 
     # --- SQLite ---------------------------------------------------------------------------------------
@@ -122,14 +125,10 @@ class VectorStore:
 
     # --- the index ------------------------------------------------------------------------------------
     def _empty(self):
-        f = faiss()
-        base = f.index_factory(self.dim, self.spec.factory, f.METRIC_INNER_PRODUCT)
-        if self.spec.kind == "hnsw":
-            base.hnsw.efConstruction = self.spec.ef_construction
-        return f.IndexIDMap2(base)
+        return faiss().IndexIDMap2(empty_index(self.spec, self.dim))
 
     def _set_knob(self, index) -> None:
-        if self.spec.knob and self.search_value:
+        if index is not None and self.spec.knob and self.search_value:
             faiss().ParameterSpace().set_index_parameter(index, self.spec.knob, self.search_value)
 
     def _snapshots(self) -> list[tuple[int, Path]]:
@@ -141,7 +140,7 @@ class VectorStore:
         seq, index = (snaps[-1][0], faiss().read_index(str(snaps[-1][1]))) if snaps else (0, None)
         if index is None or not index.is_trained:
             seq = self._seq()
-            index = self._build(seq)
+            index = self._build(seq) if self.trained_from() <= self.size else None
         else:
             self._replay(index, seq)
         self._set_knob(index)
@@ -155,23 +154,32 @@ class VectorStore:
             index.add_with_ids(np.stack([np.frombuffer(v, dtype=np.float32) for _, v in rows]),
                                np.array([i for i, _ in rows], dtype=np.int64))
 
+    def trained_from(self) -> int:
+        """The live documents an index of this kind needs to train on: IVF's k-means needs nlist, and PQ's
+        codebooks (8 bits, 256 centroids a sub-vector) 256; the others none."""
+        if not self.spec.kind.startswith("ivf"):
+            return 0
+        return max(self.spec.nlist, 256) if self.spec.kind.startswith("ivf_pq") else self.spec.nlist
+
     def _build(self, upto: int):
-        """A new index over the live documents added up to change ``upto`` (IVF indexes train on them: at
-        least nlist of them)."""
+        """A new index over the live documents added up to change ``upto`` (IVF indexes train on them)."""
         index = self._empty()
         rows = self._rows("SELECT id, vector FROM docs WHERE deleted IS NULL AND added <= ? ORDER BY id", (upto,))
         vectors = np.stack([np.frombuffer(v, dtype=np.float32) for _, v in rows]) if rows else None
         if not index.is_trained:
-            if vectors is None or len(vectors) < self.spec.nlist:
-                raise ValueError(f"{self.spec.factory} needs at least {self.spec.nlist} documents to train on")
+            if vectors is None or len(vectors) < self.trained_from():
+                raise ValueError(f"{self.spec.factory} needs at least {self.trained_from()} documents to train on")
             index.train(vectors)
         if vectors is not None:
             index.add_with_ids(vectors, np.array([i for i, _ in rows], dtype=np.int64))
         return index
 
-    def snapshot(self) -> Path:
-        """Writes the index atomically as index-<seq>.faiss (older snapshots removed)."""
+    def snapshot(self) -> Path | None:
+        """Writes the index atomically as index-<seq>.faiss (older snapshots removed); None while an IVF
+        index waits for enough documents to train on (SQLite holds everything)."""
         with self.lock.read():
+            if self._index is None:
+                return None
             seq = self._seq()
             path = self.folder / f"index-{seq}.faiss"
             tmp = path.with_suffix(".tmp")
@@ -206,7 +214,15 @@ class VectorStore:
                 ids = [self._db.execute("INSERT INTO docs(title, text, metadata, vector, added) VALUES (?, ?, ?, ?, ?)",
                                         (d.get("title", ""), d["text"], json.dumps(d.get("metadata") or {}),
                                          v.tobytes(), seq)).lastrowid for d, v in zip(docs, vectors, strict=True)]
-            self._index.add_with_ids(vectors, np.array(ids, dtype=np.int64))
+            if self._index is not None:
+                self._index.add_with_ids(vectors, np.array(ids, dtype=np.int64))
+        if self._index is None and self.size >= self.trained_from() and self._training.acquire(blocking=False):
+            try:  # the first build, beside searches (still exact until it is swapped in)
+                self.rebuild()
+            except ValueError:  # deletes meanwhile left too few to train on: exact search goes on
+                pass
+            finally:
+                self._training.release()
         return ids
 
     def delete(self, ids: list[int]) -> list[int]:
@@ -236,15 +252,18 @@ class VectorStore:
     def size(self) -> int:
         return self._rows("SELECT COUNT(*) FROM docs WHERE deleted IS NULL")[0][0]
 
-    def exact(self, queries: np.ndarray, k: int, chunk: int = 20_000) -> tuple[np.ndarray, np.ndarray]:
-        """Exact top-k over the live documents' stored vectors (what the index approximates), chunk by chunk."""
+    def exact(self, queries: np.ndarray, k: int, where: dict | None = None,
+              chunk: int = 20_000) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-k over the live documents' stored vectors (what the index approximates; metadata equal to
+        ``where``), chunk by chunk; (scores, ids), (n, k) each, -1 where fewer than k match."""
+        clauses, args = self._where(where)
         queries = np.asarray(queries, dtype=np.float32).reshape(-1, self.dim)
         best_s = np.full((len(queries), 0), -np.inf, dtype=np.float32)
         best_i = np.zeros((len(queries), 0), dtype=np.int64)
         last = 0
         while True:
-            rows = self._rows("SELECT id, vector FROM docs WHERE deleted IS NULL AND id > ? ORDER BY id LIMIT ?",
-                              (last, chunk))
+            rows = self._rows(f"SELECT id, vector FROM docs WHERE deleted IS NULL AND id > ?{clauses} ORDER BY id "
+                              "LIMIT ?", (last, *args, chunk))
             if not rows:
                 break
             last = rows[-1][0]
@@ -254,13 +273,22 @@ class VectorStore:
             i = np.concatenate([best_i, np.broadcast_to(ids, scores.shape)], axis=1)
             top = np.argsort(-s, axis=1, kind="stable")[:, :k]
             best_s, best_i = np.take_along_axis(s, top, 1), np.take_along_axis(i, top, 1)
-        return best_s, best_i
+        pad = k - best_s.shape[1]  # as FAISS pads: -1 ids
+        return (np.pad(best_s, ((0, 0), (0, pad)), constant_values=-np.inf),
+                np.pad(best_i, ((0, 0), (0, pad)), constant_values=-1))
 
     # --- search ---------------------------------------------------------------------------------------
+    @staticmethod
+    def _where(where: dict | None) -> tuple[str, list]:
+        """SQL (" AND ..." clauses, arguments) for metadata fields equal to ``where``'s values."""
+        if not where:
+            return "", []
+        return ("".join(" AND json_extract(metadata, ?) = ?" for _ in where),
+                [a for k, v in where.items() for a in (f"$.{k}", v)])
+
     def _matching(self, where: dict) -> np.ndarray:
-        clauses = " AND ".join("json_extract(metadata, ?) = ?" for _ in where)
-        args = [a for k, v in where.items() for a in (f"$.{k}", v)]
-        return np.array([r[0] for r in self._rows(f"SELECT id FROM docs WHERE deleted IS NULL AND {clauses}", args)],
+        clauses, args = self._where(where)
+        return np.array([r[0] for r in self._rows(f"SELECT id FROM docs WHERE deleted IS NULL{clauses}", args)],
                         dtype=np.int64)
 
     def search(self, queries: np.ndarray, k: int, where: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -268,19 +296,29 @@ class VectorStore:
         f = faiss()
         queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)
         with self.lock.read():
+            if self._index is None:  # an IVF index not trained yet
+                return self.exact(queries, k, where)
             if where:
                 selector = f.IDSelectorBatch(self._matching(where))
             elif self._tombstones:
                 selector = f.IDSelectorNot(f.IDSelectorBatch(np.fromiter(self._tombstones, dtype=np.int64)))
             else:
                 selector = None
-            params = None
-            if selector is not None:
-                params = {"hnsw": f.SearchParametersHNSW, "flat": f.SearchParameters}.get(
-                    self.spec.kind, f.SearchParametersIVF)()
-                params.sel = selector
-                if self.spec.kind == "hnsw":
-                    params.efSearch = max(self.search_value or 16, k)
-                elif self.spec.kind != "flat":
-                    params.nprobe = self.search_value or 1
+            if selector is None:
+                return self._index.search(queries, k)
+            params = {"hnsw": f.SearchParametersHNSW, "flat": f.SearchParameters}.get(
+                self.spec.kind, f.SearchParametersIVF)()
+            params.sel = selector
+            if self.spec.kind == "hnsw":
+                params.efSearch = max(self.search_value or 16, k)
+            elif self.spec.kind != "flat":
+                params.nprobe = self.search_value or 1
+            if self.spec.kind == "ivf_pq_refine":
+                # IndexRefine passes its base index only base_index_params, and IndexIDMap2 translates only
+                # the top-level selector: the IVF gets the selector translated to its own (sequential) ids here
+                translated = f.IDSelectorTranslated(self._index.id_map, selector)
+                params.sel = translated
+                refine = f.IndexRefineSearchParameters()
+                refine.k_factor, refine.base_index_params = self.spec.refine_factor, params
+                return self._index.search(queries, k, params=refine)
             return self._index.search(queries, k, params=params)

@@ -1,8 +1,10 @@
 """The retrieval service: OpenAI-compatible embeddings and vector search over a durable FAISS store.
 
 Thin: parsing, limits, the OpenAI error envelope and metrics here; the store (SQLite + FAISS, snapshots,
-tombstones, rebuilds) in ``llmlab.retrieval.store``, embeddings in ``llmlab.retrieval.embed``.
-Run: ``llmlab serve retrieval --data DIR``.
+tombstones, rebuilds) in ``llmlab.retrieval.store``, embeddings in ``llmlab.retrieval.embed``, the fan-out
+over shards in ``llmlab.retrieval.client``.
+Run: ``llmlab serve retrieval --data DIR`` (a store), or ``--shard URL --shard URL ...`` (a router: the same
+API over several stores; searches fan out to every shard and merge, writes go round robin, ids are global).
 """
 
 # no "from __future__ import annotations": FastAPI resolves dependency annotations at runtime
@@ -27,6 +29,7 @@ from llmlab import __version__
 from llmlab.platform.asgi import APIError, BodyLimit, Observe, install_openai_errors, openai_envelope
 from llmlab.platform.logs import RequestLog
 from llmlab.platform.metrics import RetrievalMetrics
+from llmlab.retrieval.client import RetrievalClient, ServiceError, ShardedRetrieval
 from llmlab.retrieval.index import IndexSpec
 from llmlab.retrieval.metrics import recall_at_k
 from llmlab.retrieval.store import VectorStore
@@ -74,7 +77,7 @@ class AddRequest(BaseModel):
 
 def spec_of(settings: RetrievalSettings) -> tuple[IndexSpec, int | None]:
     spec = IndexSpec(settings.index, M=settings.hnsw_m, ef_construction=settings.ef_construction,
-                     nlist=settings.nlist, code_bytes=settings.pq_bytes)
+                     nlist=settings.nlist, code_bytes=settings.pq_bytes, refine_factor=settings.refine_factor)
     return spec, {"hnsw": settings.ef_search, "flat": None}.get(settings.index, settings.nprobe)
 
 
@@ -87,16 +90,22 @@ def create_app(settings: RetrievalSettings, embedder=None) -> FastAPI:
     faiss.omp_set_num_threads(settings.faiss_threads)
     torch.set_num_threads(settings.torch_threads)
     embedder = embedder or Embedder(settings.model)
-    spec, knob = spec_of(settings)
-    store = VectorStore(settings.data_dir, embedder.dim, spec, knob)
+    key = settings.api_key.get_secret_value() if settings.api_key else None
+    store = router = None
+    if settings.shards:
+        router = ShardedRetrieval([RetrievalClient(str(url), api_key=key, timeout=settings.shard_timeout_s)
+                                   for url in settings.shards], concurrency=settings.max_inflight)
+    else:
+        store = VectorStore(settings.data_dir, embedder.dim, *spec_of(settings))
     registry = CollectorRegistry()
-    m = RetrievalMetrics(registry, settings.index)
-    m.documents.set(store.size)
+    m = RetrievalMetrics(registry, settings.index, store=store is not None)
+    if store is not None:
+        m.documents.set(store.size)
     state = {"inflight": 0, "changes": 0, "rebuilding": False, "ready": False}
     lock = threading.Lock()
 
     def run_canary() -> float | None:
-        ids = store.sample_ids(settings.canary_queries) if settings.canary_queries else []
+        ids = store.sample_ids(settings.canary_queries) if store is not None and settings.canary_queries else []
         if not ids:
             return None
         queries = store.vectors(ids)
@@ -114,15 +123,16 @@ def create_app(settings: RetrievalSettings, embedder=None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        task = asyncio.create_task(canary_loop())
+        task = asyncio.create_task(canary_loop()) if store is not None else None
         state["ready"] = True
         yield
-        task.cancel()
-        store.snapshot()
+        if store is not None:
+            task.cancel()
+            store.snapshot()
 
     app = FastAPI(title="llmlab retrieval", version=__version__, lifespan=lifespan,
                   description="OpenAI-compatible embeddings and vector search over a durable FAISS index.")
-    app.state.store = store
+    app.state.store, app.state.router = store, router
     app.state.canary = run_canary
     limit = settings.max_batch * (4 * settings.max_text_chars + 1024) + 64 * 1024
     app.add_middleware(BodyLimit, limit=limit, error_body=lambda status, message: openai_envelope(status, message))
@@ -150,7 +160,6 @@ def create_app(settings: RetrievalSettings, embedder=None) -> FastAPI:
             yield
 
     def writer(authorization: Annotated[str | None, Header()] = None) -> None:
-        key = settings.api_key.get_secret_value() if settings.api_key else None
         if key and authorization != f"Bearer {key}":
             raise APIError(401, "invalid or missing API key", "authentication_error")
 
@@ -166,6 +175,18 @@ def create_app(settings: RetrievalSettings, embedder=None) -> FastAPI:
 
     async def embed(texts: list[str]) -> np.ndarray:
         return await run_in_threadpool(embedder.encode, texts)
+
+    async def on_shards(fn, *args):
+        """A router's call to its shards, off the event loop. A shard's 400, 409 or 429 is the client's answer;
+        anything else a shard answers is a 502, and an unreachable shard a 503."""
+        try:
+            return await run_in_threadpool(fn, *args)
+        except ServiceError as e:
+            if e.status in (400, 409, 429):
+                raise APIError(e.status, f"a shard answered: {e.message}", "rate_limit_exceeded" if e.status == 429
+                               else "invalid_request_error", headers={"Retry-After": "1"} if e.status == 429
+                               else None) from None
+            raise APIError(503 if e.status == 503 else 502, f"a shard failed: {e}", "server_error") from None
 
     @app.post("/v1/embeddings", dependencies=[Depends(admit)])
     async def embeddings(body: EmbeddingRequest):
@@ -203,7 +224,9 @@ def create_app(settings: RetrievalSettings, embedder=None) -> FastAPI:
                     raise APIError(400, f"vector: {embedder.dim} finite numbers", param="vector")
             else:
                 vector = (await embed(texts_of(body.query, "query")))[0]
-            if settings.index == "flat" or body.filter:  # linear in the corpus or the matches: off the loop
+            if router is not None:
+                hits = await on_shards(router.search, None, body.k, vector.tolist(), body.filter)
+            elif settings.index == "flat" or body.filter:  # linear in the corpus or the matches: off the loop
                 hits = await run_in_threadpool(lookup, vector, body.k, body.filter)
             else:  # an approximate search of one query takes well under a millisecond, less than a thread hop
                 hits = lookup(vector, body.k, body.filter)
@@ -228,6 +251,8 @@ def create_app(settings: RetrievalSettings, embedder=None) -> FastAPI:
     @app.post("/v1/documents", status_code=201, dependencies=[Depends(admit), Depends(writer)])
     async def add_documents(body: AddRequest):
         texts_of([d.text for d in body.documents], "documents")
+        if router is not None:  # the shards embed what they store
+            return {"ids": await on_shards(router.add, [d.model_dump() for d in body.documents])}
         vectors = await embed([f"{d.title}\n{d.text}" if d.title else d.text for d in body.documents])
         ids = await run_in_threadpool(store.add, [d.model_dump() for d in body.documents], vectors)
         await run_in_threadpool(after_change, len(ids))
@@ -235,13 +260,18 @@ def create_app(settings: RetrievalSettings, embedder=None) -> FastAPI:
 
     @app.get("/v1/documents/{doc_id}")
     async def get_document(doc_id: DocId):
-        doc = (await run_in_threadpool(store.get, [doc_id])).get(doc_id)
+        doc = (await on_shards(router.get, doc_id) if router is not None
+               else (await run_in_threadpool(store.get, [doc_id])).get(doc_id))
         if doc is None:
             raise APIError(404, f"no document {doc_id}", param="doc_id")
         return doc
 
     @app.delete("/v1/documents/{doc_id}", dependencies=[Depends(writer)])
     async def delete_document(doc_id: DocId):
+        if router is not None:
+            if not await on_shards(router.delete, doc_id):
+                raise APIError(404, f"no document {doc_id}", param="doc_id")
+            return {"id": doc_id, "deleted": True}
         if not await run_in_threadpool(store.delete, [doc_id]):
             raise APIError(404, f"no document {doc_id}", param="doc_id")
         await run_in_threadpool(after_change, 1)
@@ -249,6 +279,9 @@ def create_app(settings: RetrievalSettings, embedder=None) -> FastAPI:
 
     @app.post("/v1/index/rebuild", status_code=202, dependencies=[Depends(writer)])
     async def rebuild():
+        if router is not None:  # every shard rebuilds its own index in the background
+            await on_shards(router.rebuild)
+            return {"rebuilding": True}
         with lock:
             if state["rebuilding"]:
                 raise APIError(409, "a rebuild is already running", "conflict")
@@ -271,6 +304,11 @@ def create_app(settings: RetrievalSettings, embedder=None) -> FastAPI:
     async def ready():
         if not state["ready"]:
             raise APIError(503, "starting", "server_error")
+        if router is not None:
+            try:
+                return await run_in_threadpool(router.ready) | {"index": settings.index}
+            except ServiceError as e:
+                raise APIError(503, f"a shard is not ready: {e}", "server_error") from None
         return {"status": "ready", "documents": store.size, "index": settings.index,
                 "rebuilding": state["rebuilding"]}
 
