@@ -36,6 +36,11 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.xdist_group(item.path.stem))
 
 
+def pytest_runtest_setup(item):
+    if item.get_closest_marker("sandbox"):
+        needs_isolation()
+
+
 def needs(tool_ok: bool, reason: str):
     """Skip on a user's machine when a system tool is missing; never skip under CI (CI=true)."""
     if tool_ok:

@@ -54,6 +54,7 @@ def wait_graded(client, sid: str, token: str, timeout: float = 120) -> dict:
     raise AssertionError(f"submission {sid} not graded in {timeout}s: {sub}")
 
 
+@pytest.mark.sandbox
 def test_submit_grade_and_roles(service):
     client, tok, tmp_path = service
     assert client.post("/v1/submissions", data={"lab": "m01"}, files={"file": ("a.py", REFERENCE)}).status_code == 401
@@ -117,6 +118,7 @@ def test_limits_idempotency_and_bad_uploads(service):
     assert len(client.get("/v1/submissions", headers=h).json()) == 5  # the limit: 5 a minute
 
 
+@pytest.mark.sandbox
 def test_folder_upload_as_zip(service):
     client, tok, _ = service
     buf = io.BytesIO()
@@ -130,6 +132,7 @@ def test_folder_upload_as_zip(service):
     assert sub["score"] == 14, sub
 
 
+@pytest.mark.sandbox
 def test_nothing_lost_when_killed_mid_grading(ray_address, tmp_path):
     """SIGKILL the service while its Ray job grades; on restart the reconciler lands the result."""
     env = {**os.environ, "LLMLAB_GRADER_DATABASE_URL": f"sqlite:///{tmp_path / 'g.sqlite'}",
@@ -193,6 +196,7 @@ def test_store_creates_its_folders_on_a_first_run(tmp_path):
     assert store.authenticate(store.add_learner("first")) is not None
 
 
+@pytest.mark.sandbox
 def test_on_postgresql(ray_address, postgres_url, tmp_path):
     """The same service on a real PostgreSQL server: learners, an idempotent submission graded on Ray, the
     gradebook, and a restart that reads it all back."""

@@ -126,6 +126,7 @@ CHEAT_CASES = [pytest.param(lab, kind, id=f"{lab}-{kind}",
                for lab in LABS for kind in CHEATS]
 
 
+@pytest.mark.sandbox
 @pytest.mark.parametrize("lab_id, kind", CHEAT_CASES)
 def test_cheating_earns_nothing(lab_id, kind):
     """Re-exporting llmlab's reference scores 0; constant, NaN and wrongly typed values from the
@@ -142,6 +143,7 @@ def test_cheating_earns_nothing(lab_id, kind):
     assert not wrongly_passed, (result.seed, wrongly_passed)
 
 
+@pytest.mark.sandbox
 @pytest.mark.parametrize("lab_id", LABS)
 def test_starter_is_self_contained_and_earns_nothing(lab_id, tmp_path):
     """The starter a learner begins from imports nothing from llmlab, imports in the sandbox, and every

@@ -119,6 +119,7 @@ def test_labsubmission_crd_and_rayjob_mapping():
             assert spec["shutdownAfterJobFinishes"] and spec["ttlSecondsAfterFinished"] > 0 and "rayClusterSpec" in spec
 
 
+@pytest.mark.sandbox
 async def test_submission_becomes_a_rayjob_and_its_result_comes_back(operator, ray_address, tmp_path):
     kmock = operator
     name = f"ada-m01-{uuid.uuid4().hex[:6]}"  # its Ray job id is fixed by the name: unique on a reused Ray head
@@ -192,6 +193,7 @@ async def _play_kuberay(kmock, job: dict, ray_address: str) -> None:
         "dashboardURL": ray_address.removeprefix("http://"), "endTime": k8s.now_iso()}})
 
 
+@pytest.mark.sandbox
 async def test_grading_service_in_kubernetes_mode(operator, ray_address, tmp_path):
     """POST to the service -> LabSubmission -> RayJob -> Ray fetches the source link -> grade in the service."""
     kmock, port = operator, free_port()

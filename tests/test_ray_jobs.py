@@ -27,6 +27,7 @@ def test_head_listens_on_loopback_only(ray_address):
         assert local_addr.startswith(("127.", "[::ffff:127.", "[::1]")), ln
 
 
+@pytest.mark.sandbox
 def test_submit_grades_reference_and_bug(ray_address, tmp_path):
     good = tmp_path / "good.py"
     good.write_text(m01_source())
@@ -39,6 +40,7 @@ def test_submit_grades_reference_and_bug(ray_address, tmp_path):
     assert job_id in [j.job_id for j in client.list_jobs()]
 
 
+@pytest.mark.sandbox
 def test_folder_submission_and_hostile_code_through_ray(ray_address, tmp_path):
     sub = tmp_path / "pkg"
     sub.mkdir()
@@ -54,6 +56,7 @@ def test_folder_submission_and_hostile_code_through_ray(ray_address, tmp_path):
     assert by["qkv_attention"].passed
 
 
+@pytest.mark.sandbox
 def test_cli_submit_wait_prints_the_table(ray_address, tmp_path):
     sub = tmp_path / "s.py"
     sub.write_text(m01_source("attention_mask_ignored"))
@@ -68,6 +71,7 @@ def test_cli_submit_wait_prints_the_table(ray_address, tmp_path):
     assert json.loads(book)[0]["learner"] == "kim"
 
 
+@pytest.mark.sandbox
 def test_plain_ray_job_submit_on_the_entrypoint(ray_address, tmp_path):
     """The documented way without llmlab's client: `ray job submit --working-dir DIR -- python ray-jobs/grade.py`."""
     workdir = tmp_path / "wd"
