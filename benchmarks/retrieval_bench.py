@@ -5,7 +5,9 @@ Wikipedia corpus (~105k passages, the embeddings from the on-disk cache; the fir
 hour on 2 CPU cores): the smallest efSearch reaching recall@5 >= 0.98 of exact, and its per-query latency as
 a fraction of exact search's, one thread, single queries. (3) The retrieval service's overhead: p95 latency of
 ``POST /v1/search`` with a vector over HTTP (a real ``llmlab serve retrieval`` process on the same store, a
-keep-alive client) minus p95 of the store's in-process search, one client, the same queries.
+keep-alive client) minus p95 of the store's in-process search, one client, the same queries; and the
+router's own cost: the same documents in two shard services behind ``llmlab serve retrieval --shard ...``,
+p95 through the router minus p95 of the one service.
 
     python benchmarks/retrieval_bench.py        (LLMLAB_BENCH_PASSAGES=N for a smaller corpus)
 """
@@ -69,11 +71,17 @@ def _service_overhead(vectors: np.ndarray, texts: list[str], queries: np.ndarray
 
     from llmlab.retrieval.store import VectorStore
 
-    folder = Path(tempfile.mkdtemp(prefix="llmlab-bench-store-"))
     spec = index.IndexSpec("hnsw", M=32, ef_construction=200)
-    store = VectorStore(folder, vectors.shape[1], spec, 64)
-    store.add([{"text": t} for t in texts[:n]], vectors[:n])
-    store.snapshot()
+
+    def stored(rows: range) -> tuple[Path, VectorStore]:
+        folder = Path(tempfile.mkdtemp(prefix="llmlab-bench-store-"))
+        store = VectorStore(folder, vectors.shape[1], spec, 64)
+        store.add([{"text": texts[i]} for i in rows], vectors[rows.start:rows.stop:rows.step])
+        store.snapshot()
+        return folder, store
+
+    folder, store = stored(range(n))
+    shards = [stored(range(s, n, 2))[0] for s in (0, 1)]  # as the router's round robin spreads them
     bodies = [json.dumps({"vector": q.tolist(), "k": 5}) for q in queries]
 
     def p95(fn, items) -> float:
@@ -86,26 +94,37 @@ def _service_overhead(vectors: np.ndarray, texts: list[str], queries: np.ndarray
 
     local = p95(lambda q: store.search(q[None], 5), queries)
     local_texts = p95(lambda q: store.get([int(i) for i in store.search(q[None], 5)[1][0] if i >= 0]), queries)
-    with serving.serve("retrieval", "--data", str(folder), "--ef-search", "64", ready="/ready", timeout=600,
-                       env={"OMP_NUM_THREADS": "1"}) as base, httpx.Client(timeout=30) as hx:
+    def serve(*args: str):
+        return serving.serve("retrieval", *args, "--ef-search", "64", ready="/ready", timeout=600,
+                             env={"OMP_NUM_THREADS": "1"})
+
+    def call(conn, method: str, path: str, body: str | None = None) -> None:
+        conn.request(method, path, body=body, headers={"content-type": "application/json"})
+        r = conn.getresponse()
+        r.read()
+        if r.status != 200:
+            raise RuntimeError(f"{method} {path}: {r.status}")
+
+    def connect(base: str):
         url = urlparse(base)
-        conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+        return http.client.HTTPConnection(url.hostname, url.port, timeout=30)
 
-        def call(method: str, path: str, body: str | None = None) -> None:
-            conn.request(method, path, body=body, headers={"content-type": "application/json"})
-            r = conn.getresponse()
-            r.read()
-            if r.status != 200:
-                raise RuntimeError(f"{method} {path}: {r.status}")
-
-        floor = p95(lambda _: call("GET", "/version"), range(len(bodies)))
-        remote = p95(lambda b: call("POST", "/v1/search", b), bodies)
+    with serve("--data", str(folder)) as base, httpx.Client(timeout=30) as hx:
+        conn = connect(base)
+        floor = p95(lambda _: call(conn, "GET", "/version"), range(len(bodies)))
+        remote = p95(lambda b: call(conn, "POST", "/v1/search", b), bodies)
         remote_httpx = p95(lambda b: hx.post(f"{base}/v1/search", content=b, headers={
             "content-type": "application/json"}).raise_for_status(), bodies)
         conn.close()
+    with serve("--data", str(shards[0])) as a, serve("--data", str(shards[1])) as b, \
+            serve("--shard", a, "--shard", b) as router:
+        conn = connect(router)
+        routed = p95(lambda body: call(conn, "POST", "/v1/search", body), bodies)
+        conn.close()
     return {"documents": n, "queries": len(queries), "in_process_p95_ms": local,
             "in_process_with_texts_p95_ms": local_texts, "http_p95_ms": remote, "http_floor_p95_ms": floor,
-            "httpx_p95_ms": remote_httpx, "overhead_p95_ms": remote - local}
+            "httpx_p95_ms": remote_httpx, "overhead_p95_ms": remote - local, "router_2_shards_p95_ms": routed,
+            "router_overhead_p95_ms": routed - remote}
 
 
 def main() -> dict:
@@ -138,6 +157,8 @@ def report(res: dict) -> None:
           f"{sv['in_process_p95_ms']:.2f} ms in process: overhead {sv['overhead_p95_ms']:.2f} ms (in process with "
           f"the texts {sv['in_process_with_texts_p95_ms']:.2f} ms; GET /version {sv['http_floor_p95_ms']:.2f} ms; "
           f"through httpx {sv['httpx_p95_ms']:.2f} ms)")
+    print(f"through a router over two shards of {sv['documents'] // 2:,}: p95 {sv['router_2_shards_p95_ms']:.2f} ms, "
+          f"{sv['router_overhead_p95_ms']:+.2f} ms against the one service")
 
 
 if __name__ == "__main__":
