@@ -31,10 +31,12 @@ class RewardModel(nn.Module):
     """A language-model trunk (initialized from the supervised policy, as Ouyang et al. do) and a linear
     score read at each sequence's last token."""
 
-    def __init__(self, lm: TransformerLM):
+    def __init__(self, lm: TransformerLM, seed: int = 0):
         super().__init__()
         self.lm = copy.deepcopy(lm)
-        self.score_head = nn.Linear(lm.config.d_model, 1)
+        with torch.random.fork_rng(devices=[]):  # the head's own seed: the same in every process, whatever
+            torch.manual_seed(seed)  # drew from the global generator before (it differed between processes)
+            self.score_head = nn.Linear(lm.config.d_model, 1)
 
     def forward(self, ids: Tensor, mask: Tensor) -> Tensor:
         """Scores (B,) of prompt + reply sequences ``ids`` (B, T), read at each reply's last token (``mask``:

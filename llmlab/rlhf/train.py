@@ -202,8 +202,9 @@ def train_reward_model(cfg: RLHFConfig, policy: TransformerLM, pairs: dict) -> t
     n = len(pairs["chosen"])
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed + 2))
     train, test = perm[: int(0.8 * n)], perm[int(0.8 * n):]
-    rm = models.RewardModel(policy)
+    rm = models.RewardModel(policy, seed=cfg.seed + 6)
     opt = torch.optim.AdamW(rm.parameters(), lr=cfg.rm_lr, weight_decay=0.0)
+    shuffle = torch.Generator().manual_seed(cfg.seed + 7)
 
     def scores(idx):
         return (rm(pairs["chosen"][idx], pairs["chosen_mask"][idx]),
@@ -211,7 +212,7 @@ def train_reward_model(cfg: RLHFConfig, policy: TransformerLM, pairs: dict) -> t
 
     losses = []
     for _ in range(cfg.rm_epochs):
-        for b in train[torch.randperm(len(train))].split(64):
+        for b in train[torch.randperm(len(train), generator=shuffle)].split(64):
             loss = preference.bradley_terry_loss(*scores(b))
             opt.zero_grad()
             loss.backward()
