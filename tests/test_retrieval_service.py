@@ -349,6 +349,8 @@ def test_an_ivf_service_starts_empty_and_answers_exactly_until_trained(embedder,
         assert c.get("/ready").json() == {"status": "ready", "documents": 0, "index": "ivf_pq_refine",
                                           "rebuilding": False}
         assert c.post("/v1/documents", json={"documents": DOCS}).status_code == 201
+        r = c.post("/v1/index/rebuild")  # nothing to train on yet: a clear 409, not a failed background thread
+        assert r.status_code == 409 and "at least 256 documents" in r.json()["error"]["message"]
         v = embedder.encode(["sunlight reflected by a surface"])[0]
         got = c.post("/v1/search", json={"vector": v.tolist(), "k": 5}).json()["data"]
         assert [h["id"] for h in got] == c.app.state.store.exact(v[None], 5)[1][0].tolist()

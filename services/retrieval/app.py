@@ -282,6 +282,10 @@ def create_app(settings: RetrievalSettings, embedder=None) -> FastAPI:
         if router is not None:  # every shard rebuilds its own index in the background
             await on_shards(router.rebuild)
             return {"rebuilding": True}
+        size, needed = await run_in_threadpool(lambda: store.size), store.trained_from()
+        if size < needed:
+            raise APIError(409, f"the {settings.index} index trains on at least {needed} documents and the store "
+                           f"holds {size}; searches are exact until then", "conflict")
         with lock:
             if state["rebuilding"]:
                 raise APIError(409, "a rebuild is already running", "conflict")
