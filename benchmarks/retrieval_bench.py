@@ -94,6 +94,7 @@ def _service_overhead(vectors: np.ndarray, texts: list[str], queries: np.ndarray
 
     local = p95(lambda q: store.search(q[None], 5), queries)
     local_texts = p95(lambda q: store.get([int(i) for i in store.search(q[None], 5)[1][0] if i >= 0]), queries)
+
     def serve(*args: str):
         return serving.serve("retrieval", *args, "--ef-search", "64", ready="/ready", timeout=600,
                              env={"OMP_NUM_THREADS": "1"})

@@ -70,7 +70,7 @@ def test_an_ivf_store_is_exact_until_it_has_enough_documents_to_train(tmp_path):
     exactly (filters included) from SQLite, and the add that brings enough documents builds the index."""
     spec = IndexSpec("ivf_pq", nlist=8, code_bytes=4, search_values=(8,))
     store = VectorStore(tmp_path, 16, spec)
-    assert store._index is None and store.trained_from() == 256 and store.snapshot() is None
+    assert store._index is None and spec.train_min == 256 and store.snapshot() is None
     x = unit(300, seed=2)
     first = store.add([{"text": f"doc {i}", "metadata": {"odd": i % 2}} for i in range(200)], x[:200])
     assert store._index is None  # 200 < 256

@@ -49,9 +49,10 @@ def test_heads_at_the_reply_positions_only_equal_the_full_logits():
 def test_the_pipeline_draws_nothing_from_the_global_generators():
     """Every random draw of SFT, the preference pairs, the reward model, PPO and DPO comes from the run's seed:
     two processes whose global torch and NumPy generators start from different seeds train the same weights.
-    (The reward model's head and its shuffle once drew from torch's global generator, whose state then depended
-    on whether the toxicity judge was trained or read from its cache: one seed gave different runs.) Separate
-    processes, because within one process a run after the first can differ in the last float bits."""
+    (The reward model's head and its shuffle once drew from torch's global generator, whose state there differed
+    between processes: one seed gave different runs.) Separate processes, because within one process a run after
+    the first can differ in the last float bits."""
+    import os
     import subprocess
     import sys
 
@@ -75,6 +76,6 @@ for m in (sft, rm, ppo.policy, dpo):
     print(hashlib.sha256(b"".join(t.detach().numpy().tobytes() for t in m.state_dict().values())).hexdigest())
 """
     runs = [subprocess.run([sys.executable, "-c", script, str(seed)], capture_output=True, text=True, timeout=600,
-                           env={**__import__("os").environ, "OMP_NUM_THREADS": "1"}) for seed in (1, 2)]
+                           env={**os.environ, "OMP_NUM_THREADS": "1"}) for seed in (1, 2)]
     assert all(r.returncode == 0 for r in runs), runs[0].stderr[-2000:] + runs[1].stderr[-2000:]
     assert runs[0].stdout.split() == runs[1].stdout.split() and len(runs[0].stdout.split()) == 4

@@ -39,6 +39,14 @@ class IndexSpec:
                 "ivf_pq_refine": f"IVF{self.nlist},PQ{self.code_bytes},Refine(SQ8)"}[self.kind]
 
     @property
+    def train_min(self) -> int:
+        """The vectors an index of this kind needs to train on: IVF's k-means needs nlist, and PQ's codebooks
+        (8 bits, 256 centroids a sub-vector) 256; the others none."""
+        if not self.kind.startswith("ivf"):
+            return 0
+        return max(self.nlist, 256) if self.kind.startswith("ivf_pq") else self.nlist
+
+    @property
     def knob(self) -> str | None:
         return {"hnsw": "efSearch", "ivf_flat": "nprobe", "ivf_pq": "nprobe", "ivf_pq_refine": "nprobe"}.get(self.kind)
 

@@ -140,7 +140,7 @@ class VectorStore:
         seq, index = (snaps[-1][0], faiss().read_index(str(snaps[-1][1]))) if snaps else (0, None)
         if index is None or not index.is_trained:
             seq = self._seq()
-            index = self._build(seq) if self.trained_from() <= self.size else None
+            index = self._build(seq) if self.spec.train_min <= self.size else None
         else:
             self._replay(index, seq)
         self._set_knob(index)
@@ -154,21 +154,14 @@ class VectorStore:
             index.add_with_ids(np.stack([np.frombuffer(v, dtype=np.float32) for _, v in rows]),
                                np.array([i for i, _ in rows], dtype=np.int64))
 
-    def trained_from(self) -> int:
-        """The live documents an index of this kind needs to train on: IVF's k-means needs nlist, and PQ's
-        codebooks (8 bits, 256 centroids a sub-vector) 256; the others none."""
-        if not self.spec.kind.startswith("ivf"):
-            return 0
-        return max(self.spec.nlist, 256) if self.spec.kind.startswith("ivf_pq") else self.spec.nlist
-
     def _build(self, upto: int):
         """A new index over the live documents added up to change ``upto`` (IVF indexes train on them)."""
         index = self._empty()
         rows = self._rows("SELECT id, vector FROM docs WHERE deleted IS NULL AND added <= ? ORDER BY id", (upto,))
         vectors = np.stack([np.frombuffer(v, dtype=np.float32) for _, v in rows]) if rows else None
         if not index.is_trained:
-            if vectors is None or len(vectors) < self.trained_from():
-                raise ValueError(f"{self.spec.factory} needs at least {self.trained_from()} documents to train on")
+            if vectors is None or len(vectors) < self.spec.train_min:
+                raise ValueError(f"{self.spec.factory} needs at least {self.spec.train_min} documents to train on")
             index.train(vectors)
         if vectors is not None:
             index.add_with_ids(vectors, np.array([i for i, _ in rows], dtype=np.int64))
@@ -216,7 +209,7 @@ class VectorStore:
                                          v.tobytes(), seq)).lastrowid for d, v in zip(docs, vectors, strict=True)]
             if self._index is not None:
                 self._index.add_with_ids(vectors, np.array(ids, dtype=np.int64))
-        if self._index is None and self.size >= self.trained_from() and self._training.acquire(blocking=False):
+        if self._index is None and self.size >= self.spec.train_min and self._training.acquire(blocking=False):
             try:  # the first build, beside searches (still exact until it is swapped in)
                 self.rebuild()
             except ValueError:  # deletes meanwhile left too few to train on: exact search goes on

@@ -132,7 +132,7 @@ def create_app(settings: RetrievalSettings, embedder=None) -> FastAPI:
 
     app = FastAPI(title="llmlab retrieval", version=__version__, lifespan=lifespan,
                   description="OpenAI-compatible embeddings and vector search over a durable FAISS index.")
-    app.state.store, app.state.router = store, router
+    app.state.store = store
     app.state.canary = run_canary
     limit = settings.max_batch * (4 * settings.max_text_chars + 1024) + 64 * 1024
     app.add_middleware(BodyLimit, limit=limit, error_body=lambda status, message: openai_envelope(status, message))
@@ -282,8 +282,8 @@ def create_app(settings: RetrievalSettings, embedder=None) -> FastAPI:
         if router is not None:  # every shard rebuilds its own index in the background
             await on_shards(router.rebuild)
             return {"rebuilding": True}
-        size, needed = await run_in_threadpool(lambda: store.size), store.trained_from()
-        if size < needed:
+        needed = store.spec.train_min
+        if needed and (size := await run_in_threadpool(lambda: store.size)) < needed:
             raise APIError(409, f"the {settings.index} index trains on at least {needed} documents and the store "
                            f"holds {size}; searches are exact until then", "conflict")
         with lock:
