@@ -1,13 +1,13 @@
-"""Lab m16's retrieval at scale. (1) Embedding throughput of llmlab's token-budget batches against what a
-user writes first: a SentenceTransformer.encode call per 32 passages in file order, and one encode call over
-all of them (sentence-transformers sorts by length itself). (2) HNSW against exact search over the whole
-Wikipedia corpus (~105k passages, the embeddings from the on-disk cache; the first run embeds them, about an
-hour on 2 CPU cores): the smallest efSearch reaching recall@5 >= 0.98 of exact, and its per-query latency as
-a fraction of exact search's, one thread, single queries. (3) The retrieval service's overhead: p95 latency of
-``POST /v1/search`` with a vector over HTTP (a real ``llmlab serve retrieval`` process on the same store, a
-keep-alive client) minus p95 of the store's in-process search, one client, the same queries; and the
-router's own cost: the same documents in two shard services behind ``llmlab serve retrieval --shard ...``,
-p95 through the router minus p95 of the one service.
+"""Lab m16's retrieval at scale. (1) Embedding throughput of llmlab's token-budget batches (bf16 autocast on an
+AMX CPU, and in float32) against what a user writes first: a float32 SentenceTransformer.encode call per 32
+passages in file order, and one encode call over all of them (sentence-transformers sorts by length itself).
+(2) HNSW against exact search over the whole Wikipedia corpus (~105k passages, the embeddings from the on-disk
+cache; the first run embeds them: 23 min on 2 CPU cores in float32): the smallest efSearch reaching recall@5
+>= 0.98 of exact, and its per-query latency as a fraction of exact search's, one thread, single queries.
+(3) The retrieval service's overhead: p95 latency of ``POST /v1/search`` with a vector over HTTP (a real
+``llmlab serve retrieval`` process on the same store, a keep-alive client) minus p95 of the store's in-process
+search, one client, the same queries; and the router's own cost: the same documents in two shard services
+behind ``llmlab serve retrieval --shard ...``, p95 through the router minus p95 of the one service.
 
     python benchmarks/retrieval_bench.py        (LLMLAB_BENCH_PASSAGES=N for a smaller corpus)
 """
@@ -25,23 +25,30 @@ from llmlab.retrieval.embed import Embedder, embed_cached
 
 
 def _embedding(embedder: Embedder, texts: list[str]) -> dict:
+    """Passages per second: llmlab's batches at its default precision (bf16 autocast on an AMX CPU) and in
+    float32, against float32 encode calls as a user writes them."""
     model = embedder.model
-    embedder.encode(texts[:64])  # warm-up
-    runs = {}
-    t0 = time.perf_counter()
-    ours = embedder.encode(texts)
-    runs["llmlab"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    loop = np.concatenate([model.encode(texts[i:i + 32], batch_size=32, normalize_embeddings=True)
-                           for i in range(0, len(texts), 32)])
-    runs["encode_per_32"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    model.encode(texts, batch_size=32, normalize_embeddings=True)
-    runs["encode_once"] = time.perf_counter() - t0
-    return {"texts": len(texts), **{f"{k}_per_s": len(texts) / v for k, v in runs.items()},
+    fp32 = Embedder(bf16=False) if embedder.bf16 else embedder
+    runs, vectors = {}, {}
+
+    def timed(name, fn):
+        fn(texts[:64])  # warm-up
+        t0 = time.perf_counter()
+        vectors[name] = fn(texts)
+        runs[name] = time.perf_counter() - t0
+
+    timed("llmlab", embedder.encode)
+    timed("llmlab_fp32", fp32.encode)
+    timed("encode_per_32", lambda ts: np.concatenate([model.encode(ts[i:i + 32], batch_size=32,
+                                                                   normalize_embeddings=True)
+                                                      for i in range(0, len(ts), 32)]))
+    timed("encode_once", lambda ts: model.encode(ts, batch_size=32, normalize_embeddings=True))
+    return {"texts": len(texts), "bf16": embedder.bf16, **{f"{k}_per_s": len(texts) / v for k, v in runs.items()},
             "speedup_vs_loop": runs["encode_per_32"] / runs["llmlab"],
             "speedup_vs_encode_once": runs["encode_once"] / runs["llmlab"],
-            "max_abs_diff": float(np.abs(ours - loop).max())}
+            "batching_speedup_fp32": runs["encode_per_32"] / runs["llmlab_fp32"],
+            "max_abs_diff_fp32": float(np.abs(vectors["llmlab_fp32"] - vectors["encode_per_32"]).max()),
+            "min_cosine_to_fp32": float((vectors["llmlab"] * vectors["encode_per_32"]).sum(1).min())}
 
 
 def _hnsw_vs_exact(vectors: np.ndarray, queries: np.ndarray) -> dict:
@@ -145,9 +152,12 @@ def main() -> dict:
 
 def report(res: dict) -> None:
     e, a = res["embedding"], res["ann"]
-    print(f"all-MiniLM-L6-v2 on {e['texts']} passages: llmlab {e['llmlab_per_s']:.1f}/s, encode per 32 "
-          f"{e['encode_per_32_per_s']:.1f}/s ({e['speedup_vs_loop']:.2f}x), one encode call "
-          f"{e['encode_once_per_s']:.1f}/s ({e['speedup_vs_encode_once']:.2f}x); max |diff| {e['max_abs_diff']:.1e}")
+    print(f"all-MiniLM-L6-v2 on {e['texts']} passages: llmlab {e['llmlab_per_s']:.1f}/s "
+          f"({'bf16 autocast' if e['bf16'] else 'float32'}; float32 {e['llmlab_fp32_per_s']:.1f}/s), encode per 32 "
+          f"{e['encode_per_32_per_s']:.1f}/s ({e['speedup_vs_loop']:.2f}x; batching alone "
+          f"{e['batching_speedup_fp32']:.2f}x), one encode call {e['encode_once_per_s']:.1f}/s "
+          f"({e['speedup_vs_encode_once']:.2f}x); float32 max |diff| {e['max_abs_diff_fp32']:.1e}, "
+          f"min cosine to float32 {e['min_cosine_to_fp32']:.6f}")
     h = a["hnsw"]
     print(f"{a['passages']:,} passages, {a['queries']} questions, 1 thread: exact {a['exact_ms']:.3f} ms/query; "
           f"{h['label']} efSearch {h['value']}: recall@5 {h['recall@5']:.3f} at {h['ms_single']:.3f} ms "

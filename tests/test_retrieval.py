@@ -149,7 +149,7 @@ def test_in_batch_negatives_equals_sentence_transformers():
 def embedder():
     from llmlab.retrieval.embed import Embedder
 
-    return Embedder(batch_tokens=512)
+    return Embedder(batch_tokens=512, bf16=False)
 
 
 TEXTS = ["Which NFL team represented the AFC at Super Bowl 50?", "Anarchism is a political philosophy.", "A",
@@ -173,6 +173,53 @@ def test_embeddings_equal_transformers_mean_pooling(embedder):
     assert got.shape == (len(TEXTS), 384) and got.dtype == np.float32
     assert np.abs(got - np.stack(want)).max() < 1e-5
     assert got[0] @ got[1] < got[1] @ embedder.encode(["Anarchism is a philosophy of politics."])[0]
+
+
+def test_bf16_autocast_keeps_the_vectors_and_short_batches_in_float32(embedder):
+    """bf16 (the default on an AMX CPU, forced here on any CPU) against the float32 vectors above: the same
+    directions to 1e-4 in cosine; a batch under BF16_MIN_TOKENS is float32, bit for bit; a cache keeps the two
+    apart."""
+    from llmlab.retrieval.embed import BF16_MIN_TOKENS, Embedder
+
+    bf16 = Embedder(batch_tokens=512, bf16=True)
+    got, want = bf16.encode(TEXTS), embedder.encode(TEXTS)
+    assert got.dtype == np.float32 and np.allclose(np.linalg.norm(got, axis=1), 1, atol=1e-5)
+    assert (got * want).sum(1).min() > 0.9999 and np.abs(got - want).max() > 1e-5  # bf16 did run
+    assert bf16.token_counts(["Why?"])[0] < BF16_MIN_TOKENS
+    assert np.array_equal(bf16.encode(["Why?"]), embedder.encode(["Why?"]))
+    assert bf16.fingerprint != embedder.fingerprint
+
+
+def test_fine_tuning_lowers_the_loss_it_trains_on():
+    """A few steps of the dual encoder (bf16 autocast where the CPU has AMX) lower the in-batch-negatives loss of
+    pairs the model as shipped cannot match (code words for passages) and leave the weights in float32; batches
+    never hold two questions of one passage; a mined hard negative is never the gold passage."""
+    from llmlab.retrieval import finetune
+    from llmlab.retrieval.contrastive import in_batch_negatives_loss
+    from llmlab.retrieval.embed import Embedder
+    from llmlab.retrieval.lexical import BM25
+
+    passages = ["The Eiffel Tower is in Paris.", "Mount Fuji is the highest mountain in Japan.",
+                "The Nile flows north into the Mediterranean.", "Photosynthesis turns light into sugar.",
+                "The Rhine flows through Basel and Cologne.", "Kyoto was the capital of Japan for a millennium."]
+    questions = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel"]
+    gold = [0, 1, 2, 3, 4, 5, 0, 2]
+    assert all(len({gold[i] for i in b}) == len(b) for b in finetune.batches(gold, 4, seed=0))
+    hard = finetune.mine_hard_negatives(BM25(passages), ["Eiffel Paris", "Japan mountain", "Nile north",
+                                                         "light sugar", "Rhine", "Kyoto", "Paris", "Nile"], gold)
+    assert all(h != g for h, g in zip(hard, gold, strict=True))
+    embedder = Embedder(max_tokens=32)
+
+    def loss() -> float:
+        with torch.no_grad():
+            q, p = (embedder.model.encode(x, convert_to_tensor=True) for x in (questions[:6], passages))
+            return float(in_batch_negatives_loss(q.float(), p.float(), None, 20.0))
+
+    before = loss()
+    steps = finetune.train(embedder, questions, passages, gold, hard, epochs=6, batch=4, lr=2e-4, progress=False)
+    assert len(steps) >= 12 and all(np.isfinite(steps))
+    assert loss() < 0.5 * before, (before, loss())
+    assert all(p.dtype == torch.float32 for p in embedder.model.parameters())
 
 
 def test_token_batches_cover_every_text_within_the_budget(embedder):

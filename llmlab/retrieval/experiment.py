@@ -23,10 +23,10 @@ from llmlab.retrieval.metrics import recall_at_k, rrf
 
 @dataclass(frozen=True)
 class RetrievalConfig:
-    passages: int | None = 5_000  # corpus size, gold paragraphs included (None: all 99,703 + 5,005)
+    passages: int | None = 10_000  # corpus size, gold paragraphs included (None: all 99,703 + 5,005)
     questions_per_set: int | None = 400  # SQuAD and BoolQ questions each (None: all 10,570 and 3,270)
     sweep_queries: int = 500
-    nlist: int = 128  # IVF lists (about 2-4 sqrt(n))
+    nlist: int = 256  # IVF lists (about 2-4 sqrt(n))
     hnsw: tuple[tuple[int, int], ...] = ((16, 100), (32, 200))  # (M, efConstruction)
     ef_search: tuple[int, ...] = (8, 16, 32, 64, 128, 256)
     nprobe: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)

@@ -89,7 +89,7 @@ def create_app(settings: RetrievalSettings, embedder=None) -> FastAPI:
 
     faiss.omp_set_num_threads(settings.faiss_threads)
     torch.set_num_threads(settings.torch_threads)
-    embedder = embedder or Embedder(settings.model)
+    embedder = embedder or Embedder(settings.model, bf16=settings.bf16)
     key = settings.api_key.get_secret_value() if settings.api_key else None
     store = router = None
     if settings.shards:
