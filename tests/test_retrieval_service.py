@@ -371,7 +371,8 @@ def test_prompt_and_citations():
 def test_rag_through_both_services(embedder, tmp_path):
     """question -> the retrieval service -> a cited prompt -> llmlab's inference service (a real process, the
     official openai client) -> an answer, scored. The model is an untrained character-level one with a
-    4,096-character context: the pipeline is under test, not the answers (EM and F1 are what they are)."""
+    320-character context: the pipeline is under test, not the answers (EM and F1 are what they are). Prompts
+    of 3 passages run over that context; the server's 400 makes the pipeline shorten them until they fit."""
     from fastapi.testclient import TestClient
 
     from llmlab import hf
@@ -383,7 +384,7 @@ def test_rag_through_both_services(embedder, tmp_path):
 
     text = " ".join(d["title"] + " " + d["text"] for d in DOCS) + "?[]:\nAQWabcdefghijklmnopqrstuvwxyz0123456789.,'"
     tok = CharTokenizer.train(text)
-    model = TransformerLM(TransformerConfig(tok.vocab_size, context=4096, d_model=16, n_heads=2, n_layers=1), seed=0)
+    model = TransformerLM(TransformerConfig(tok.vocab_size, context=320, d_model=16, n_heads=2, n_layers=1), seed=0)
     folder = hf.export(model, tmp_path / "reader", tok)
     proc, base = serve_inference(folder)
     try:
@@ -401,8 +402,11 @@ def test_rag_through_both_services(embedder, tmp_path):
         proc.wait(30)
     assert result["questions"] == 3 and result["recall@3"] == 1.0  # every gold passage retrieved
     assert 0 <= result["exact_match"] <= result["f1"] <= 1
+    assert result["prompts_shortened"] == 3  # every 3-passage prompt was over the 320-character context
+    for row in result["rows"]:
+        assert row["shortened"] >= 1 and len(tok.encode(row["prompt"])) < 320 and row["prompt_passages"] >= 1
     row = result["rows"][0]
-    assert row["hits"][0]["title"] == "Achilles" and 0 < len(row["prompt"]) <= 3000 and isinstance(row["answer"], str)
+    assert row["hits"][0]["title"] == "Achilles" and "[1] Achilles" in row["prompt"] and isinstance(row["answer"], str)
 
 
 def test_reader_text_cites_the_gold_passage():

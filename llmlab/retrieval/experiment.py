@@ -344,7 +344,8 @@ smaller than about twice that are noise. all-MiniLM-L6-v2 was trained on a billi
 {rg['questions']} held-out SQuAD questions (their paragraphs never in the reader's training text) went through
 the pipeline: the question to the retrieval service (`llmlab serve retrieval`, HNSW over the passages above),
 the top 5 numbered into a prompt of at most {m['config']['reader_prompt_chars']:,} characters (the first that
-does not fit cut at a word, the rest left out: {rg['passages_in_prompt']:.1f} passages on average), the prompt
+does not fit cut at a word, the rest left out: {rg['passages_in_prompt']:.1f} passages on average; \
+{rg['prompts_shortened']} shortened again because the reader's server found them over its context), the prompt
 to the reader through the OpenAI API, greedy decoding. The reader is {who}.
 
 | gold paragraph in the top 5 | an answer in the top 5 | an answer in the prompt | citing a passage | EM | F1 |

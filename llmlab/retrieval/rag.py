@@ -51,16 +51,31 @@ def citations(answer: str, n_passages: int) -> list[int]:
 
 
 def answer(question: str, retriever, llm, model: str, k: int = 5, max_tokens: int = 32,
-           max_prompt_chars: int = 6000) -> dict:
+           max_prompt_chars: int = 6000, shrink: float = 0.75, tries: int = 6) -> dict:
     """One question through the pipeline: ``retriever.search`` (a RetrievalClient or ShardedRetrieval) and
-    ``llm`` an ``openai.OpenAI`` client; greedy decoding, the first line of the completion is the answer."""
+    ``llm`` an ``openai.OpenAI`` client; greedy decoding, the first line of the completion is the answer.
+
+    A character budget cannot promise a token count (a text of numbers or non-Latin script takes more tokens
+    per character): when the server answers 400 "maximum context length" (the OpenAI API's wording, which vLLM
+    and llmlab's server share), the prompt is rebuilt to ``shrink`` times its length, up to ``tries`` times;
+    "shortened" counts those retries."""
+    import openai
+
     hits = retriever.search(question, k=k)
-    prompt, shown = _prompt(question, hits, max_prompt_chars)
-    out = llm.completions.create(model=model, prompt=prompt, max_tokens=max_tokens, temperature=0)
+    budget = max_prompt_chars
+    for attempt in range(tries):
+        prompt, shown = _prompt(question, hits, budget)
+        try:
+            out = llm.completions.create(model=model, prompt=prompt, max_tokens=max_tokens, temperature=0)
+            break
+        except openai.BadRequestError as e:
+            if attempt == tries - 1 or "maximum context length" not in str(e).lower():
+                raise
+            budget = int(shrink * len(prompt))
     text = out.choices[0].text.strip().split("\n")[0]
     cited = citations(text, len(hits))
     return {"question": question, "answer": re.sub(r"\s*\[\d+\]", "", text).strip(), "raw": text,
-            "citations": cited, "hits": hits, "prompt": prompt, "prompt_passages": shown}
+            "citations": cited, "hits": hits, "prompt": prompt, "prompt_passages": shown, "shortened": attempt}
 
 
 def evaluate(questions: list[dict], retriever, llm, model: str, k: int = 5, gold_key=None, **kwargs) -> dict:
@@ -77,7 +92,8 @@ def evaluate(questions: list[dict], retriever, llm, model: str, k: int = 5, gold
     n = max(1, len(rows))
     return {"questions": len(rows), "exact_match": sum(r["em"] for r in rows) / n, "f1": sum(r["f1"] for r in rows) / n,
             f"recall@{k}": sum(r["retrieved_gold"] for r in rows) / n,
-            "cited": sum(bool(r["citations"]) for r in rows) / n, "rows": rows}
+            "cited": sum(bool(r["citations"]) for r in rows) / n,
+            "prompts_shortened": sum(r["shortened"] > 0 for r in rows), "rows": rows}
 
 
 def reader_text(questions: list[dict], passages: list[dict], max_chars: int, seed: int = 0) -> str:
