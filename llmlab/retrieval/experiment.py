@@ -19,6 +19,7 @@ from llmlab.retrieval import rag as rag_lib
 from llmlab.retrieval.embed import Embedder, embed_cached
 from llmlab.retrieval.lexical import BM25
 from llmlab.retrieval.metrics import recall_at_k, rrf
+from llmlab.stages import Stages
 
 
 @dataclass(frozen=True)
@@ -229,38 +230,38 @@ def plot_rag(r: dict, path: Path) -> None:
 
 
 def run(cfg: RetrievalConfig, out: Path) -> tuple[dict, str]:
+    """The deliverable, stage by stage; a rerun into the same ``out`` with the same config resumes after the
+    last finished stage (``llmlab.stages``: the full profile runs for hours on CPUs)."""
     t0 = time.perf_counter()
-    stages: dict[str, float] = {}  # seconds of each part of the run
-
-    @contextlib.contextmanager
-    def stage(name: str):
-        t = time.perf_counter()
-        yield
-        stages[name] = round(time.perf_counter() - t, 1)
+    stage = Stages(out / "stages", asdict(cfg))
 
     passages, questions = build_corpus(cfg)
     embedder = Embedder()
     texts = [corpus.text(p) for p in passages]
-    with stage("embed"):
-        vectors = embed_cached(embedder, texts)
-        qvecs = embedder.encode([q["question"] for q in questions])
-    with stage("index sweep"):
-        sweep = index.sweep(cfg.specs(), vectors, qvecs[:cfg.sweep_queries], k=5)
+    t = time.perf_counter()
+    vectors = embed_cached(embedder, texts)
+    qvecs = embedder.encode([q["question"] for q in questions])
+    stage.seconds["embed"] = round(time.perf_counter() - t, 1)
+    sweep = stage("index sweep", lambda: index.sweep(cfg.specs(), vectors, qvecs[:cfg.sweep_queries], k=5))
     plot_sweep(sweep, out / "recall_vs_latency.png", len(passages))
-    with stage("question recall"):
-        quality, quality_info = question_recall(cfg, texts, vectors, questions, qvecs, sweep)
-    with stage("negative sampling"):
-        ns = negative_sampling(cfg, passages, questions)
+    quality, quality_info = stage("question recall",
+                                  lambda: question_recall(cfg, texts, vectors, questions, qvecs, sweep))
+    ns = stage("negative sampling", lambda: negative_sampling(cfg, passages, questions))
     plot_finetune(ns, out / "negative_sampling.png")
-    with stage("RAG"), tempfile.TemporaryDirectory(prefix="llmlab-m16-") as work:
-        rag_result = rag(cfg, passages, questions, vectors, Path(work))
+
+    def rag_stage():
+        with tempfile.TemporaryDirectory(prefix="llmlab-m16-") as work:
+            return rag(cfg, passages, questions, vectors, Path(work))
+
+    rag_result = stage("RAG", rag_stage)
     plot_rag(rag_result, out / "rag.png")
     exact_ms = next(r["ms_single"] for r in sweep if r["index"] == "flat")
     good = [r for r in sweep if r["recall@5"] >= 0.98 and r["index"] != "flat"]
     best = min(good, key=lambda r: r["ms_single"]) if good else None
     fewest = min(good, key=lambda r: r["distances"]) if good else None  # the same choice, by counted work
     metrics = {"config": asdict(cfg), "passages": len(passages), "questions": len(questions),
-               "embed_seconds": stages["embed"], "stage_seconds": stages, "sweep": sweep, "exact_ms": exact_ms,
+               "embed_seconds": stage.seconds["embed"], "stage_seconds": stage.seconds, "resumed_stages": stage.resumed,
+               "sweep": sweep, "exact_ms": exact_ms,
                "best_at_098": best, "speedup_at_098": exact_ms / best["ms_single"] if best else None,
                "fewest_distances_at_098": fewest,
                "distance_saving_at_098": len(passages) / fewest["distances"] if fewest else None,
@@ -308,6 +309,8 @@ def report(m: dict) -> str:
                           for e in rg["examples"])
     tuned = "\n".join(f"| {name} | {r['recall@5']:.3f} | {losses(r)} |" for name, r in ns["runs"].items())
     shipped = ns["runs"]["as shipped"]["recall@5"]
+    resumed = (f" Taken from an earlier run into this folder (its `stages/`, the same config): "
+               f"{', '.join(m['resumed_stages'])}." if m.get("resumed_stages") else "")
     se = (shipped * (1 - shipped) / max(1, ns["test_questions"])) ** 0.5
     return f"""
 ## Vector search over {m['passages']:,} Wikipedia passages
@@ -363,5 +366,6 @@ model (vLLM's, for one) to measure a reader worth the name with the same pipelin
 |---|---|---|---|
 {examples}
 
-Time (seconds, one thread): {", ".join(f"{k} {v:.0f}" for k, v in m.get("stage_seconds", {}).items())}.
+Time (seconds, one thread): {", ".join(f"{k} {v:.0f}" for k, v in m.get("stage_seconds", {}).items())}.\
+{resumed}
 """
