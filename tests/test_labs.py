@@ -378,15 +378,15 @@ def _deliverable_as_ray_job(lab_id: str, out_dir: Path, address: str) -> dict:
     return record.decode(logs, DeliverableRecord).metrics
 
 
-# Quick deliverables that take over 40 s here run with the slow tests (make test-all), to keep make test within
-# its 20 minutes. Their times as Ray jobs in `make run` (one thread, beside another job; the 11.3-min run, at an
-# hour when this machine was fast: the run before took 16 min): m16 (10k passages embedded, indexes swept, MiniLM
-# fine-tuned twice, RAG through both services: 172 s with the embeddings cached, ~450 s more on a fresh
-# machine), m20 (DDP on Ray Train, then StereoSet, CrowS-Pairs, MMLU, WikiText-2 and generation toxicity: 134 s),
-# m19 (a model trained, served and watched by a real Prometheus: 128 s), m13 (SFT, a reward model, PPO on Ray
-# actors and DPO: 89 s), m12 (40 ZeRO-3 steps and a 4-stage memory sweep: 88 s), m15 (the NTK at four widths
-# and 33 lottery-ticket trainings: 87 s), m11 (the zoo, 66 s), m17 (the pipeline and DDP on its shards, 63 s),
-# m14 (63 s), m09 (61 s), m18 (43 s), m10 (37 s), m07 (36 s) and m03 (34 s).
+# Quick deliverables that take over 20 s here run with the slow tests (make test-all), to keep make test within
+# its 20 minutes. Their times as Ray jobs in `make run` (one thread, beside another job; the 8.3-min run at
+# 34,741 tokens/s): m16 (10k passages embedded, indexes swept, MiniLM fine-tuned twice, RAG through both
+# services: 119 s with the embeddings cached; embedding them takes 108 s more on a fresh machine), m20 (DDP on
+# Ray Train, then StereoSet, CrowS-Pairs, MMLU, WikiText-2 and generation toxicity: 109 s), m19 (a model
+# trained, served and watched by a real Prometheus: 101 s), m13 (SFT, a reward model, PPO on Ray actors and
+# DPO: 70 s), m15 (the NTK at four widths and 33 lottery-ticket trainings: 64 s), m12 (40 ZeRO-3 steps and a
+# 4-stage memory sweep: 57 s), m17 (the pipeline and DDP on its shards, 52 s), m11 (the zoo, 45 s), m09 (44 s),
+# m14 (44 s), m18 (34 s), m10 (28 s), m03 (25 s) and m07 (24 s).
 # make test still runs every lab's checks, seeded bugs and cheats, the reference through the sandbox, the quick
 # deliverables of m01, m02, m04, m05, m06 and m08, and the Ray jobs of the heavy ones on tiny configs
 # (test_ray_jobs.py, test_rlhf_ray.py, test_pipeline_ray.py)
