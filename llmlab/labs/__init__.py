@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from llmlab.contracts import SCHEMA_VERSION, LabInfo
+from llmlab.stages import plain
 
 if TYPE_CHECKING:
     from llmlab.labs.base import Lab
@@ -146,11 +147,8 @@ def run_deliverable(lab_id: str, profile: str, out_dir: Path) -> dict:
     record = {"schema_version": SCHEMA_VERSION, "lab": lab.id, "title": _entry(lab.id).title, "profile": profile,
               "started_at": started.isoformat(), "duration_s": round(time.monotonic() - t0, 3),
               "plots": sorted(p.name for p in out_dir.glob("*.png")), "metrics": metrics}
-    record = json.loads(json.dumps(record, default=_plain))  # numpy scalars and arrays -> JSON types
+    record = plain(record)  # numpy scalars and arrays -> JSON types
     (out_dir / "metrics.json").write_text(json.dumps(record, indent=2))
     (out_dir / "report.md").write_text(f"# {lab.id}: {_entry(lab.id).title} ({profile} profile)\n\n{report.strip()}\n")
     return record
 
-
-def _plain(obj):
-    return obj.tolist() if hasattr(obj, "tolist") else float(obj)
