@@ -193,7 +193,8 @@ def test_bf16_autocast_keeps_the_vectors_and_short_batches_in_float32(embedder):
 def test_fine_tuning_lowers_the_loss_it_trains_on():
     """A few steps of the dual encoder (bf16 autocast where the CPU has AMX) lower the in-batch-negatives loss of
     pairs the model as shipped cannot match (code words for passages) and leave the weights in float32; batches
-    never hold two questions of one passage; a mined hard negative is never the gold passage."""
+    never hold two questions of one passage; a mined hard negative is never the gold passage nor, given the
+    answers, a passage that holds one."""
     from llmlab.retrieval import finetune
     from llmlab.retrieval.contrastive import in_batch_negatives_loss
     from llmlab.retrieval.embed import Embedder
@@ -208,6 +209,12 @@ def test_fine_tuning_lowers_the_loss_it_trains_on():
     hard = finetune.mine_hard_negatives(BM25(passages), ["Eiffel Paris", "Japan mountain", "Nile north",
                                                          "light sugar", "Rhine", "Kyoto", "Paris", "Nile"], gold)
     assert all(h != g for h, g in zip(hard, gold, strict=True))
+    # "Kyoto" ranks passage 1 (Japan) first after its gold 5; with the answer "Japan" that one is a false negative
+    bm25 = BM25(passages)
+    assert finetune.mine_hard_negatives(bm25, ["Kyoto capital Japan"], [5]) == [1]
+    skipped = finetune.mine_hard_negatives(bm25, ["Kyoto capital Japan"], [5], passages, [["JAPAN"]])
+    assert skipped[0] not in (1, 5) and "japan" not in passages[skipped[0]].lower()
+    assert finetune.mine_hard_negatives(bm25, ["Kyoto capital Japan"], [5], passages, [[]]) == [1]  # BoolQ
     embedder = Embedder(max_tokens=32)
 
     def loss() -> float:

@@ -26,6 +26,13 @@ def token_f1(prediction: str, answer: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
+def contains_answer(text: str, answers: list[str]) -> bool:
+    """Whether ``text`` holds one of ``answers`` (case-insensitive substring): the test of "an answer was
+    retrieved" that DPR's recall uses, and of a false negative when mining hard negatives."""
+    low = text.lower()
+    return any(a.lower() in low for a in answers)
+
+
 def qa_scores(prediction: str, answers: list[str]) -> tuple[float, float]:
     """(exact match, F1), each the best over ``answers`` (0 for none)."""
     if not answers:

@@ -1,6 +1,6 @@
 """Fine-tuning the sentence embedder as a dual encoder (questions and passages through the same model) with
 the in-batch-negatives loss, optionally adding one BM25-mined hard negative per question (Karpukhin et al.
-2020: the top BM25 passage that is not the gold one)."""
+2020: the top BM25 passage that is not the gold one and does not contain the answer)."""
 
 from __future__ import annotations
 
@@ -10,16 +10,25 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from llmlab.evals.qa import contains_answer
 from llmlab.retrieval.contrastive import in_batch_negatives_loss
 from llmlab.retrieval.embed import Embedder
 from llmlab.retrieval.lexical import BM25
 
 
-def mine_hard_negatives(bm25: BM25, questions: list[str], gold: list[int], depth: int = 10) -> list[int]:
-    """Per question, the highest-ranked BM25 passage other than its gold one (row numbers)."""
+def mine_hard_negatives(bm25: BM25, questions: list[str], gold: list[int], passages: list[str] | None = None,
+                        answers: list[list[str]] | None = None, depth: int = 20) -> list[int]:
+    """Per question, the highest-ranked BM25 passage (row number) other than its gold one and, given the
+    ``passages``' texts and each question's ``answers``, holding none of them: a passage with the answer is a
+    positive the loss would push away (SQuAD asks several questions of each article, and BM25 ranks the
+    article's other paragraphs high). Empty answers (BoolQ's yes/no) skip that test."""
     _, ids = bm25.search(questions, depth)
-    return [next((int(i) for i in row if i >= 0 and i != g), (g + 1) % bm25.n) for row, g in zip(ids, gold,
-                                                                                                  strict=True)]
+
+    def negative(i: int, q: int) -> bool:
+        return i >= 0 and i != gold[q] and not (answers and answers[q] and passages
+                                                and contains_answer(passages[i], answers[q]))
+
+    return [next((int(i) for i in row if negative(i, q)), (gold[q] + 1) % bm25.n) for q, row in enumerate(ids)]
 
 
 def batches(gold: list[int], size: int, seed: int) -> list[list[int]]:

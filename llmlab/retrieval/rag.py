@@ -8,7 +8,7 @@ import re
 
 from tqdm.auto import tqdm
 
-from llmlab.evals.qa import qa_scores
+from llmlab.evals.qa import contains_answer, qa_scores
 
 INSTRUCTION = ("Answer the question with a short phrase taken from the passages, and cite the passage you "
                "used as [n].")
@@ -82,7 +82,7 @@ def evaluate(questions: list[dict], retriever, llm, model: str, k: int = 5, gold
     """Exact match and F1 of the answers (best over each question's "answers"), and the retrieval recall@k:
     the fraction of questions with a passage ``gold_key(hit, question)`` judges gold among the k (by default:
     a passage containing one of the answers)."""
-    gold_key = gold_key or (lambda hit, q: any(a.lower() in hit["text"].lower() for a in q["answers"]))
+    gold_key = gold_key or (lambda hit, q: contains_answer(hit["text"], q["answers"]))
     rows = []
     for q in tqdm(questions, desc="RAG", unit="question"):
         r = answer(q["question"], retriever, llm, model, k=k, **kwargs)
