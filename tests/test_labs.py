@@ -314,9 +314,12 @@ def _m16(m, out):
     # measured: dense 0.944, HNSW 0.930, BM25 0.921, hybrid 0.965 over 800 questions (10k passages)
     assert qr["dense"] > 0.85 and qr["BM25"] > 0.8 and qr["hybrid"] >= max(qr["dense"], qr["BM25"]) - 0.01
     assert qr["hnsw"] > qr["dense"] - 0.03
-    # fine-tuning on a few hundred pairs moves held-out recall by less than its standard error (512 pairs, two
-    # runs: 0.939 -> 0.958 and 0.952; 0.933 -> 0.933 and 0.933; 256 pairs: 0.939 -> 0.945 and 0.945): MiniLM
-    # was trained on such pairs; it must not break the model
+    # fine-tuning on 128 pairs leaves held-out recall where it was (0.964, 165 questions; earlier configs: 512
+    # pairs 0.939 -> 0.958 and 0.952, 256 pairs 0.939 -> 0.945): MiniLM was trained on such pairs; it must not
+    # break the model. (The full profile's 11,009 pairs lift it: 0.804 -> 0.845 and 0.844 over 2,831 questions.)
+    # Hard negatives are mined as DPR did: BM25's first non-gold passage was skipped for holding the answer for
+    # 3 of the 128 questions here (892 of 11,009 in the full profile)
+    assert m["negative_sampling"]["negatives_holding_the_answer"] > 0
     runs = m["negative_sampling"]["runs"]
     shipped = runs["as shipped"]["recall@5"]
     assert shipped > 0.85 and all(abs(r["recall@5"] - shipped) < 0.05 for r in runs.values())

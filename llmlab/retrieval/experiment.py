@@ -211,7 +211,12 @@ def plot_sweep(rows: list[dict], path: Path, n: int) -> None:
 def plot_finetune(ns: dict, path: Path) -> None:
     with figure(path, "Fine-tuning all-MiniLM-L6-v2 as a dual encoder", ncols=2) as (a, b):
         names = list(ns["runs"])
-        a.bar(range(len(names)), [ns["runs"][k]["recall@5"] for k in names], color=["gray", "C0", "C1"])
+        r5 = np.array([ns["runs"][k]["recall@5"] for k in names])
+        ci = 1.96 * np.sqrt(r5 * (1 - r5) / max(1, ns["test_questions"]))  # 95% interval of a binomial proportion
+        a.bar(range(len(names)), r5, yerr=ci, capsize=4, color=["gray", "C0", "C1"])
+        for i, v in enumerate(r5):
+            a.text(i, v / 2, f"{v:.3f}", ha="center", fontsize=8, color="white")
+        a.set_title("error bars: 95% intervals", fontsize=8)
         a.set_xticks(range(len(names)), names, fontsize=7)
         a.set_ylabel(f"held-out recall@5 ({ns['test_questions']} questions, {ns['pool']:,} passages)")
         for name in names[1:]:
